@@ -1,0 +1,56 @@
+"""What every correlator does: take facts under a key, report hits, expire and snapshot state."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
+
+from engine.facts import Fact
+from engine.hits import Hit
+from engine.rules import RuleBase
+
+R = TypeVar("R", bound=RuleBase)
+
+
+class Correlator(ABC, Generic[R]):
+    """The incremental evaluator of one rule, owning its bounded state."""
+
+    def __init__(self, rule: R) -> None:
+        self.rule = rule
+
+    @abstractmethod
+    def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
+        """Take a fact the rule's selectors match; `owner` is False for a geographic halo copy."""
+
+    def on_watermark(self, watermark: float) -> list[Hit]:
+        """Event time has reached `watermark`: expire state, fire decisions that waited for it."""
+        self.expire(watermark)
+        return []
+
+    @abstractmethod
+    def expire(self, watermark: float) -> None:
+        """Drop state that no allowed event can still use."""
+
+    @abstractmethod
+    def size(self) -> tuple[int, int]:
+        """(keys, partial matches) held."""
+
+    @abstractmethod
+    def evictions(self) -> int:
+        """How many facts were evicted by the caps so far."""
+
+    @abstractmethod
+    def facts(self) -> Iterator[Fact]:
+        """Every fact the state refers to (for snapshots)."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """JSON-able state, referring to facts by event id."""
+
+    @abstractmethod
+    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
+        """Load what `snapshot` returned."""
+
+
+CORRELATORS: dict[str, type[Correlator[Any]]] = {}

@@ -1,0 +1,261 @@
+"""The engine: rules over facts and an event-time watermark, with suppression and snapshots."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from engine.correlators.base import CORRELATORS, Correlator
+from engine.errors import SnapshotError
+from engine.facts import Fact
+from engine.geo import Grid
+from engine.hits import Hit, RawAlert, alert_id
+from engine.rules import RuleBase, RuleSet
+from schemas.events import EVENT_MODELS
+
+SEVERITY_BASE = {"low": 30, "medium": 50, "high": 70, "critical": 90}
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which rules a routed copy of a fact is for: an entity key kind, or `geo` (with owner)."""
+
+    kind: str
+    owner: bool = True
+
+
+@dataclass
+class RuleStats:
+    """Counters per rule, read by the metrics edge."""
+
+    facts: int = 0
+    late: int = 0
+    hits: int = 0
+    suppressed: int = 0
+    alerts: int = 0
+
+
+@dataclass
+class EngineStats:
+    rules: dict[str, RuleStats] = field(default_factory=lambda: defaultdict(RuleStats))
+
+
+def score(rule: RuleBase, evidence: tuple[Fact, ...]) -> int:
+    """0-100 from the rule's severity and fixed factors of the evidence (never `eval`)."""
+    s = rule.score
+    base = s.base if s.base is not None else SEVERITY_BASE[rule.severity]
+    bonus = min(s.max_bonus, s.per_event * max(0, len(evidence) - 2))
+    value = float(base + bonus)
+    if s.confidence:
+        confs = [c for f in evidence if (c := getattr(f.event, "confidence", None)) is not None]
+        if confs:
+            value *= 0.5 + 0.5 * (sum(confs) / len(confs))
+    return max(0, min(100, round(value)))
+
+
+class Engine:
+    """Evaluates a rule set incrementally; holds all correlation state, which it can snapshot."""
+
+    def __init__(self, ruleset: RuleSet, *, max_remembered_alerts: int = 200_000) -> None:
+        self.ruleset = ruleset
+        self.correlators: dict[str, Correlator[Any]] = {
+            r.id: CORRELATORS[r.type_name](r) for r in ruleset.rules
+        }
+        self.watermark = -math.inf
+        self.stats = EngineStats()
+        self._suppress: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
+        self._raised: dict[str, float] = {}
+        self._max_raised = max_remembered_alerts
+        self._by_type: dict[str, list[RuleBase]] = defaultdict(list)
+        for r in ruleset.rules:
+            for t in {t for s in r.selectors() for t in s.type}:
+                self._by_type[t].append(r)
+        self._last_expiry = -math.inf
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def process(self, fact: Fact, route: Route | None = None, now: float | None = None) -> list[RawAlert]:
+        """Take one fact (for the rules of `route`, or all rules); return the alerts it raises."""
+        if fact.ts > self.watermark:
+            self.watermark = fact.ts
+        wm = self.watermark
+        hits: list[Hit] = []
+        for rule in self._by_type.get(fact.event_type, ()):
+            if route is not None:
+                rk = rule.route_key()
+                if (rk.name if rk is not None else "geo") != route.kind:
+                    continue
+            if not rule.takes(fact):
+                continue
+            st = self.stats.rules[rule.id]
+            if wm - fact.ts > rule.allowed_lateness:
+                st.late += 1
+                continue
+            st.facts += 1
+            rk = rule.route_key()
+            key = rk.value(fact) if rk is not None else None
+            if rk is not None and key is None:
+                continue
+            hits.extend(
+                self.correlators[rule.id].on_fact(
+                    fact, key, route.owner if route is not None else True, wm
+                )
+            )
+        return self._emit(hits, fact.ts if now is None else now)
+
+    def advance(self, now: float) -> list[RawAlert]:
+        """Move the watermark to `now` (if later); fire what waited for it and expire state."""
+        if now > self.watermark:
+            self.watermark = now
+        wm = self.watermark
+        hits: list[Hit] = []
+        for c in self.correlators.values():
+            hits.extend(c.on_watermark(wm))
+        self._expire_suppression(wm)
+        return self._emit(hits, now)
+
+    def flush(self, now: float) -> list[RawAlert]:
+        """End of input (replay): decide everything still waiting, as if time ran on."""
+        alerts = []
+        for c in self.correlators.values():
+            hits = c.on_watermark(math.inf)
+            alerts.extend(self._emit(hits, now))
+        return alerts
+
+    # -- alerts --------------------------------------------------------------------------
+
+    def _emit(self, hits: list[Hit], now: float) -> list[RawAlert]:
+        if not hits:
+            return []
+        out: list[RawAlert] = []
+        for hit in hits:
+            rule = self.ruleset.by_id[hit.rule_id]
+            st = self.stats.rules[rule.id]
+            st.hits += 1
+            ev = tuple(sorted(hit.evidence, key=lambda f: (f.ts, f.event_id)))
+            aid = alert_id(rule.id, [f.event_id for f in ev])
+            if aid in self._raised:
+                continue
+            last = ev[-1].ts
+            if rule.suppress is not None:
+                skey = self._suppress_key(rule, hit)
+                anchors = self._suppress[rule.id]
+                anchor = anchors.get(skey)
+                if anchor is not None and abs(last - anchor) < rule.suppress.for_:
+                    st.suppressed += 1
+                    continue
+                anchors[skey] = last
+            self._remember(aid, last)
+            st.alerts += 1
+            out.append(
+                RawAlert(
+                    alert_id=aid,
+                    rule_id=rule.id,
+                    title=rule.title,
+                    severity=rule.severity,
+                    score=score(rule, ev),
+                    raised_at=now,
+                    first_seen=ev[0].ts,
+                    last_seen=last,
+                    lat=hit.lat,
+                    lon=hit.lon,
+                    evidence=ev,
+                    key=hit.key,
+                    extra_recipients=tuple(rule.recipients),
+                )
+            )
+        return out
+
+    def _suppress_key(self, rule: RuleBase, hit: Hit) -> tuple[Any, ...]:
+        trigger = hit.evidence[-1]
+        parts: list[Any] = []
+        for name in rule.suppress.by if rule.suppress else ():
+            if name == "key":
+                parts.append(hit.key)
+            elif name == "area":
+                radius = float(getattr(rule, "radius_km", 1.0))
+                parts.append(Grid(2 * radius).cell(hit.lat, hit.lon))
+            else:
+                parts.append(trigger.get(name))
+        return tuple(parts)
+
+    def _remember(self, aid: str, ts: float) -> None:
+        raised = self._raised
+        raised[aid] = ts
+        if len(raised) > self._max_raised:
+            for k in list(raised)[: len(raised) - self._max_raised]:
+                del raised[k]
+
+    def _expire_suppression(self, wm: float) -> None:
+        for rule_id, anchors in self._suppress.items():
+            rule = self.ruleset.by_id.get(rule_id)
+            if rule is None or rule.suppress is None:
+                continue
+            horizon = wm - rule.suppress.for_ - rule.allowed_lateness
+            for k in [k for k, a in anchors.items() if a < horizon]:
+                del anchors[k]
+
+    # -- introspection -------------------------------------------------------------------
+
+    def state_size(self) -> dict[str, tuple[int, int, int]]:
+        """Per rule: (keys, partial matches, evictions so far)."""
+        return {rid: (*c.size(), c.evictions()) for rid, c in self.correlators.items()}
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self, meta: dict[str, Any] | None = None) -> bytes:
+        """All state as compressed JSON: facts once by id, each rule's state by reference."""
+        facts: dict[str, Any] = {}
+        for c in self.correlators.values():
+            for f in c.facts():
+                if f.event_id not in facts:
+                    facts[f.event_id] = f.event.model_dump(mode="json")
+        doc = {
+            "v": SNAPSHOT_VERSION,
+            "watermark": None if math.isinf(self.watermark) else self.watermark,
+            "rules": {r.id: r.model_dump(mode="json", by_alias=True) for r in self.ruleset.rules},
+            "facts": facts,
+            "state": {rid: c.snapshot() for rid, c in self.correlators.items()},
+            "suppress": {
+                rid: [[list(k), a] for k, a in anchors.items()]
+                for rid, anchors in self._suppress.items()
+            },
+            "raised": list(self._raised.items()),
+            "meta": meta or {},
+        }
+        return zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
+
+    def restore(self, blob: bytes) -> dict[str, Any]:
+        """Load a snapshot; rules whose definition changed since start empty. Returns its meta."""
+        try:
+            doc = orjson.loads(zlib.decompress(blob))
+        except (zlib.error, orjson.JSONDecodeError) as e:
+            raise SnapshotError(f"snapshot is not readable: {e}") from e
+        if doc.get("v") != SNAPSHOT_VERSION:
+            raise SnapshotError(f"snapshot version {doc.get('v')} is not {SNAPSHOT_VERSION}")
+        facts = {
+            eid: Fact(EVENT_MODELS[d["event_type"]].model_validate(d))  # type: ignore[attr-defined]
+            for eid, d in doc["facts"].items()
+        }
+        wm = doc.get("watermark")
+        if wm is not None and wm > self.watermark:
+            self.watermark = wm
+        same = {
+            r.id
+            for r in self.ruleset.rules
+            if doc["rules"].get(r.id) == r.model_dump(mode="json", by_alias=True)
+        }
+        for rid in same:
+            self.correlators[rid].restore(doc["state"][rid], facts)
+            for k, a in doc["suppress"].get(rid, []):
+                self._suppress[rid][tuple(tuple(x) if isinstance(x, list) else x for x in k)] = a
+        for aid, ts in doc["raised"]:
+            self._raised[aid] = ts
+        meta: dict[str, Any] = doc.get("meta") or {}
+        return meta

@@ -1,0 +1,129 @@
+"""Input events, exactly as the wire contract (CONTRACT.md, "Events") defines them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Field, field_validator
+
+from schemas.base import WireModel
+
+EventType = Literal["detection", "suspect", "weapon", "track"]
+SubjectKind = Literal["person", "vehicle", "vessel", "aircraft", "drone", "unknown"]
+SensorKind = Literal["lpr", "camera", "radar", "seismic", "thermal", "inspection", "other"]
+Risk = Literal["low", "medium", "high"]
+WeaponEventKind = Literal["seizure", "trace", "theft", "sighting"]
+
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+
+
+def normalize_plate(plate: str) -> str:
+    """Upper case, letters and digits only: the form plates are matched in."""
+    return _NOT_ALNUM.sub("", plate.upper())
+
+
+Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Source(WireModel):
+    """Who reported the event."""
+
+    agency: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="Reporting agency, e.g. CBP, USBP, ATF, SEDENA, GN, FGR."
+    )
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2 code of the reporting agency's country, "
+        "one of the configured partners: the data's home."
+    )
+
+
+class Location(WireModel):
+    """Where the event happened (WGS-84)."""
+
+    lat: float = Field(ge=-90, le=90, description="Latitude in WGS-84 degrees.")
+    lon: float = Field(ge=-180, le=180, description="Longitude in WGS-84 degrees.")
+    accuracy_m: float | None = Field(
+        default=None, ge=0, le=1e7, description="One-sigma horizontal error in metres."
+    )
+
+
+class EventBase(WireModel):
+    """Fields common to every event."""
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="Unique per event; the same id seen again within 24 h is a duplicate."
+    )
+    occurred_at: AwareDatetime = Field(
+        description="Event time, RFC 3339 date-time with offset; at most 5 minutes in the future."
+    )
+    source: Source = Field(description="Who reported the event.")
+    location: Location = Field(description="Where it happened.")
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        if not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 date-time string with an offset")
+        return value
+
+
+class Detection(EventBase):
+    """A sensor or officer detected something at the border."""
+
+    event_type: Literal["detection"] = Field(description="Always `detection`.")
+    sensor_id: Text = Field(description="The detecting sensor's identifier.")
+    sensor_kind: SensorKind = Field(description="What kind of sensor detected it.")
+    subject_kind: SubjectKind = Field(description="What was detected.")
+    count: int = Field(default=1, ge=1, le=100_000, description="How many subjects.")
+    plate: Text | None = Field(default=None, description="Vehicle plate read, if any.")
+    confidence: float = Field(default=1.0, ge=0, le=1, description="Detection confidence, 0-1.")
+
+
+class Suspect(EventBase):
+    """A person of interest reported by an agency (watchlist)."""
+
+    event_type: Literal["suspect"] = Field(description="Always `suspect`.")
+    person_ref: Text = Field(description="The agency's own identifier of the person.")
+    watchlist: Text = Field(description="Watchlist category.")
+    risk: Risk = Field(description="Assessed risk.")
+    plate: Text | None = Field(default=None, description="A vehicle plate tied to the person.")
+    confidence: float = Field(default=1.0, ge=0, le=1, description="Confidence, 0-1.")
+
+
+class Weapon(EventBase):
+    """A weapon seizure, trace, theft or sighting."""
+
+    event_type: Literal["weapon"] = Field(description="Always `weapon`.")
+    weapon_event: WeaponEventKind = Field(description="What happened to the weapon.")
+    serial: Text | None = Field(default=None, description="Serial number.")
+    make: Text | None = Field(default=None, description="Manufacturer.")
+    model: Text | None = Field(default=None, description="Model.")
+    caliber: Text | None = Field(default=None, description="Caliber.")
+    quantity: int = Field(default=1, ge=1, le=1_000_000, description="How many weapons.")
+    plate: Text | None = Field(default=None, description="A linked vehicle plate.")
+    person_ref: Text | None = Field(default=None, description="A linked person.")
+
+
+class Track(EventBase):
+    """A track update of a vehicle, vessel, aircraft or person."""
+
+    event_type: Literal["track"] = Field(description="Always `track`.")
+    track_id: Text = Field(description="The tracker's identifier of the track.")
+    subject_kind: SubjectKind = Field(description="What is tracked.")
+    speed_mps: float | None = Field(default=None, ge=0, le=10_000, description="Speed, m/s.")
+    heading_deg: float | None = Field(default=None, ge=0, le=360, description="Heading, degrees.")
+    plate: Text | None = Field(default=None, description="Vehicle plate, if known.")
+
+
+Event = Detection | Suspect | Weapon | Track
+
+EVENT_MODELS: dict[str, type[Detection] | type[Suspect] | type[Weapon] | type[Track]] = {
+    "detection": Detection,
+    "suspect": Suspect,
+    "weapon": Weapon,
+    "track": Track,
+}
+
+COMMON_FIELDS = frozenset({"event_id", "event_type", "occurred_at", "source"})
