@@ -1,0 +1,92 @@
+"""Decode and validate one raw message: an accepted fact, or a rejection a person can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from pydantic import ValidationError
+
+from engine.facts import Fact
+from schemas.events import EVENT_MODELS
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_FUTURE_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message was refused: the dead letter's `error`."""
+
+    kind: str
+    message: str
+
+
+def _schema_message(e: ValidationError, etype: str) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {str(got)[:60]!r})"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"field '{loc}' is not part of a {etype} event")
+        else:
+            parts.append(f"field '{loc}': {err['msg']}{shown}")
+    more = f"; and {e.error_count() - 5} more" if e.error_count() > 5 else ""
+    return f"not a valid {etype} event: " + "; ".join(parts) + more
+
+
+def validate(
+    raw: bytes | None,
+    expected_type: str,
+    *,
+    now: float,
+    partners: frozenset[str],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Fact | Rejection:
+    """Check one message from the topic of `expected_type` events at wall-clock `now`."""
+    if raw is None:
+        return Rejection("json", "the message has no value (a tombstone); send one JSON object")
+    if len(raw) > max_bytes:
+        return Rejection(
+            "too_large",
+            f"the message is {len(raw)} bytes; events may be at most {max_bytes} bytes",
+        )
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return Rejection("json", f"not valid UTF-8 JSON: {e}")
+    if not isinstance(doc, dict):
+        return Rejection("json", f"expected one JSON object, got a JSON {type(doc).__name__}")
+    etype = doc.get("event_type")
+    if etype != expected_type:
+        if etype in EVENT_MODELS:
+            return Rejection(
+                "type_mismatch",
+                f"a {etype} event was published to the topic of {expected_type} events; "
+                f"publish it to the {etype} topic",
+            )
+        return Rejection(
+            "schema",
+            f"event_type is {etype!r}; on this topic it must be {expected_type!r}",
+        )
+    try:
+        event = EVENT_MODELS[expected_type].model_validate(doc)
+    except ValidationError as e:
+        return Rejection("schema", _schema_message(e, expected_type))
+    except (RecursionError, ValueError) as e:
+        return Rejection("schema", f"not a valid {expected_type} event: {e}")
+    if event.source.country not in partners:
+        return Rejection(
+            "unknown_partner",
+            f"source.country {event.source.country!r} is not a partner of this pipeline "
+            f"(partners: {', '.join(sorted(partners))})",
+        )
+    fact = Fact(event)
+    if fact.ts > now + MAX_FUTURE_S:
+        return Rejection(
+            "future",
+            f"occurred_at {event.occurred_at.isoformat()} is {(fact.ts - now) / 60:.1f} minutes "
+            "in the future; at most 5 minutes are allowed: check the sender's clock and offset",
+        )
+    return fact
