@@ -16,7 +16,6 @@ from engine.facts import Fact
 from engine.geo import Grid
 from engine.hits import Hit, RawAlert, alert_id
 from engine.rules import RuleBase, RuleSet
-from schemas.events import EVENT_MODELS
 
 SEVERITY_BASE = {"low": 30, "medium": 50, "high": 70, "critical": 90}
 SNAPSHOT_VERSION = 1
@@ -215,7 +214,7 @@ class Engine:
         for c in self.correlators.values():
             for f in c.facts():
                 if f.event_id not in facts:
-                    facts[f.event_id] = f.event.model_dump(mode="json")
+                    facts[f.event_id] = f.doc
         doc = {
             "v": SNAPSHOT_VERSION,
             "watermark": None if math.isinf(self.watermark) else self.watermark,
@@ -239,10 +238,10 @@ class Engine:
             raise SnapshotError(f"snapshot is not readable: {e}") from e
         if doc.get("v") != SNAPSHOT_VERSION:
             raise SnapshotError(f"snapshot version {doc.get('v')} is not {SNAPSHOT_VERSION}")
-        facts = {
-            eid: Fact(EVENT_MODELS[d["event_type"]].model_validate(d))  # type: ignore[attr-defined]
-            for eid, d in doc["facts"].items()
-        }
+        try:
+            facts = {eid: Fact.from_doc(d) for eid, d in doc["facts"].items()}
+        except (KeyError, ValueError) as e:
+            raise SnapshotError(f"snapshot holds an invalid event: {e}") from e
         wm = doc.get("watermark")
         if wm is not None and wm > self.watermark:
             self.watermark = wm

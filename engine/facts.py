@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.border import default_border
-from schemas.events import Event, normalize_plate
+from schemas.events import EVENT_MODELS, Event, normalize_plate
 
 _MISSING = object()
 
@@ -13,10 +13,13 @@ _MISSING = object()
 class Fact:
     """One accepted event as the engine sees it: the model plus event time in epoch seconds."""
 
-    __slots__ = ("_derived", "country", "event", "event_id", "event_type", "lat", "lon", "ts")
+    __slots__ = (
+        "_derived", "_doc", "country", "event", "event_id", "event_type", "lat", "lon", "ts"
+    )
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, doc: dict[str, Any] | None = None) -> None:
         self.event = event
+        self._doc = doc
         self.event_id = event.event_id
         self.event_type = event.event_type
         self.ts = event.occurred_at.timestamp()
@@ -24,6 +27,18 @@ class Fact:
         self.lon = event.location.lon
         self.country = event.source.country
         self._derived: dict[str, Any] | None = None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Fact:
+        """A fact from an event's JSON object (validated again: it may come from a topic)."""
+        return cls(EVENT_MODELS[doc["event_type"]].model_validate(doc), doc)
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The event as a JSON-able object."""
+        if self._doc is None:
+            self._doc = self.event.model_dump(mode="json", exclude_none=True)
+        return self._doc
 
     def get(self, name: str) -> Any:
         """A field by name: event fields, `source.agency`, `source.country`, or a derived one.

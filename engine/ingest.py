@@ -82,7 +82,7 @@ def validate(
             f"source.country {event.source.country!r} is not a partner of this pipeline "
             f"(partners: {', '.join(sorted(partners))})",
         )
-    fact = Fact(event)
+    fact = Fact(event, doc)
     if fact.ts > now + MAX_FUTURE_S:
         return Rejection(
             "future",

@@ -1,0 +1,423 @@
+"""The Faust worker: agents that decode, call the engine, send, and record metrics.
+
+Three hops, each co-partitioned by what it needs, so any producer keying is fine:
+
+1. ingest (one agent per input topic): validate; refusals to the dead-letter topic; accepted
+   events in batches to `fusion.validated`, partitioned by `event_id`.
+2. dedup (`fusion.validated`): drop repeated ids, dead-letter events too late for every rule,
+   and route each event to `fusion.routed` under every correlation key its rules use.
+3. correlate (`fusion.routed`): one engine per partition; alerts released per destination to
+   `alerts.<cc>`, each with its record on `audit.sharing`.
+
+Stages 2 and 3 keep state per partition, snapshot it to compacted topics and ack their input
+only once a snapshot covers it, so a restarted or rebalanced worker resumes where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from engine.dedup import Deduplicator
+from engine.engine import Engine, Route
+from engine.errors import FusionError, SnapshotError
+from engine.facts import Fact
+from engine.hits import RawAlert
+from engine.ingest import Rejection, validate
+from engine.release import InterimPolicy, SharingPolicy, recipients, release
+from engine.routing import Router, partition_for
+from engine.rules import RuleSet, load_rules
+from streams.envelopes import dead_letter, decode_batch, encode_batch
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.snapshots import SnapshotReader
+
+log = logging.getLogger("fusion")
+
+
+@dataclass
+class PartitionState:
+    """A stage's state for one partition, and the input it has applied but not yet acked."""
+
+    applied: int = -1
+    pending: list[Any] = field(default_factory=list)
+    dirty: bool = False
+    last_snapshot: float = 0.0
+
+
+class Pipeline:
+    """The stages' state and logic, independent of how Faust wires them."""
+
+    def __init__(self, settings: Settings, app: faust.App, metrics: Metrics) -> None:
+        self.s = settings
+        self.app = app
+        self.metrics = metrics
+        self.ruleset: RuleSet = load_rules([settings.rules_path])
+        self.router = Router(self.ruleset)
+        self.policy: SharingPolicy = InterimPolicy()
+        self.partners = settings.partner_set
+        self.reader = SnapshotReader(settings)
+        self.dedups: dict[int, Deduplicator] = {}
+        self.dedup_wm: dict[int, float] = {}
+        self.engines: dict[int, Engine] = {}
+        self.states: dict[tuple[str, int], PartitionState] = {}
+        self.locks: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.ackers: dict[str, Callable[[Any], Awaitable[bool]]] = {}
+        self._evictions_seen: dict[str, int] = defaultdict(int)
+        self._late_seen: dict[str, int] = defaultdict(int)
+        self._suppressed_seen: dict[str, int] = defaultdict(int)
+
+        t = app.topic
+        self.inputs = {
+            etype: t(name, value_serializer="raw", key_serializer="raw", internal=False)
+            for etype, name in settings.input_topics.items()
+        }
+        raw = {"value_serializer": "raw", "key_serializer": "raw"}
+        self.validated = t(settings.topic_validated, **raw)
+        self.routed = t(settings.topic_routed, **raw)
+        self.deadletter = t(settings.topic_deadletter, **raw)
+        self.audit = t(settings.topic_audit, **raw)
+        self.alert_topics = {p: t(settings.alert_topic(p), **raw) for p in settings.partners}
+        self.state_topics = {
+            "dedup": t(settings.topic_state_dedup, **raw),
+            "engine": t(settings.topic_state_engine, **raw),
+        }
+
+    # -- stage 1: ingest -------------------------------------------------------------------
+
+    async def ingest(self, etype: str, events: list[Any]) -> None:
+        now = time.time()
+        s = self.s
+        parts: dict[int, list[Any]] = defaultdict(list)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        topic_name = s.input_topics[etype]
+        for ev in events:
+            msg = ev.message
+            res = validate(ev.value, etype, now=now, partners=self.partners,
+                           max_bytes=s.max_message_bytes)
+            if isinstance(res, Rejection):
+                await self.send_dead_letter(msg.topic, msg.partition, msg.offset, ev.value, res, now)
+                continue
+            counts[(etype, res.country)] += 1
+            parts[partition_for(res.event_id, s.internal_partitions)].append(
+                [res.doc, now, [msg.topic, msg.partition, msg.offset]]
+            )
+        for (et, country), n in counts.items():
+            self.metrics.received.labels(topic_name, et, country).inc(n)
+        for p, items in parts.items():
+            await self.validated.send(value=encode_batch(items), partition=p)
+
+    async def send_dead_letter(
+        self, topic: str, partition: int, offset: int, raw: bytes | None, why: Rejection,
+        now: float,
+    ) -> None:
+        self.metrics.rejected.labels(topic, why.kind).inc()
+        await self.deadletter.send(
+            value=dead_letter(topic, partition, offset, raw, why, now),
+            key=f"{topic}:{partition}:{offset}".encode(),
+        )
+
+    # -- stage 2: dedup and route ----------------------------------------------------------
+
+    async def dedup(self, ev: Any) -> None:
+        msg = ev.message
+        p = msg.partition
+        st = await self._state("dedup", p)
+        if st is None:
+            return
+        if msg.offset <= st.applied:
+            await self.ackers["dedup"](ev)
+            return
+        dd = self.dedups[p]
+        now = time.time()
+        wm = max(self.dedup_wm.get(p, 0.0), now - self.s.idle_lag_s)
+        parts: dict[int, list[Any]] = defaultdict(list)
+        n = self.s.internal_partitions
+        for doc, t_in, origin in decode_batch(msg.value):
+            fact = Fact.from_doc(doc)
+            if dd.seen(fact.event_id, now):
+                self.metrics.duplicates.labels(fact.event_type).inc()
+                continue
+            reason = self.ruleset.late_reason(fact, wm)
+            if reason is not None:
+                self.metrics.late.labels(fact.event_type).inc()
+                await self.send_dead_letter(origin[0], origin[1], origin[2], orjson.dumps(doc),
+                                            Rejection("late", reason), now)
+                continue
+            if fact.ts > wm:
+                wm = fact.ts
+            for key, route in self.router.routes(fact):
+                parts[partition_for(key, n)].append([route.kind, route.owner, doc, t_in])
+        self.dedup_wm[p] = wm
+        for q, items in parts.items():
+            await self.routed.send(value=encode_batch(items), partition=q)
+        st.applied = msg.offset
+        st.pending.append(ev)
+        st.dirty = True
+        await self._maybe_snapshot("dedup", p)
+
+    # -- stage 3: correlate and deliver ----------------------------------------------------
+
+    async def correlate(self, ev: Any) -> None:
+        msg = ev.message
+        p = msg.partition
+        st = await self._state("engine", p)
+        if st is None:
+            return
+        if msg.offset <= st.applied:
+            await self.ackers["engine"](ev)
+            return
+        engine = self.engines[p]
+        now = time.time()
+        for kind, owner, doc, t_in in decode_batch(msg.value):
+            fact = Fact.from_doc(doc)
+            alerts = engine.process(fact, Route(kind, owner), now=now)
+            for a in alerts:
+                await self.deliver(a, t_in)
+        st.applied = msg.offset
+        st.pending.append(ev)
+        st.dirty = True
+        await self._maybe_snapshot("engine", p)
+
+    async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
+        now = time.time()
+        who = recipients(alert, self.partners, self.policy)
+        self.metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+        for dest in who:
+            topic = self.alert_topics[dest]
+            out = release(alert, dest, who, self.policy, now=now, topic=topic.get_topic_name())
+            if out is None:
+                continue
+            body, audit = out
+            key = alert.alert_id.encode()
+            await self.audit.send(key=key, value=orjson.dumps(audit.model_dump(mode="json")))
+            await topic.send(key=key, value=orjson.dumps(body.model_dump(mode="json")))
+            self.metrics.audit_records.labels(dest).inc()
+            self.metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
+        done = time.time()
+        self.metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
+        if ingested_at is not None:
+            self.metrics.ingest_to_alert.labels(alert.rule_id).observe(max(0.0, done - ingested_at))
+
+    # -- state, snapshots, acks ------------------------------------------------------------
+
+    def owns(self, topic: str, p: int) -> bool:
+        return TP(topic, p) in self.app.consumer.assignment()
+
+    async def _state(self, stage: str, p: int) -> PartitionState | None:
+        """The stage's state for partition p, loaded from its snapshot on first use."""
+        st = self.states.get((stage, p))
+        if st is not None:
+            return st
+        topic = self.s.topic_validated if stage == "dedup" else self.s.topic_routed
+        if not self.owns(topic, p):
+            return None
+        async with self.locks[(stage, p)]:
+            st = self.states.get((stage, p))
+            if st is not None:
+                return st
+            st = PartitionState(last_snapshot=time.monotonic())
+            blob = await self.reader.latest(self.state_topics[stage].get_topic_name(), p)
+            if stage == "dedup":
+                dd = Deduplicator(self.s.dedup_ttl_s, self.s.dedup_max_ids)
+                if blob is not None:
+                    doc = orjson.loads(blob)
+                    dd.restore(doc["seen"])
+                    st.applied = int(doc["applied"])
+                    self.dedup_wm[p] = float(doc.get("watermark") or 0.0)
+                self.dedups[p] = dd
+            else:
+                engine = Engine(self.ruleset)
+                if blob is not None:
+                    try:
+                        meta = engine.restore(blob)
+                        st.applied = int(meta.get("applied", -1))
+                    except SnapshotError:
+                        log.exception("engine snapshot of partition %d unreadable; starting empty", p)
+                self.engines[p] = engine
+            log.info("%s partition %d ready (resuming after offset %d)", stage, p, st.applied)
+            self.states[(stage, p)] = st
+            return st
+
+    async def _maybe_snapshot(self, stage: str, p: int, force: bool = False) -> None:
+        st = self.states.get((stage, p))
+        if st is None or not st.dirty:
+            return
+        if not force and time.monotonic() - st.last_snapshot < self.s.snapshot_interval_s:
+            return
+        async with self.locks[(stage, p)]:
+            if not st.dirty:
+                return
+            if stage == "dedup":
+                dd = self.dedups[p]
+                dd.expire(time.time())
+                blob = orjson.dumps({"applied": st.applied, "seen": dd.snapshot(),
+                                     "watermark": self.dedup_wm.get(p)})
+                self.metrics.dedup_ids.set(sum(len(d) for d in self.dedups.values()))
+            else:
+                blob = self.engines[p].snapshot({"applied": st.applied})
+            to_ack, st.pending = st.pending, []
+            st.dirty = False
+            st.last_snapshot = time.monotonic()
+            # Everything the snapshot's input produced must be on the broker before the
+            # snapshot is, and the snapshot before its input is acked (then committed).
+            await self.app.producer.flush()
+            await self.state_topics[stage].send(value=blob, key=f"{stage}:{p}".encode(),
+                                                partition=p)
+            await self.app.producer.flush()
+            self.metrics.snapshots.labels(stage).inc()
+            self.metrics.snapshot_bytes.labels(stage).set(len(blob))
+            ack = self.ackers.get(stage)
+            if ack is not None:
+                for ev in to_ack:
+                    await ack(ev)
+
+    async def tick(self) -> None:
+        """Once a second: advance the engines' clocks, expire state, snapshot what is due."""
+        now = time.time()
+        for p, engine in list(self.engines.items()):
+            st = self.states.get(("engine", p))
+            if st is None:
+                continue
+            for a in engine.advance(now - self.s.idle_lag_s):
+                await self.deliver(a, None)
+                st.dirty = True
+        for stage, p in list(self.states):
+            await self._maybe_snapshot(stage, p)
+        self.export_state_metrics()
+
+    def export_state_metrics(self) -> None:
+        m = self.metrics
+        keys: dict[str, int] = defaultdict(int)
+        partials: dict[str, int] = defaultdict(int)
+        evictions: dict[str, int] = defaultdict(int)
+        late: dict[str, int] = defaultdict(int)
+        suppressed: dict[str, int] = defaultdict(int)
+        wm = 0.0
+        for engine in self.engines.values():
+            for rid, (k, n, e) in engine.state_size().items():
+                keys[rid] += k
+                partials[rid] += n
+                evictions[rid] += e
+            for rid, rs in engine.stats.rules.items():
+                late[rid] += rs.late
+                suppressed[rid] += rs.suppressed
+            wm = max(wm, engine.watermark)
+        for rid in self.ruleset.by_id:
+            m.state_keys.labels(rid).set(keys[rid])
+            m.state_partials.labels(rid).set(partials[rid])
+            for total, seen, metric in (
+                (evictions[rid], self._evictions_seen, m.state_evictions),
+                (late[rid], self._late_seen, m.rule_late),
+                (suppressed[rid], self._suppressed_seen, m.suppressed),
+            ):
+                if total > seen[rid]:
+                    metric.labels(rid).inc(total - seen[rid])
+                seen[rid] = total
+        if wm > 0:
+            m.watermark.set(wm)
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        """Hand partitions over: snapshot their state, then forget it."""
+        names = {self.s.topic_validated: "dedup", self.s.topic_routed: "engine"}
+        for tp in revoked:
+            stage = names.get(tp.topic)
+            if stage is None or (stage, tp.partition) not in self.states:
+                continue
+            try:
+                await self._maybe_snapshot(stage, tp.partition, force=True)
+            except (FusionError, OSError):
+                log.exception("could not snapshot %s partition %d on revocation", stage, tp.partition)
+            self.states.pop((stage, tp.partition), None)
+            (self.dedups if stage == "dedup" else self.engines).pop(tp.partition, None)  # type: ignore[attr-defined]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once every declared input topic has partitions assigned to the group here."""
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - not started yet
+            return False, "consumer not started"
+        topics = {tp.topic for tp in assigned}
+        wanted = {*self.s.input_topics.values(), self.s.topic_validated, self.s.topic_routed}
+        missing = sorted(wanted - topics)
+        if missing:
+            return False, f"no partitions assigned for {', '.join(missing)}"
+        return True, f"{len(assigned)} partitions assigned"
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Pipeline]:
+    """The Faust app with its agents, timer and health endpoints."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.internal_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        web_bind="0.0.0.0",  # noqa: S104 - compose reaches the health endpoints from outside
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        store="memory://",
+    )
+    pipeline = Pipeline(settings, app, metrics or Metrics())
+    batch, within = settings.batch_max, settings.batch_within_s
+
+    def make_ingest(etype: str) -> Callable[[Any], Awaitable[None]]:
+        async def ingest(stream: Any) -> None:
+            async for events in stream.take_events(batch, within=within):
+                await pipeline.ingest(etype, events)
+
+        ingest.__name__ = f"ingest_{etype}"
+        return ingest
+
+    for etype, topic in pipeline.inputs.items():
+        app.agent(topic, name=f"ingest-{etype}")(make_ingest(etype))
+
+    @app.agent(pipeline.validated, name="dedup")
+    async def dedup(stream: Any) -> None:
+        s = stream.noack()
+        pipeline.ackers["dedup"] = s.ack
+        async for ev in s.events():
+            await pipeline.dedup(ev)
+
+    @app.agent(pipeline.routed, name="correlate")
+    async def correlate(stream: Any) -> None:
+        s = stream.noack()
+        pipeline.ackers["engine"] = s.ack
+        async for ev in s.events():
+            await pipeline.correlate(ev)
+
+    @app.timer(1.0)
+    async def tick() -> None:
+        await pipeline.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        await pipeline.on_revoked(revoked)
+
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        return web.json({"status": "live"})
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        ok, why = pipeline.readiness()
+        pipeline.metrics.ready.set(1 if ok else 0)
+        return web.json({"status": "ready" if ok else "not ready", "detail": why},
+                        status=200 if ok else 503)
+
+    return app, pipeline

@@ -1,0 +1,240 @@
+"""`fusion`: run the worker, create topics, simulate events, tail alerts, replay, test rules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import FusionError, RuleSetError
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as e:  # noqa: BLE001 - pydantic names the bad setting; say it plainly
+        print(f"fusion: invalid settings: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app import create_app
+    from streams.clients import create_topics
+    from streams.metrics import Metrics
+
+    s = _settings()
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    created = create_topics(s)
+    if created:
+        print(f"created topics: {', '.join(created)}", flush=True)
+    metrics = Metrics()
+    if s.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(s.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
+    app, _ = create_app(s, metrics)
+    worker = faust.Worker(app, loglevel=s.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.clients import create_topics
+    from streams.topics import declared_topics
+
+    s = _settings()
+    created = create_topics(s)
+    for t in declared_topics(s):
+        mark = "created" if t.name in created else "exists"
+        print(f"{t.name:28} {t.partitions:3} partitions  {t.role:10} {mark}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from streams.clients import kafka_python_config
+    from streams.simulator import Simulator
+
+    s = _settings()
+    producer = KafkaProducer(linger_ms=5, acks=1, **kafka_python_config(s))
+    sim = Simulator(seed=args.seed, scenario_share=args.scenario_share)
+    topics = s.input_topics
+    interval = 1.0 / args.rate if args.rate > 0 else 0.0
+    start = time.monotonic()
+    sent = 0
+    last_report = start
+    try:
+        for etype, ev in sim.stream():
+            producer.send(topics[etype], orjson.dumps(ev))
+            sent += 1
+            if args.count and sent >= args.count:
+                break
+            if interval:
+                due = start + sent * interval
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if not args.quiet and time.monotonic() - last_report >= 5:
+                last_report = time.monotonic()
+                rate = sent / (last_report - start)
+                print(f"simulator: {sent} events sent ({rate:.0f}/s)", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush()
+        producer.close()
+    print(f"simulator: done, {sent} events sent", flush=True)
+    return 0
+
+
+def format_alert(a: dict[str, Any]) -> str:
+    """One readable line per alert."""
+    ev = ", ".join(
+        f"{e['event_type']}({e['source']['agency']}/{e['source']['country']})"
+        for e in a.get("evidence", [])
+    )
+    when = a.get("raised_at", "")[:19].replace("T", " ")
+    loc = a.get("location", {})
+    red = len(a.get("redactions", []))
+    return (
+        f"[{a.get('recipient')}] {when} {a.get('severity', '').upper():8} {a.get('rule_id')} "
+        f"score {a.get('score')} {a.get('tlp')} at {loc.get('lat')},{loc.get('lon')} | {ev}"
+        f" | {red} redacted | {a.get('alert_id', '')[:12]}"
+    )
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer
+
+    from streams.clients import kafka_python_config
+
+    s = _settings()
+    topic = s.alert_topic(args.country.upper())
+    consumer = KafkaConsumer(
+        topic,
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
+        **kafka_python_config(s),
+    )
+    print(f"tailing {topic} (Ctrl-C to stop)", flush=True)
+    n = 0
+    try:
+        for msg in consumer:
+            a = orjson.loads(msg.value)
+            print(orjson.dumps(a).decode() if args.json else format_alert(a), flush=True)
+            n += 1
+            if args.max and n >= args.max:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.replay import replay
+    from engine.rules import load_rules
+
+    s = _settings()
+    ruleset = load_rules([args.rules or s.rules_path])
+    src = sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb")  # noqa: SIM115
+    out = sys.stdout.buffer
+    stats = replay(src, out, ruleset, partners=s.partner_set, destination=args.destination)
+    print(
+        f"replay: {stats.events} events, {stats.accepted} accepted, {stats.rejected} rejected, "
+        f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alerts",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from engine.rules import load_rules
+    from engine.ruletests import run_all
+
+    s = _settings()
+    paths = args.paths or [s.rules_path]
+    try:
+        ruleset = load_rules(paths)
+    except RuleSetError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if args.action == "check":
+        print(f"{len(ruleset)} rules valid: {', '.join(r.id for r in ruleset.rules)}")
+        return 0
+    outcomes, untested = run_all(ruleset)
+    failed = 0
+    by_rule: dict[str, list[Any]] = {}
+    for o in outcomes:
+        by_rule.setdefault(o.rule_id, []).append(o)
+    for rid, os_ in sorted(by_rule.items()):
+        ok = sum(o.passed for o in os_)
+        print(f"{'PASS' if ok == len(os_) else 'FAIL'} {rid}: {ok}/{len(os_)} tests")
+        for o in os_:
+            if not o.passed:
+                failed += 1
+                print(f"     - {o.name}")
+                for p in o.problems:
+                    print(f"         {p}")
+    for rid in untested:
+        print(f"UNTESTED {rid}: the rule carries no tests")
+    return 1 if failed or untested else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fusion", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("worker", help="run the pipeline worker (Faust)").set_defaults(fn=cmd_worker)
+    sub.add_parser("topics", help="create every declared topic").set_defaults(fn=cmd_topics)
+
+    sim = sub.add_parser("simulate", help="publish realistic events with scenarios mixed in")
+    sim.add_argument("--rate", type=float, default=50.0, help="events per second (0: flat out)")
+    sim.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    sim.add_argument("--seed", type=int, default=int(time.time()))
+    sim.add_argument("--scenario-share", type=float, default=0.03)
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(fn=cmd_simulate)
+
+    tail = sub.add_parser("tail", help="print one country's alerts as readable lines")
+    tail.add_argument("country", help="partner code, e.g. us or mx")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--json", action="store_true", help="print the raw JSON")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many alerts")
+    tail.add_argument("--timeout", type=float, default=0, help="stop after this many idle seconds")
+    tail.set_defaults(fn=cmd_tail)
+
+    rep = sub.add_parser("replay", help="run the rules over a JSON-lines file; alerts to stdout")
+    rep.add_argument("input", help="JSON-lines file of events, or - for stdin")
+    rep.add_argument("--rules", type=Path, help="rules directory or file")
+    rep.add_argument("--destination", help="only alerts released to this partner")
+    rep.set_defaults(fn=cmd_replay)
+
+    rules = sub.add_parser("rules", help="validate rule files or run their tests")
+    rules.add_argument("action", choices=("check", "test"))
+    rules.add_argument("paths", nargs="*", type=Path)
+    rules.set_defaults(fn=cmd_rules)
+
+    args = p.parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except FusionError as e:
+        print(f"fusion: {e}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

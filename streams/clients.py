@@ -1,0 +1,77 @@
+"""Kafka client configuration from settings, and topic creation (kafka-python admin)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+from streams.topics import declared_topics
+
+log = logging.getLogger(__name__)
+
+
+def ssl_context(s: Settings) -> ssl.SSLContext | None:
+    """A TLS context trusting the configured CA, or None for plaintext."""
+    if s.security_protocol != "SASL_SSL":
+        return None
+    ctx = ssl.create_default_context(cafile=str(s.ssl_cafile))
+    ctx.check_hostname = True
+    return ctx
+
+
+def kafka_python_config(s: Settings) -> dict[str, Any]:
+    """Connection options for kafka-python clients."""
+    cfg: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers.split(",")}
+    if s.security_protocol == "SASL_SSL":
+        assert s.sasl_password is not None
+        cfg.update(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=s.sasl_username,
+            sasl_plain_password=s.sasl_password.get_secret_value(),
+            ssl_cafile=str(s.ssl_cafile),
+        )
+    return cfg
+
+
+def aiokafka_config(s: Settings) -> dict[str, Any]:
+    """Connection options for aiokafka clients."""
+    cfg: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers}
+    if s.security_protocol == "SASL_SSL":
+        assert s.sasl_password is not None
+        cfg.update(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=s.sasl_username,
+            sasl_plain_password=s.sasl_password.get_secret_value(),
+            ssl_context=ssl_context(s),
+        )
+    return cfg
+
+
+def create_topics(s: Settings) -> list[str]:
+    """Create every declared topic that does not exist yet; return the names created."""
+    admin = KafkaAdminClient(client_id=f"{s.app_id}-admin", **kafka_python_config(s))
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(t.name, t.partitions, 1, topic_configs=t.config)
+            for t in declared_topics(s)
+            if t.name not in existing
+        ]
+        created: list[str] = []
+        for nt in new:
+            try:
+                admin.create_topics([nt])
+                created.append(nt.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

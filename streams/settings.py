@@ -1,0 +1,105 @@
+"""One settings object, read once from the environment (prefix `FUSION_`) with sane defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything the worker, the CLI and the simulator can be told; printed with secrets masked."""
+
+    model_config = SettingsConfigDict(env_prefix="FUSION_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    app_id: str = Field(default="border-fusion", description="Consumer group and app id.")
+    partners: Annotated[list[str], NoDecode] = Field(
+        default=["US", "MX"], description="Partner countries, ISO alpha-2; comma separated."
+    )
+    rules_path: Path = Field(default=REPO_ROOT / "rules", description="Rule files (dir or file).")
+
+    topic_detections: str = "events.detections"
+    topic_suspects: str = "events.suspects"
+    topic_weapons: str = "events.weapons"
+    topic_tracking: str = "events.tracking"
+    topic_deadletter: str = "events.deadletter"
+    topic_audit: str = "audit.sharing"
+    alert_topic_prefix: str = "alerts."
+    topic_validated: str = "fusion.validated"
+    topic_routed: str = "fusion.routed"
+    topic_state_dedup: str = "fusion.state.dedup"
+    topic_state_engine: str = "fusion.state.engine"
+
+    input_partitions: int = Field(default=4, ge=1, le=1024)
+    internal_partitions: int = Field(default=4, ge=1, le=1024)
+    input_retention_hours: int = Field(default=14 * 24, ge=1, description="Input topic retention.")
+
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest event accepted.")
+    dedup_ttl_s: float = Field(default=86_400.0, gt=0)
+    dedup_max_ids: int = Field(default=2_000_000, ge=1000)
+    snapshot_interval_s: float = Field(default=2.0, gt=0)
+    idle_lag_s: float = Field(
+        default=60.0, ge=0, description="The watermark follows the wall clock this far behind."
+    )
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.005, gt=0)
+
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    log_level: str = "info"
+
+    security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SASL_SSL)$")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    @field_validator("partners", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip().upper() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("partners")
+    @classmethod
+    def _iso2(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if len(p) != 2 or not p.isalpha() or not p.isupper():
+                raise ValueError(f"partner {p!r} is not an ISO 3166-1 alpha-2 code like US or MX")
+        if len(set(v)) != len(v) or not v:
+            raise ValueError(f"partners must be a non-empty list without repeats, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _secure_needs_credentials(self) -> Settings:
+        if self.security_protocol == "SASL_SSL" and not (
+            self.sasl_username and self.sasl_password and self.ssl_cafile
+        ):
+            raise ValueError(
+                "security_protocol=SASL_SSL needs FUSION_SASL_USERNAME, FUSION_SASL_PASSWORD "
+                "and FUSION_SSL_CAFILE"
+            )
+        return self
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Event type -> input topic."""
+        return {
+            "detection": self.topic_detections,
+            "suspect": self.topic_suspects,
+            "weapon": self.topic_weapons,
+            "track": self.topic_tracking,
+        }
+
+    def alert_topic(self, country: str) -> str:
+        """The alert topic of a partner: `alerts.<iso2 lower>`."""
+        return f"{self.alert_topic_prefix}{country.lower()}"
+
+    @property
+    def partner_set(self) -> frozenset[str]:
+        return frozenset(self.partners)

@@ -1,0 +1,59 @@
+"""Every topic the pipeline uses, declared once, and their creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.settings import Settings
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    role: str = ""
+
+
+def declared_topics(s: Settings) -> list[TopicSpec]:
+    """The topics of the wire contract plus the pipeline's internal ones."""
+    # Retention counts from arrival (LogAppendTime), so events backdated by their producer
+    # are not deleted by the broker as soon as they land.
+    inputs = {
+        "retention.ms": str(s.input_retention_hours * HOUR_MS),
+        "message.timestamp.type": "LogAppendTime",
+        "max.message.bytes": str(max(s.max_message_bytes * 4, 1_048_576)),
+    }
+    outputs = {"retention.ms": str(30 * 24 * HOUR_MS)}
+    internal = {
+        "retention.ms": str(7 * 24 * HOUR_MS),
+        "max.message.bytes": "16777216",
+    }
+    specs = [TopicSpec(t, s.input_partitions, inputs, "input") for t in s.input_topics.values()]
+    specs += [
+        TopicSpec(s.topic_deadletter, s.input_partitions, outputs, "deadletter"),
+        TopicSpec(s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)},
+                  "audit"),
+        *[TopicSpec(s.alert_topic(p), 1, outputs, "alerts") for p in s.partners],
+        TopicSpec(s.topic_validated, s.internal_partitions, internal, "internal"),
+        TopicSpec(s.topic_routed, s.internal_partitions, internal, "internal"),
+        *[
+            TopicSpec(
+                t,
+                s.internal_partitions,
+                {
+                    "cleanup.policy": "compact",
+                    "max.message.bytes": "16777216",
+                    "segment.ms": str(10 * 60_000),
+                    "min.cleanable.dirty.ratio": "0.1",
+                },
+                "state",
+            )
+            for t in (s.topic_state_dedup, s.topic_state_engine)
+        ],
+    ]
+    # Faust's own assignor topic; created here because the app may not declare topics.
+    specs.append(TopicSpec(f"{s.app_id}-__assignor-__leader", 1, {}, "faust"))
+    return specs
