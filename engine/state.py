@@ -25,9 +25,17 @@ class KeyedFacts(Generic[K]):
         """The facts held for a key (empty if none)."""
         return self._data.get(key, [])
 
-    def add(self, key: K, fact: Fact) -> None:
-        """Hold a fact under a key, evicting the oldest state past the caps."""
+    def add(self, key: K, fact: Fact, *, unique: bool = True) -> bool:
+        """Hold a fact under a key, evicting the oldest state past the caps.
+
+        With `unique`, a fact already held under the key (same event id) is not added twice;
+        returns whether it was added.
+        """
         data = self._data
+        if unique:
+            held = data.get(key)
+            if held is not None and any(f.event_id == fact.event_id for f in held):
+                return False
         items = data.pop(key, None)
         if items is None:
             items = []
@@ -39,6 +47,7 @@ class KeyedFacts(Generic[K]):
             del items[0]
             self.evictions += 1
         data[key] = items
+        return True
 
     def expire(self, before_ts: float) -> None:
         """Drop every fact with event time before `before_ts`."""

@@ -145,11 +145,12 @@ class Simulator:
         """Six people or vehicles detected within a kilometre and a few minutes."""
         r = self.rng
         lat, lon = self._border_point(spread_km=2.0)
+        country = default_border().country_at(lat, lon)
         out = []
         for i in range(6):
             ev = self._common("detection", now - (5 - i) * r.uniform(20, 40),
                               round(lat + r.uniform(-0.004, 0.004), 5),
-                              round(lon + r.uniform(-0.004, 0.004), 5))
+                              round(lon + r.uniform(-0.004, 0.004), 5), country=country)
             ev.update(sensor_id=f"SEIS-{r.randint(1, 500)}",
                       sensor_kind=r.choice(("seismic", "thermal", "camera")),
                       subject_kind=r.choice(("person", "person", "vehicle")),

@@ -52,6 +52,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         self.grid = Grid(rule.radius_km)
         self.cells: KeyedFacts[tuple[int, int]] = KeyedFacts(rule.max_keys, rule.max_per_key)
         self.kinds: dict[str, tuple[str, ...]] = {}
+        self.held: set[str] = set()
         self.needed = rule.needed()
 
     def _kinds_of(self, fact: Fact) -> tuple[str, ...]:
@@ -67,7 +68,9 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         kinds = self._kinds_of(fact)
         if not kinds:
             return []
-        self.cells.add(self.grid.cell(fact.lat, fact.lon), fact)
+        if fact.event_id not in self.held:
+            self.held.add(fact.event_id)
+            self.cells.add(self.grid.cell(fact.lat, fact.lon), fact, unique=False)
         if not owner:
             return []
         w = rule.window
@@ -107,9 +110,9 @@ class ProximityCorrelator(Correlator[ProximityRule]):
 
     def expire(self, watermark: float) -> None:
         self.cells.expire(watermark - self.rule.horizon)
-        if len(self.kinds) > 2 * max(1, self.cells.items_count()) + 1024:
-            live = {f.event_id for f in self.cells.facts()}
-            self.kinds = {k: v for k, v in self.kinds.items() if k in live}
+        if len(self.held) != self.cells.items_count():
+            self.held = {f.event_id for f in self.cells.facts()}
+            self.kinds = {k: v for k, v in self.kinds.items() if k in self.held}
 
     def size(self) -> tuple[int, int]:
         return (self.cells.keys(), self.cells.items_count())
@@ -125,6 +128,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
 
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.cells.restore(data["cells"], facts)
+        self.held = {f.event_id for f in self.cells.facts()}
 
 
 CORRELATORS["proximity"] = ProximityCorrelator

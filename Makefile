@@ -1,0 +1,67 @@
+# Border fusion: `make demo` runs the pipeline with simulated events; `make test` runs every test.
+# Each target installs what it needs the first time (venv, Python packages, Kafka jars).
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+BROKER  := deploy/kafka/broker.sh
+DEMO_SECONDS ?= 60
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test unit integration lint types rules-test bench bench-e2e schemas broker-start broker-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create the venv, install packages and the Kafka jars
+	$(BROKER) install
+
+demo: setup ## local broker + worker + simulator; prints alerts per country for DEMO_SECONDS
+	$(BIN)/python -m streams.demo --seconds $(DEMO_SECONDS)
+
+test: setup ## every test: lint, types, rule tests, unit, integration (starts its own broker)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/fusion rules test
+	$(BIN)/pytest -p no:cacheprovider
+
+unit: setup ## unit tests only (no broker)
+	$(BIN)/pytest -m "not integration"
+
+integration: setup ## integration tests only (real Kafka broker)
+	$(BIN)/pytest -m integration
+
+lint: setup ## ruff
+	$(BIN)/ruff check .
+
+types: setup ## mypy --strict
+	$(BIN)/mypy
+
+rules-test: setup ## run the tests carried in the rule files
+	$(BIN)/fusion rules test
+
+schemas: setup ## regenerate the JSON Schema files
+	$(BIN)/python -m schemas.generate
+
+bench: setup ## engine benchmark (no broker)
+	$(BIN)/python bench/engine_bench.py
+
+bench-e2e: setup ## end-to-end benchmark through the local broker
+	$(BIN)/python bench/e2e_bench.py
+
+broker-start: setup ## start the local Kafka broker on 127.0.0.1:9092
+	$(BROKER) start
+
+broker-stop: ## stop the local Kafka broker
+	$(BROKER) stop
+
+clean: ## stop brokers and remove local state (venv kept)
+	-$(BROKER) stop
+	rm -rf .broker .broker-test .demo

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import time
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.facts import Fact
+from engine.ingest import Rejection, validate
+
+PARTNERS = frozenset({"US", "MX"})
+NOW = time.time()
+
+
+def det(**kw):
+    doc = {
+        "event_id": "d-1", "event_type": "detection",
+        "occurred_at": "2026-11-28T10:00:00Z",
+        "source": {"agency": "GN", "country": "MX"},
+        "location": {"lat": 31.3, "lon": -110.9},
+        "sensor_id": "S", "sensor_kind": "camera", "subject_kind": "person",
+    }
+    doc.update(kw)
+    return orjson.dumps(doc)
+
+
+def check(raw, etype="detection", now=None):
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 28, 10, 1, tzinfo=UTC).timestamp() if now is None else now
+    return validate(raw, etype, now=now, partners=PARTNERS)
+
+
+def test_accepts_a_valid_event():
+    res = check(det())
+    assert isinstance(res, Fact) and res.event_id == "d-1" and res.country == "MX"
+
+
+@pytest.mark.parametrize(
+    ("raw", "etype", "kind", "message"),
+    [
+        (b"{not json", "detection", "json", "not valid UTF-8 JSON"),
+        (b"\xff\xfe", "detection", "json", "not valid UTF-8 JSON"),
+        (b"[1, 2]", "detection", "json", "expected one JSON object, got a JSON list"),
+        (None, "detection", "json", "tombstone"),
+        (det(), "suspect", "type_mismatch", "publish it to the detection topic"),
+        (det(event_type="sighting"), "detection", "schema", "event_type is 'sighting'"),
+        (det(location={"lat": 91, "lon": 0}), "detection", "schema",
+         "field 'location.lat': Input should be less than or equal to 90"),
+        (det(plate=7), "detection", "schema", "field 'plate'"),
+        (det(extra=1), "detection", "schema", "field 'extra' is not part of a detection event"),
+        (det(source={"agency": "X", "country": "GT"}), "detection", "unknown_partner",
+         "'GT' is not a partner"),
+        (det(occurred_at="2026-11-28T11:00:00Z"), "detection", "future", "59.0 minutes"),
+        (b" " * 70_000, "detection", "too_large", "at most 65536 bytes"),
+    ],
+)
+def test_refusals_say_what_is_wrong(raw, etype, kind, message):
+    res = check(raw, etype)
+    assert isinstance(res, Rejection)
+    assert res.kind == kind
+    assert message in res.message
+
+
+def test_deep_json_is_refused_not_crashing():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    res = validate(deep, "detection", now=NOW, partners=PARTNERS, max_bytes=1 << 20)
+    assert isinstance(res, Rejection) and res.kind == "json"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_are_accepted_or_refused_never_raise(raw):
+    res = check(raw)
+    assert isinstance(res, Fact | Rejection)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=12),
+                       st.recursive(st.none() | st.booleans() | st.floats() | st.integers()
+                                    | st.text(max_size=20),
+                                    lambda c: st.lists(c, max_size=3)
+                                    | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                                    max_leaves=10), max_size=8))
+def test_random_objects_are_accepted_or_refused(doc):
+    raw = json.dumps(doc).encode()
+    res = check(raw)
+    assert isinstance(res, Fact | Rejection)
