@@ -1,5 +1,7 @@
 """One module per rule type; importing this package registers them all."""
 
-from engine.correlators import proximity, watchlist
+from engine.correlators import event_count, proximity, sequence, temporal, value_count, watchlist
 
-__all__ = ["proximity", "watchlist"]
+__all__ = [
+    "event_count", "proximity", "sequence", "temporal", "value_count", "watchlist",
+]

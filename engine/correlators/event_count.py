@@ -1,0 +1,109 @@
+"""`event_count`: at least N matching events per key inside one window of event time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from engine.correlators.base import CORRELATORS, Correlator
+from engine.facts import Fact
+from engine.hits import Hit
+from engine.rules import KeySpec, RuleBase, register_rule_type
+from engine.selectors import Selector
+from engine.state import KeyedFacts
+
+
+@register_rule_type("event_count")
+class EventCountRule(RuleBase):
+    """`threshold` or more events matching `select`, with the same key, whose event times lie
+    in one span of `window`. Arrival order does not matter: a late event completes a span
+    on either side of it."""
+
+    key: KeySpec
+    select: list[Selector] = Field(min_length=1)
+    threshold: int = Field(ge=1)
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    def selectors(self) -> Sequence[Selector]:
+        return self.select
+
+    def route_key(self) -> KeySpec | None:
+        return self.key
+
+
+def first_span(group: list[Fact], fact: Fact, window: float, threshold: int) -> list[Fact] | None:
+    """The earliest span `[s, s + window]` holding `fact` and at least `threshold` facts.
+
+    `group` is sorted by (ts, event_id) and holds only facts within `window` of `fact`, so
+    every span starting at or before `fact.ts` holds it.
+    """
+    n = len(group)
+    j = 0
+    prev_ts: float | None = None
+    for i, start in enumerate(group):
+        if start.ts > fact.ts:
+            break
+        if start.ts == prev_ts:
+            continue  # the first fact of equal time already gave the widest span
+        prev_ts = start.ts
+        j = max(j, i)
+        end = start.ts + window
+        while j < n and group[j].ts <= end:
+            j += 1
+        if j - i >= threshold:
+            return group[i:j]
+    return None
+
+
+class EventCountCorrelator(Correlator[EventCountRule]):
+    def __init__(self, rule: EventCountRule) -> None:
+        super().__init__(rule)
+        self.events: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
+
+    def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
+        if key is None:
+            return []
+        held = self.events.get(key)
+        if any(f.event_id == fact.event_id for f in held):
+            return []  # a redelivery: it was counted already
+        self.events.add(key, fact)
+        rule = self.rule
+        w = rule.window
+        group = sorted(
+            (f for f in self.events.get(key) if abs(f.ts - fact.ts) <= w),
+            key=lambda f: (f.ts, f.event_id),
+        )
+        if len(group) < rule.threshold:
+            return []
+        span = first_span(group, fact, w, rule.threshold)
+        if span is None:
+            return []
+        last = span[-1]
+        return [Hit(rule.id, tuple(span), key, last.lat, last.lon)]
+
+    def expire(self, watermark: float) -> None:
+        self.events.expire(watermark - self.rule.horizon)
+
+    def size(self) -> tuple[int, int]:
+        return (self.events.keys(), self.events.items_count())
+
+    def evictions(self) -> int:
+        return self.events.evictions
+
+    def facts(self) -> Iterator[Fact]:
+        return self.events.facts()
+
+    def snapshot(self) -> Any:
+        return {"events": self.events.snapshot()}
+
+    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
+        self.events.restore(data["events"], facts)
+
+
+CORRELATORS["event_count"] = EventCountCorrelator

@@ -1,0 +1,123 @@
+"""`value_count`: at least N distinct values of a field per key inside one window."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from engine.correlators.base import CORRELATORS, Correlator
+from engine.facts import Fact
+from engine.hits import Hit
+from engine.rules import KeySpec, RuleBase, register_rule_type
+from engine.selectors import Selector
+from engine.state import KeyedFacts
+
+
+@register_rule_type("value_count")
+class ValueCountRule(RuleBase):
+    """Events matching `select` with the same key whose `field` takes `threshold` or more
+    distinct values inside one span of `window` (e.g. one serial reported from two countries).
+    Events without a value of `field` are ignored."""
+
+    key: KeySpec
+    select: list[Selector] = Field(min_length=1)
+    field: str = Field(min_length=1)
+    threshold: int = Field(ge=1)
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    def selectors(self) -> Sequence[Selector]:
+        return self.select
+
+    def route_key(self) -> KeySpec | None:
+        return self.key
+
+
+def _value(fact: Fact, field: str) -> str | None:
+    v = fact.get(field)
+    return None if v is None or v == "" else str(v)
+
+
+class ValueCountCorrelator(Correlator[ValueCountRule]):
+    def __init__(self, rule: ValueCountRule) -> None:
+        super().__init__(rule)
+        self.events: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
+
+    def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
+        rule = self.rule
+        if key is None or _value(fact, rule.field) is None:
+            return []
+        if any(f.event_id == fact.event_id for f in self.events.get(key)):
+            return []  # a redelivery: it was counted already
+        self.events.add(key, fact)
+        w = rule.window
+        group = sorted(
+            (f for f in self.events.get(key) if abs(f.ts - fact.ts) <= w),
+            key=lambda f: (f.ts, f.event_id),
+        )
+        span = self._first_span(group, fact)
+        if span is None:
+            return []
+        earliest: dict[str, Fact] = {}
+        for f in span:
+            earliest.setdefault(_value(f, rule.field) or "", f)
+        evidence = {f.event_id: f for f in (*earliest.values(), fact)}
+        ev = sorted(evidence.values(), key=lambda f: (f.ts, f.event_id))
+        last = ev[-1]
+        return [Hit(rule.id, tuple(ev), key, last.lat, last.lon)]
+
+    def _first_span(self, group: list[Fact], fact: Fact) -> list[Fact] | None:
+        """The earliest span `[s, s + window]` holding `fact` with enough distinct values."""
+        rule = self.rule
+        values = [_value(f, rule.field) or "" for f in group]
+        if len(set(values)) < rule.threshold:
+            return None
+        counts: Counter[str] = Counter()
+        n = len(group)
+        i0 = j = 0
+        prev_ts: float | None = None
+        for i, start in enumerate(group):
+            if start.ts > fact.ts:
+                break
+            if start.ts == prev_ts:
+                continue
+            prev_ts = start.ts
+            for k in range(i0, i):  # drop what the previous span held before this start
+                counts[values[k]] -= 1
+                if counts[values[k]] == 0:
+                    del counts[values[k]]
+            i0 = i
+            end = start.ts + rule.window
+            while j < n and group[j].ts <= end:
+                counts[values[j]] += 1
+                j += 1
+            if len(counts) >= rule.threshold:
+                return group[i:j]
+        return None
+
+    def expire(self, watermark: float) -> None:
+        self.events.expire(watermark - self.rule.horizon)
+
+    def size(self) -> tuple[int, int]:
+        return (self.events.keys(), self.events.items_count())
+
+    def evictions(self) -> int:
+        return self.events.evictions
+
+    def facts(self) -> Iterator[Fact]:
+        return self.events.facts()
+
+    def snapshot(self) -> Any:
+        return {"events": self.events.snapshot()}
+
+    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
+        self.events.restore(data["events"], facts)
+
+
+CORRELATORS["value_count"] = ValueCountCorrelator
