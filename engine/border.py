@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from itertools import pairwise
 
 from engine.geo import KM_PER_DEG_LAT, haversine_km
 
@@ -29,7 +30,7 @@ class BorderLine:
         # The line is not monotonic in longitude (the Colorado river leg runs back west),
         # so count crossings of a ray going north: an odd count means south of the line.
         crossings = 0
-        for (la1, lo1), (la2, lo2) in zip(pts, pts[1:], strict=False):
+        for (la1, lo1), (la2, lo2) in pairwise(pts):
             if (lo1 <= lon < lo2) or (lo2 <= lon < lo1):
                 t = (lon - lo1) / (lo2 - lo1)
                 if la1 + t * (la2 - la1) > lat:
@@ -41,7 +42,7 @@ class BorderLine:
         best = math.inf
         kx = KM_PER_DEG_LAT * math.cos(math.radians(lat))
         ky = KM_PER_DEG_LAT
-        for (la1, lo1), (la2, lo2) in zip(self.line, self.line[1:], strict=False):
+        for (la1, lo1), (la2, lo2) in pairwise(self.line):
             ax, ay = (lo1 - lon) * kx, (la1 - lat) * ky
             bx, by = (lo2 - lon) * kx, (la2 - lat) * ky
             dx, dy = bx - ax, by - ay

@@ -20,9 +20,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, str):
         if _DURATION.match(value):
             return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
-    raise ValueError(
-        f"expected a duration like '90s', '10m', '6h', '30d' or '2w', got {value!r}"
-    )
+    raise ValueError(f"expected a duration like '90s', '10m', '6h', '30d' or '2w', got {value!r}")
 
 
 def format_duration(seconds: float) -> str:

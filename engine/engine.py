@@ -61,7 +61,13 @@ def score(rule: RuleBase, evidence: tuple[Fact, ...]) -> int:
 class Engine:
     """Evaluates a rule set incrementally; holds all correlation state, which it can snapshot."""
 
-    def __init__(self, ruleset: RuleSet, *, max_remembered_alerts: int = 200_000) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        max_remembered_alerts: int = 200_000,
+        expire_every_s: float = 30.0,
+    ) -> None:
         self.ruleset = ruleset
         self.correlators: dict[str, Correlator[Any]] = {
             r.id: CORRELATORS[r.type_name](r) for r in ruleset.rules
@@ -76,10 +82,13 @@ class Engine:
             for t in {t for s in r.selectors() for t in s.type}:
                 self._by_type[t].append(r)
         self._last_expiry = -math.inf
+        self._expire_every = expire_every_s
 
     # -- feeding -------------------------------------------------------------------------
 
-    def process(self, fact: Fact, route: Route | None = None, now: float | None = None) -> list[RawAlert]:
+    def process(
+        self, fact: Fact, route: Route | None = None, now: float | None = None
+    ) -> list[RawAlert]:
         """Take one fact (for the rules of `route`, or all rules); return the alerts it raises."""
         if fact.ts > self.watermark:
             self.watermark = fact.ts
@@ -96,11 +105,11 @@ class Engine:
             if wm - fact.ts > rule.allowed_lateness:
                 st.late += 1
                 continue
-            st.facts += 1
             rk = rule.route_key()
             key = rk.value(fact) if rk is not None else None
             if rk is not None and key is None:
                 continue
+            st.facts += 1
             hits.extend(
                 self.correlators[rule.id].on_fact(
                     fact, key, route.owner if route is not None else True, wm
@@ -116,8 +125,16 @@ class Engine:
         hits: list[Hit] = []
         for c in self.correlators.values():
             hits.extend(c.on_watermark(wm))
-        self._expire_suppression(wm)
+        if wm - self._last_expiry >= self._expire_every:
+            self.expire(wm)
         return self._emit(hits, now)
+
+    def expire(self, watermark: float) -> None:
+        """Drop all state no allowed event can still use (a scan: the engine throttles it)."""
+        self._last_expiry = watermark
+        for c in self.correlators.values():
+            c.expire(watermark)
+        self._expire_suppression(watermark)
 
     def flush(self, now: float) -> list[RawAlert]:
         """End of input (replay): decide everything still waiting, as if time ran on."""

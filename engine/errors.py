@@ -12,8 +12,14 @@ class FusionError(Exception):
 class RuleError(FusionError):
     """A rule file, rule or field is invalid; names all three where known."""
 
-    def __init__(self, message: str, *, file: str | None = None, rule_id: str | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        rule_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
         self.file = file
         self.rule_id = rule_id
         self.field = field

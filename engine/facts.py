@@ -14,7 +14,15 @@ class Fact:
     """One accepted event as the engine sees it: the model plus event time in epoch seconds."""
 
     __slots__ = (
-        "_derived", "_doc", "country", "event", "event_id", "event_type", "lat", "lon", "ts"
+        "_derived",
+        "_doc",
+        "country",
+        "event",
+        "event_id",
+        "event_type",
+        "lat",
+        "lon",
+        "ts",
     )
 
     def __init__(self, event: Event, doc: dict[str, Any] | None = None) -> None:

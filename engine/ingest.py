@@ -60,15 +60,16 @@ def validate(
         return Rejection("json", f"expected one JSON object, got a JSON {type(doc).__name__}")
     etype = doc.get("event_type")
     if etype != expected_type:
-        if etype in EVENT_MODELS:
+        if isinstance(etype, str) and etype in EVENT_MODELS:
             return Rejection(
                 "type_mismatch",
                 f"a {etype} event was published to the topic of {expected_type} events; "
                 f"publish it to the {etype} topic",
             )
+        shown = repr(etype) if isinstance(etype, str | None) else f"a JSON {type(etype).__name__}"
         return Rejection(
             "schema",
-            f"event_type is {etype!r}; on this topic it must be {expected_type!r}",
+            f"event_type is {shown[:80]}; on this topic it must be {expected_type!r}",
         )
     try:
         event = EVENT_MODELS[expected_type].model_validate(doc)

@@ -108,10 +108,17 @@ def release(
         drop_action, drop_rule = policy.action(origin, destination, fact.event_type, "*")
         idx = len(evidence)
         if drop_action == "drop":
-            redactions.append(Redaction(path=f"evidence[{fact.event_id}]", action="drop",
-                                        policy_rule=drop_rule))
-            actions.append(FieldAction(path=f"evidence[{fact.event_id}]", action="drop",
-                                       policy_rule=drop_rule, origin=origin))
+            redactions.append(
+                Redaction(path=f"evidence[{fact.event_id}]", action="drop", policy_rule=drop_rule)
+            )
+            actions.append(
+                FieldAction(
+                    path=f"evidence[{fact.event_id}]",
+                    action="drop",
+                    policy_rule=drop_rule,
+                    origin=origin,
+                )
+            )
             continue
         raw = ev.model_dump(mode="json", exclude_none=True)
         fields: dict[str, Any] = {}
@@ -120,12 +127,11 @@ def release(
                 continue
             act, prule = policy.action(origin, destination, fact.event_type, name)
             path = f"evidence[{idx}].fields.{name}"
-            actions.append(FieldAction(path=path, action=act, policy_rule=prule,  # type: ignore[arg-type]
-                                       origin=origin))
+            actions.append(FieldAction(path=path, action=act, policy_rule=prule, origin=origin))
             if act == "release":
                 fields[name] = value
                 continue
-            redactions.append(Redaction(path=path, action=act, policy_rule=prule))  # type: ignore[arg-type]
+            redactions.append(Redaction(path=path, action=act, policy_rule=prule))
             if act in ("pseudonymize", "generalize"):
                 fields[name] = policy.transform(act, name, value, destination)
         evidence.append(
@@ -152,7 +158,7 @@ def release(
         alert_id=alert.alert_id,
         rule_id=alert.rule_id,
         title=alert.title,
-        severity=alert.severity,  # type: ignore[arg-type]
+        severity=alert.severity,
         score=alert.score,
         raised_at=utc_from_ts(alert.raised_at),
         first_seen=utc_from_ts(alert.first_seen),
@@ -160,7 +166,7 @@ def release(
         location=Point(lat=round(lat, 6), lon=round(lon, 6)),
         recipient=destination,
         recipients=all_recipients,
-        tlp=policy.tlp(alert.rule_id, alert.severity),  # type: ignore[arg-type]
+        tlp=policy.tlp(alert.rule_id, alert.severity),
         evidence=evidence,
         redactions=redactions,
         policy=ref,

@@ -82,6 +82,7 @@ def replay(
             continue
         stats.accepted += 1
         emit(engine.process(res, now=res.ts))
+        emit(engine.advance(engine.watermark))
     if not math.isinf(clock):
         emit(engine.advance(clock))
         emit(engine.flush(clock))

@@ -44,6 +44,13 @@ class KeySpec(Frozen):
     name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
     fields: dict[EventTypeName, str] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _not_geo(cls, v: str) -> str:
+        if v == "geo":
+            raise ValueError("'geo' is reserved for geographic rules; name the key otherwise")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -51,7 +58,7 @@ class KeySpec(Frozen):
 
     def value(self, fact: Fact) -> str | None:
         """The fact's key, or None if it has none."""
-        v = fact.get(self.fields.get(fact.event_type, self.name))  # type: ignore[call-overload]
+        v = fact.get(self.fields.get(fact.event_type, self.name))
         return None if v is None or v == "" else str(v)
 
 
@@ -167,7 +174,9 @@ def parse_rule(doc: Any, *, file: str, index: int) -> RuleBase:
         valid = sorted(RULE_TYPES)
         raise RuleError(
             f"unknown rule type {kind!r}; valid options are {valid}",
-            file=file, rule_id=rule_id, field="type",
+            file=file,
+            rule_id=rule_id,
+            field="type",
         )
     body = {k: v for k, v in doc.items() if k != "type"}
     try:
@@ -237,6 +246,30 @@ class RuleSet:
         return None
 
 
+def _key_conflicts(rules: list[RuleBase], sources: dict[str, str]) -> list[RuleError]:
+    """Rules are co-partitioned by key name, so one name must mean one key everywhere."""
+    first: dict[str, RuleBase] = {}
+    errors = []
+    for r in rules:
+        spec = r.route_key()
+        if spec is None:
+            continue
+        seen = first.setdefault(spec.name, r)
+        other = seen.route_key()
+        if seen is not r and other is not None and other.fields != spec.fields:
+            errors.append(
+                RuleError(
+                    f"key {spec.name!r} reads fields {dict(spec.fields) or 'by its name'} here but "
+                    f"{dict(other.fields) or 'by its name'} in rule {seen.id}; "
+                    "give the key another name or the same fields",
+                    file=sources.get(r.id),
+                    rule_id=r.id,
+                    field="key",
+                )
+            )
+    return errors
+
+
 def load_rules(paths: Sequence[Path | str]) -> RuleSet:
     """Load every rule file (a directory means its *.yaml files); report all problems at once."""
     files: list[Path] = []
@@ -263,13 +296,18 @@ def load_rules(paths: Sequence[Path | str]) -> RuleSet:
                 errors.append(e)
                 continue
             if rule.id in sources:
-                errors.append(RuleError(
-                    f"duplicate rule id, already defined in {sources[rule.id]}",
-                    file=str(f), rule_id=rule.id, field="id",
-                ))
+                errors.append(
+                    RuleError(
+                        f"duplicate rule id, already defined in {sources[rule.id]}",
+                        file=str(f),
+                        rule_id=rule.id,
+                        field="id",
+                    )
+                )
                 continue
             sources[rule.id] = str(f)
             rules.append(rule)
+    errors.extend(_key_conflicts(rules, sources))
     if errors:
         raise RuleSetError(errors)
     if not files:
@@ -293,6 +331,7 @@ def parse_rules_text(text: str, *, file: str = "<inline>") -> RuleSet:
             rules.append(parse_rule(doc, file=file, index=i))
         except RuleError as e:
             errors.append(e)
+    errors.extend(_key_conflicts(rules, {r.id: file for r in rules}))
     if errors:
         raise RuleSetError(errors)
     return RuleSet(rules)

@@ -66,10 +66,11 @@ def run_rule_test(rule: RuleBase, test: RuleTest) -> TestOutcome:
     alerts = []
     try:
         facts = [build_event(e, start) for e in test.events]
-    except Exception as e:  # noqa: BLE001 - reported as a failed test
+    except Exception as e:
         return TestOutcome(rule.id, test.name, False, [f"test event is invalid: {e}"])
     for f in facts:
         alerts.extend(engine.process(f))
+        alerts.extend(engine.advance(engine.watermark))
     alerts.extend(engine.flush(max(f.ts for f in facts)))
     got = [sorted(f.event_id for f in a.evidence) for a in alerts]
     for exp in test.expect:

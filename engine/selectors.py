@@ -27,8 +27,11 @@ class Condition(BaseModel):
     exists: bool | None = None
 
     def _ranged(self) -> bool:
-        return self.gt is not None or self.gte is not None or self.lt is not None or (
-            self.lte is not None
+        return (
+            self.gt is not None
+            or self.gte is not None
+            or self.lt is not None
+            or (self.lte is not None)
         )
 
     def test(self, value: Any) -> bool:

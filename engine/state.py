@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Generic, Hashable, TypeVar
+from collections.abc import Hashable, Iterator
+from typing import Generic, TypeVar
 
 from engine.facts import Fact
 

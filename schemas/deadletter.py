@@ -9,7 +9,14 @@ from pydantic import AwareDatetime, Field
 from schemas.base import WireModel
 
 ErrorKind = Literal[
-    "json", "schema", "type_mismatch", "future", "late", "too_large", "unknown_partner"
+    "json",
+    "schema",
+    "type_mismatch",
+    "future",
+    "late",
+    "too_large",
+    "unknown_partner",
+    "internal",
 ]
 
 

@@ -1,1 +1,4 @@
-"""The imperative shell: Faust agents, Kafka topics, the CLI, metrics. The engine lives in `engine/`."""
+"""The imperative shell: Faust agents, Kafka topics, the CLI, metrics.
+
+The engine lives in `engine/`.
+"""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -75,6 +77,7 @@ class Pipeline:
         self._evictions_seen: dict[str, int] = defaultdict(int)
         self._late_seen: dict[str, int] = defaultdict(int)
         self._suppressed_seen: dict[str, int] = defaultdict(int)
+        self.failed = False
 
         t = app.topic
         self.inputs = {
@@ -102,10 +105,21 @@ class Pipeline:
         topic_name = s.input_topics[etype]
         for ev in events:
             msg = ev.message
-            res = validate(ev.value, etype, now=now, partners=self.partners,
-                           max_bytes=s.max_message_bytes)
+            try:
+                res = validate(
+                    ev.value, etype, now=now, partners=self.partners, max_bytes=s.max_message_bytes
+                )
+            except Exception as e:
+                log.exception("validation failed unexpectedly on %s", msg.tp)
+                res = Rejection(
+                    "internal",
+                    f"the pipeline failed on this message ({e!r}); "
+                    "it is kept here: report it to the pipeline's maintainers",
+                )
             if isinstance(res, Rejection):
-                await self.send_dead_letter(msg.topic, msg.partition, msg.offset, ev.value, res, now)
+                await self.send_dead_letter(
+                    msg.topic, msg.partition, msg.offset, ev.value, res, now
+                )
                 continue
             counts[(etype, res.country)] += 1
             parts[partition_for(res.event_id, s.internal_partitions)].append(
@@ -117,7 +131,12 @@ class Pipeline:
             await self.validated.send(value=encode_batch(items), partition=p)
 
     async def send_dead_letter(
-        self, topic: str, partition: int, offset: int, raw: bytes | None, why: Rejection,
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        raw: bytes | None,
+        why: Rejection,
         now: float,
     ) -> None:
         self.metrics.rejected.labels(topic, why.kind).inc()
@@ -150,8 +169,14 @@ class Pipeline:
             reason = self.ruleset.late_reason(fact, wm)
             if reason is not None:
                 self.metrics.late.labels(fact.event_type).inc()
-                await self.send_dead_letter(origin[0], origin[1], origin[2], orjson.dumps(doc),
-                                            Rejection("late", reason), now)
+                await self.send_dead_letter(
+                    origin[0],
+                    origin[1],
+                    origin[2],
+                    orjson.dumps(doc),
+                    Rejection("late", reason),
+                    now,
+                )
                 continue
             if fact.ts > wm:
                 wm = fact.ts
@@ -226,7 +251,7 @@ class Pipeline:
             if st is not None:
                 return st
             st = PartitionState(last_snapshot=time.monotonic())
-            blob = await self.reader.latest(self.state_topics[stage].get_topic_name(), p)
+            blob = await self._read_snapshot(stage, p)
             if stage == "dedup":
                 dd = Deduplicator(self.s.dedup_ttl_s, self.s.dedup_max_ids)
                 if blob is not None:
@@ -242,11 +267,50 @@ class Pipeline:
                         meta = engine.restore(blob)
                         st.applied = int(meta.get("applied", -1))
                     except SnapshotError:
-                        log.exception("engine snapshot of partition %d unreadable; starting empty", p)
+                        log.exception(
+                            "engine snapshot of partition %d unreadable; starting empty", p
+                        )
                 self.engines[p] = engine
             log.info("%s partition %d ready (resuming after offset %d)", stage, p, st.applied)
             self.states[(stage, p)] = st
             return st
+
+    async def _read_snapshot(self, stage: str, p: int) -> bytes | None:
+        topic = self.state_topics[stage].get_topic_name()
+        for attempt in range(1, 11):
+            try:
+                return await self.reader.latest(topic, p)
+            except Exception as e:
+                if attempt == 10:
+                    raise
+                log.warning(
+                    "reading the %s snapshot of partition %d failed (%r); retrying", stage, p, e
+                )
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        return None
+
+    async def guarded(self, stage: str, ev: Any) -> None:
+        """Run a stage on one message. If it fails (a bug or a broker outage outlasting the
+        retries), its partial effects cannot be trusted: stop the worker, so that it restarts
+        from the last snapshot and the committed offsets, which never pass an unsnapshotted
+        message. Skipping the message would lose it."""
+        try:
+            await (self.dedup(ev) if stage == "dedup" else self.correlate(ev))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            msg = ev.message
+            log.critical(
+                "%s failed on %s offset %d; stopping the worker to resume from the last snapshot",
+                stage,
+                msg.tp,
+                msg.offset,
+                exc_info=True,
+            )
+            self.metrics.internal_errors.labels(stage).inc()
+            self.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(3600)
 
     async def _maybe_snapshot(self, stage: str, p: int, force: bool = False) -> None:
         st = self.states.get((stage, p))
@@ -260,8 +324,13 @@ class Pipeline:
             if stage == "dedup":
                 dd = self.dedups[p]
                 dd.expire(time.time())
-                blob = orjson.dumps({"applied": st.applied, "seen": dd.snapshot(),
-                                     "watermark": self.dedup_wm.get(p)})
+                blob = orjson.dumps(
+                    {
+                        "applied": st.applied,
+                        "seen": dd.snapshot(),
+                        "watermark": self.dedup_wm.get(p),
+                    }
+                )
                 self.metrics.dedup_ids.set(sum(len(d) for d in self.dedups.values()))
             else:
                 blob = self.engines[p].snapshot({"applied": st.applied})
@@ -271,8 +340,9 @@ class Pipeline:
             # Everything the snapshot's input produced must be on the broker before the
             # snapshot is, and the snapshot before its input is acked (then committed).
             await self.app.producer.flush()
-            await self.state_topics[stage].send(value=blob, key=f"{stage}:{p}".encode(),
-                                                partition=p)
+            await self.state_topics[stage].send(
+                value=blob, key=f"{stage}:{p}".encode(), partition=p
+            )
             await self.app.producer.flush()
             self.metrics.snapshots.labels(stage).inc()
             self.metrics.snapshot_bytes.labels(stage).set(len(blob))
@@ -294,6 +364,23 @@ class Pipeline:
         for stage, p in list(self.states):
             await self._maybe_snapshot(stage, p)
         self.export_state_metrics()
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        self.export_lag()
+
+    def export_lag(self) -> None:
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except Exception:
+            return
+        for tp in assigned:
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: S112 - no fetch for that partition yet
+                continue
+            read = consumer._read_offset.get(tp)
+            lag = high - (read + 1 if read is not None else 0) if high is not None else 0
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
 
     def export_state_metrics(self) -> None:
         m = self.metrics
@@ -336,15 +423,17 @@ class Pipeline:
             try:
                 await self._maybe_snapshot(stage, tp.partition, force=True)
             except (FusionError, OSError):
-                log.exception("could not snapshot %s partition %d on revocation", stage, tp.partition)
+                log.exception(
+                    "could not snapshot %s partition %d on revocation", stage, tp.partition
+                )
             self.states.pop((stage, tp.partition), None)
-            (self.dedups if stage == "dedup" else self.engines).pop(tp.partition, None)  # type: ignore[attr-defined]
+            (self.dedups if stage == "dedup" else self.engines).pop(tp.partition, None)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once every declared input topic has partitions assigned to the group here."""
         try:
             assigned = self.app.consumer.assignment()
-        except Exception:  # noqa: BLE001 - not started yet
+        except Exception:
             return False, "consumer not started"
         topics = {tp.topic for tp in assigned}
         wanted = {*self.s.input_topics.values(), self.s.topic_validated, self.s.topic_routed}
@@ -370,6 +459,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
         stream_wait_empty=False,
         store="memory://",
     )
@@ -392,14 +483,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         s = stream.noack()
         pipeline.ackers["dedup"] = s.ack
         async for ev in s.events():
-            await pipeline.dedup(ev)
+            await pipeline.guarded("dedup", ev)
 
     @app.agent(pipeline.routed, name="correlate")
     async def correlate(stream: Any) -> None:
         s = stream.noack()
         pipeline.ackers["engine"] = s.ack
         async for ev in s.events():
-            await pipeline.correlate(ev)
+            await pipeline.guarded("engine", ev)
 
     @app.timer(1.0)
     async def tick() -> None:
@@ -417,7 +508,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     async def ready(web: Any, request: Any) -> Any:
         ok, why = pipeline.readiness()
         pipeline.metrics.ready.set(1 if ok else 0)
-        return web.json({"status": "ready" if ok else "not ready", "detail": why},
-                        status=200 if ok else 503)
+        return web.json(
+            {"status": "ready" if ok else "not ready", "detail": why}, status=200 if ok else 503
+        )
 
     return app, pipeline

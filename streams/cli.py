@@ -18,7 +18,7 @@ from streams.settings import Settings
 def _settings() -> Settings:
     try:
         return Settings()
-    except Exception as e:  # noqa: BLE001 - pydantic names the bad setting; say it plainly
+    except Exception as e:
         print(f"fusion: invalid settings: {e}", file=sys.stderr)
         raise SystemExit(2) from e
 
@@ -31,7 +31,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.metrics import Metrics
 
     s = _settings()
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     created = create_topics(s)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
@@ -149,7 +151,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     s = _settings()
     ruleset = load_rules([args.rules or s.rules_path])
-    src = sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb")  # noqa: SIM115
+    src = sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb")
     out = sys.stdout.buffer
     stats = replay(src, out, ruleset, partners=s.partner_set, destination=args.destination)
     print(
@@ -237,4 +239,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -23,9 +23,11 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"demo: the worker exited with code {proc.returncode}; see .demo/worker.log")
+            raise SystemExit(
+                f"demo: the worker exited with code {proc.returncode}; see .demo/worker.log"
+            )
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -52,24 +54,42 @@ def main() -> int:
     counts: Counter[str] = Counter()
     try:
         with (logs / "worker.log").open("wb") as wlog:
-            worker = subprocess.Popen([*fusion, "worker"], stdout=wlog, stderr=subprocess.STDOUT,  # noqa: S603
-                                      env=env, cwd=REPO_ROOT)
+            worker = subprocess.Popen(  # noqa: S603
+                [*fusion, "worker"],
+                stdout=wlog,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+            )
         procs.append(worker)
         print("demo: waiting for the worker to be ready...", flush=True)
         wait_ready(s.web_port, worker)
         with (logs / "simulator.log").open("wb") as slog:
-            procs.append(subprocess.Popen(  # noqa: S603
-                [*fusion, "simulate", "--rate", str(args.rate), "--scenario-share", "0.03"],
-                stdout=slog, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT))
-        print(f"demo: simulator publishing {args.rate:.0f} events/s; alerts per country follow "
-              f"for {args.seconds:.0f} s (logs in .demo/)\n", flush=True)
+            procs.append(
+                subprocess.Popen(  # noqa: S603
+                    [*fusion, "simulate", "--rate", str(args.rate), "--scenario-share", "0.03"],
+                    stdout=slog,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=REPO_ROOT,
+                )
+            )
+        print(
+            f"demo: simulator publishing {args.rate:.0f} events/s; alerts per country follow "
+            f"for {args.seconds:.0f} s (logs in .demo/)\n",
+            flush=True,
+        )
         from kafka import KafkaConsumer
 
         from streams.clients import kafka_python_config
 
-        consumer = KafkaConsumer(*[s.alert_topic(p) for p in s.partners], group_id=None,
-                                 auto_offset_reset="latest", consumer_timeout_ms=500,
-                                 **kafka_python_config(s))
+        consumer = KafkaConsumer(
+            *[s.alert_topic(p) for p in s.partners],
+            group_id=None,
+            auto_offset_reset="latest",
+            consumer_timeout_ms=500,
+            **kafka_python_config(s),
+        )
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
             for msg in consumer:
@@ -91,12 +111,12 @@ def main() -> int:
                 p.kill()
         if not args.keep_broker:
             subprocess.run([str(BROKER), "stop"], check=False)  # noqa: S603
-    print("\ndemo: alerts delivered per country: "
-          + (", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none"))
+    print(
+        "\ndemo: alerts delivered per country: "
+        + (", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none")
+    )
     return 0 if counts else 1
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

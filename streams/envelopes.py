@@ -42,8 +42,8 @@ def dead_letter(
         topic=topic,
         partition=partition,
         offset=offset,
-        error=DeadLetterError(kind=why.kind, message=why.message),  # type: ignore[arg-type]
+        error=DeadLetterError(kind=why.kind, message=why.message),
         payload=text,
-        payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_encoding=encoding,
     )
     return orjson.dumps(dl.model_dump(mode="json"))

@@ -6,8 +6,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From a millisecond to an hour: event-to-alert latency includes events reported late.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 300.0, 900.0, 3600.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
 )
 
 
@@ -17,64 +33,123 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
         self.received = Counter(
-            "fusion_events_received", "Input messages read, by topic, event type and source country.",
-            ["topic", "event_type", "country"], registry=r)
+            "fusion_events_received",
+            "Input messages read, by topic, event type and source country.",
+            ["topic", "event_type", "country"],
+            registry=r,
+        )
         self.rejected = Counter(
-            "fusion_events_rejected", "Input messages dead-lettered, by topic and reason.",
-            ["topic", "reason"], registry=r)
+            "fusion_events_rejected",
+            "Input messages dead-lettered, by topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.duplicates = Counter(
-            "fusion_events_duplicate", "Events dropped as duplicates of an event_id seen within 24 h.",
-            ["event_type"], registry=r)
+            "fusion_events_duplicate",
+            "Events dropped as duplicates of an event_id seen within 24 h.",
+            ["event_type"],
+            registry=r,
+        )
         self.late = Counter(
-            "fusion_events_late", "Events too old for every rule that could use them.",
-            ["event_type"], registry=r)
+            "fusion_events_late",
+            "Events too old for every rule that could use them.",
+            ["event_type"],
+            registry=r,
+        )
         self.alerts_raised = Counter(
-            "fusion_alerts_raised", "Alerts raised by the engine, by rule and severity.",
-            ["rule", "severity"], registry=r)
+            "fusion_alerts_raised",
+            "Alerts raised by the engine, by rule and severity.",
+            ["rule", "severity"],
+            registry=r,
+        )
         self.alerts_delivered = Counter(
-            "fusion_alerts_delivered", "Alerts written to a country's alert topic.",
-            ["destination", "rule"], registry=r)
+            "fusion_alerts_delivered",
+            "Alerts written to a country's alert topic.",
+            ["destination", "rule"],
+            registry=r,
+        )
         self.audit_records = Counter(
-            "fusion_audit_records", "Audit records written to the sharing audit topic.",
-            ["destination"], registry=r)
+            "fusion_audit_records",
+            "Audit records written to the sharing audit topic.",
+            ["destination"],
+            registry=r,
+        )
         self.event_to_alert = Histogram(
             "fusion_event_to_alert_seconds",
             "From the newest evidence's event time to the alert's delivery.",
-            ["rule"], buckets=LATENCY_BUCKETS, registry=r)
+            ["rule"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ingest_to_alert = Histogram(
             "fusion_ingest_to_alert_seconds",
             "From the pipeline reading the newest evidence to the alert's delivery.",
-            ["rule"], buckets=LATENCY_BUCKETS, registry=r)
+            ["rule"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.state_keys = Gauge(
-            "fusion_state_keys", "Correlation keys held, per rule.", ["rule"], registry=r)
+            "fusion_state_keys", "Correlation keys held, per rule.", ["rule"], registry=r
+        )
         self.state_partials = Gauge(
-            "fusion_state_partial_matches", "Facts held towards partial matches, per rule.",
-            ["rule"], registry=r)
+            "fusion_state_partial_matches",
+            "Facts held towards partial matches, per rule.",
+            ["rule"],
+            registry=r,
+        )
         self.state_evictions = Counter(
-            "fusion_state_evictions", "Facts evicted because a state cap was hit, per rule.",
-            ["rule"], registry=r)
+            "fusion_state_evictions",
+            "Facts evicted because a state cap was hit, per rule.",
+            ["rule"],
+            registry=r,
+        )
         self.rule_late = Counter(
-            "fusion_rule_late_events", "Events a rule skipped as later than its allowed lateness.",
-            ["rule"], registry=r)
+            "fusion_rule_late_events",
+            "Events a rule skipped as later than its allowed lateness.",
+            ["rule"],
+            registry=r,
+        )
         self.suppressed = Counter(
-            "fusion_alerts_suppressed", "Rule matches suppressed as repeats of a recent alert.",
-            ["rule"], registry=r)
+            "fusion_alerts_suppressed",
+            "Rule matches suppressed as repeats of a recent alert.",
+            ["rule"],
+            registry=r,
+        )
         self.reloads = Counter(
-            "fusion_rule_reloads", "Rule and policy reloads, by what and result.",
-            ["what", "result"], registry=r)
+            "fusion_rule_reloads",
+            "Rule and policy reloads, by what and result.",
+            ["what", "result"],
+            registry=r,
+        )
         self.snapshots = Counter(
-            "fusion_state_snapshots", "State snapshots written, by stage.", ["stage"], registry=r)
+            "fusion_state_snapshots", "State snapshots written, by stage.", ["stage"], registry=r
+        )
         self.snapshot_bytes = Gauge(
-            "fusion_state_snapshot_bytes", "Size of the last snapshot, by stage.", ["stage"],
-            registry=r)
+            "fusion_state_snapshot_bytes",
+            "Size of the last snapshot, by stage.",
+            ["stage"],
+            registry=r,
+        )
         self.dedup_ids = Gauge(
-            "fusion_dedup_ids", "Event ids remembered for duplicate detection.", registry=r)
+            "fusion_dedup_ids", "Event ids remembered for duplicate detection.", registry=r
+        )
         self.lag = Gauge(
-            "fusion_consumer_lag", "Messages not yet read, by topic and partition.",
-            ["topic", "partition"], registry=r)
+            "fusion_consumer_lag",
+            "Messages not yet read, by topic and partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "fusion_internal_errors",
+            "Messages a stage failed on (a bug: see the worker log).",
+            ["stage"],
+            registry=r,
+        )
         self.ready = Gauge(
-            "fusion_worker_ready", "1 once every input topic has partitions assigned.",
-            registry=r)
+            "fusion_worker_ready", "1 once every input topic has partitions assigned.", registry=r
+        )
         self.watermark = Gauge(
-            "fusion_watermark_seconds", "Event-time watermark of the engine (epoch seconds).",
-            registry=r)
+            "fusion_watermark_seconds",
+            "Event-time watermark of the engine (epoch seconds).",
+            registry=r,
+        )

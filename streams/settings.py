@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     internal_partitions: int = Field(default=4, ge=1, le=1024)
     input_retention_hours: int = Field(default=14 * 24, ge=1, description="Input topic retention.")
 
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest event accepted.")
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest event accepted."
+    )
     dedup_ttl_s: float = Field(default=86_400.0, gt=0)
     dedup_max_ids: int = Field(default=2_000_000, ge=1000)
     snapshot_interval_s: float = Field(default=2.0, gt=0)
@@ -48,6 +50,13 @@ class Settings(BaseSettings):
     )
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
+
+    session_timeout_s: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="How soon the group hands a dead worker's partitions to the others.",
+    )
 
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")

@@ -3,6 +3,7 @@ partition p of its state topic, so the newest snapshot is the last message there
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,6 +20,7 @@ class SnapshotReader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
 
     async def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -35,6 +37,10 @@ class SnapshotReader:
 
     async def latest(self, topic: str, partition: int) -> bytes | None:
         """The value of the last message in the partition, or None if it is empty."""
+        async with self._lock:  # one assignment at a time on the shared client
+            return await self._latest(topic, partition)
+
+    async def _latest(self, topic: str, partition: int) -> bytes | None:
         c = await self._client()
         tp = TopicPartition(topic, partition)
         c.assign([tp])

@@ -34,8 +34,9 @@ def declared_topics(s: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(t, s.input_partitions, inputs, "input") for t in s.input_topics.values()]
     specs += [
         TopicSpec(s.topic_deadletter, s.input_partitions, outputs, "deadletter"),
-        TopicSpec(s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)},
-                  "audit"),
+        TopicSpec(
+            s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)}, "audit"
+        ),
         *[TopicSpec(s.alert_topic(p), 1, outputs, "alerts") for p in s.partners],
         TopicSpec(s.topic_validated, s.internal_partitions, internal, "internal"),
         TopicSpec(s.topic_routed, s.internal_partitions, internal, "internal"),

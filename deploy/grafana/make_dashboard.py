@@ -64,8 +64,11 @@ def timeseries(
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
         "thresholdsStyle": {"mode": "dashed" if limit is not None else "off"},
     }
-    steps = thresholds((None, "green"), (limit, "red")) if limit is not None else thresholds(
-        (None, "green"))
+    steps = (
+        thresholds((None, "green"), (limit, "red"))
+        if limit is not None
+        else thresholds((None, "green"))
+    )
     return {
         "type": "timeseries",
         "title": title,
@@ -76,8 +79,12 @@ def timeseries(
             "overrides": [],
         },
         "options": {
-            "legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
-                       "calcs": ["lastNotNull", "max"]},
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+                "calcs": ["lastNotNull", "max"],
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
         "targets": tgts,
@@ -121,11 +128,15 @@ def quantiles(metric: str, by: str = "") -> list[dict[str, Any]]:
     """p50, p95 and p99 of a histogram, summed over everything but `by`."""
     keys = f"le, {by}" if by else "le"
     prefix = f"{{{{{by}}}}} " if by else ""
-    return targets(*[
-        (f"histogram_quantile({q}, sum by ({keys}) (rate({metric}_bucket[{RATE}])))",
-         f"{prefix}p{round(q * 100)}")
-        for q in (0.5, 0.95, 0.99)
-    ])
+    return targets(
+        *[
+            (
+                f"histogram_quantile({q}, sum by ({keys}) (rate({metric}_bucket[{RATE}])))",
+                f"{prefix}p{round(q * 100)}",
+            )
+            for q in (0.5, 0.95, 0.99)
+        ]
+    )
 
 
 # -- the panels, row by row ----------------------------------------------------------------
@@ -137,186 +148,410 @@ DEAD_LETTER_RATIO = (
     f"sum by (topic) (rate(fusion_events_rejected_total[{RATE}])) * 0))"
 )
 
-READY_MAPPINGS = [{"type": "value", "options": {
-    "0": {"text": "NOT READY", "color": "red", "index": 0},
-    "1": {"text": "READY", "color": "green", "index": 1},
-}}]
+READY_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "NOT READY", "color": "red", "index": 0},
+            "1": {"text": "READY", "color": "green", "index": 1},
+        },
+    }
+]
 
 
 def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
     """(row title, [(width, height, panel), ...]); panels flow left to right, 24 columns."""
     overview = [
-        (4, 4, stat("Worker ready",
-                    "fusion_worker_ready of the least ready worker: 1 once every input topic has "
-                    "partitions assigned. Updated when /health/ready is polled.",
-                    "min(fusion_worker_ready)",
-                    steps=thresholds((None, "red"), (1, "green")), mappings=READY_MAPPINGS)),
-        (4, 4, stat("Workers scraped",
-                    "Worker metrics endpoints Prometheus reaches (up == 1).",
-                    f'sum(up{{job="{WORKER_JOB}"}})',
-                    steps=thresholds((None, "red"), (1, "green")))),
-        (4, 4, stat("Events accepted / s", "All input topics, all partners.",
-                    f"sum(rate(fusion_events_received_total[{RATE}]))", unit="ops")),
-        (4, 4, stat("Dead-lettered",
-                    "Rejected / (accepted + rejected), all input topics.",
-                    f"sum(rate(fusion_events_rejected_total[{RATE}])) / "
-                    f"(sum(rate(fusion_events_rejected_total[{RATE}])) + "
-                    f"sum(rate(fusion_events_received_total[{RATE}])))",
-                    unit="percentunit",
-                    steps=thresholds((None, "green"), (0.01, "orange"), (0.05, "red")))),
-        (4, 4, stat("Alerts delivered (1 h)", "Alert messages written to the partners' topics.",
-                    "sum(increase(fusion_alerts_delivered_total[1h]))")),
-        (4, 4, stat("Event-to-alert p99",
-                    f"Objective: {LATENCY_OBJECTIVE_S * 1000:.0f} ms.",
-                    "histogram_quantile(0.99, sum by (le) "
-                    f"(rate(fusion_event_to_alert_seconds_bucket[{RATE}])))",
-                    unit="s",
-                    steps=thresholds((None, "green"), (LATENCY_OBJECTIVE_S, "red")))),
+        (
+            4,
+            4,
+            stat(
+                "Worker ready",
+                "fusion_worker_ready of the least ready worker: 1 once every input topic has "
+                "partitions assigned. Updated when /health/ready is polled.",
+                "min(fusion_worker_ready)",
+                steps=thresholds((None, "red"), (1, "green")),
+                mappings=READY_MAPPINGS,
+            ),
+        ),
+        (
+            4,
+            4,
+            stat(
+                "Workers scraped",
+                "Worker metrics endpoints Prometheus reaches (up == 1).",
+                f'sum(up{{job="{WORKER_JOB}"}})',
+                steps=thresholds((None, "red"), (1, "green")),
+            ),
+        ),
+        (
+            4,
+            4,
+            stat(
+                "Events accepted / s",
+                "All input topics, all partners.",
+                f"sum(rate(fusion_events_received_total[{RATE}]))",
+                unit="ops",
+            ),
+        ),
+        (
+            4,
+            4,
+            stat(
+                "Dead-lettered",
+                "Rejected / (accepted + rejected), all input topics.",
+                f"sum(rate(fusion_events_rejected_total[{RATE}])) / "
+                f"(sum(rate(fusion_events_rejected_total[{RATE}])) + "
+                f"sum(rate(fusion_events_received_total[{RATE}])))",
+                unit="percentunit",
+                steps=thresholds((None, "green"), (0.01, "orange"), (0.05, "red")),
+            ),
+        ),
+        (
+            4,
+            4,
+            stat(
+                "Alerts delivered (1 h)",
+                "Alert messages written to the partners' topics.",
+                "sum(increase(fusion_alerts_delivered_total[1h]))",
+            ),
+        ),
+        (
+            4,
+            4,
+            stat(
+                "Event-to-alert p99",
+                f"Objective: {LATENCY_OBJECTIVE_S * 1000:.0f} ms.",
+                "histogram_quantile(0.99, sum by (le) "
+                f"(rate(fusion_event_to_alert_seconds_bucket[{RATE}])))",
+                unit="s",
+                steps=thresholds((None, "green"), (LATENCY_OBJECTIVE_S, "red")),
+            ),
+        ),
     ]
     ingest = [
-        (12, 8, timeseries(
-            "Events accepted / s by topic",
-            "Valid events read from each input topic (rejected ones are not counted here).",
-            targets((f"sum by (topic) (rate(fusion_events_received_total[{RATE}]))",
-                     "{{topic}}")),
-            unit="ops", stack=True)),
-        (12, 8, timeseries(
-            "Events accepted / s by partner and event type",
-            "By source.country of the event (the reporting agency's country). The metrics "
-            "carry no agency label.",
-            targets((f"sum by (country, event_type) "
-                     f"(rate(fusion_events_received_total[{RATE}]))",
-                     "{{country}} {{event_type}}")),
-            unit="ops", stack=True)),
-        (12, 8, timeseries(
-            "Rejections / s by reason",
-            "Messages sent to events.deadletter, by input topic and error kind.",
-            targets((f"sum by (topic, reason) (rate(fusion_events_rejected_total[{RATE}]))",
-                     "{{reason}} ({{topic}})")),
-            unit="ops", stack=True)),
-        (12, 8, timeseries(
-            "Dead-letter ratio by topic",
-            "Rejected / (accepted + rejected). Alert FusionDeadLetterRatioHigh above 5%.",
-            targets((DEAD_LETTER_RATIO, "{{topic}}")),
-            unit="percentunit", limit=0.05)),
-        (12, 8, timeseries(
-            "Duplicates and late events / s",
-            "Duplicates: an event_id seen within 24 h, dropped. Late: too old for every rule, "
-            "dead-lettered. Skipped by rule: later than that rule's allowed lateness.",
-            targets(
-                (f"sum by (event_type) (rate(fusion_events_duplicate_total[{RATE}]))",
-                 "duplicate {{event_type}}"),
-                (f"sum by (event_type) (rate(fusion_events_late_total[{RATE}]))",
-                 "late {{event_type}}"),
-                (f"sum by (rule) (rate(fusion_rule_late_events_total[{RATE}]))",
-                 "skipped by {{rule}}"),
+        (
+            12,
+            8,
+            timeseries(
+                "Events accepted / s by topic",
+                "Valid events read from each input topic (rejected ones are not counted here).",
+                targets(
+                    (f"sum by (topic) (rate(fusion_events_received_total[{RATE}]))", "{{topic}}")
+                ),
+                unit="ops",
+                stack=True,
             ),
-            unit="ops")),
-        (12, 8, timeseries(
-            "Event-time watermark delay",
-            "Wall clock minus the engine's event-time watermark. It follows the clock "
-            "FUSION_IDLE_LAG_S behind when input is idle.",
-            targets(("time() - max(fusion_watermark_seconds)", "watermark delay")),
-            unit="s")),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Events accepted / s by partner and event type",
+                "By source.country of the event (the reporting agency's country). The metrics "
+                "carry no agency label.",
+                targets(
+                    (
+                        f"sum by (country, event_type) "
+                        f"(rate(fusion_events_received_total[{RATE}]))",
+                        "{{country}} {{event_type}}",
+                    )
+                ),
+                unit="ops",
+                stack=True,
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Rejections / s by reason",
+                "Messages sent to events.deadletter, by input topic and error kind.",
+                targets(
+                    (
+                        f"sum by (topic, reason) (rate(fusion_events_rejected_total[{RATE}]))",
+                        "{{reason}} ({{topic}})",
+                    )
+                ),
+                unit="ops",
+                stack=True,
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Dead-letter ratio by topic",
+                "Rejected / (accepted + rejected). Alert FusionDeadLetterRatioHigh above 5%.",
+                targets((DEAD_LETTER_RATIO, "{{topic}}")),
+                unit="percentunit",
+                limit=0.05,
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Duplicates and late events / s",
+                "Duplicates: an event_id seen within 24 h, dropped. Late: too old for every rule, "
+                "dead-lettered. Skipped by rule: later than that rule's allowed lateness.",
+                targets(
+                    (
+                        f"sum by (event_type) (rate(fusion_events_duplicate_total[{RATE}]))",
+                        "duplicate {{event_type}}",
+                    ),
+                    (
+                        f"sum by (event_type) (rate(fusion_events_late_total[{RATE}]))",
+                        "late {{event_type}}",
+                    ),
+                    (
+                        f"sum by (rule) (rate(fusion_rule_late_events_total[{RATE}]))",
+                        "skipped by {{rule}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Event-time watermark delay",
+                "Wall clock minus the engine's event-time watermark. It follows the clock "
+                "FUSION_IDLE_LAG_S behind when input is idle.",
+                targets(("time() - max(fusion_watermark_seconds)", "watermark delay")),
+                unit="s",
+            ),
+        ),
     ]
     alerts = [
-        (12, 8, timeseries(
-            "Alerts raised / s by rule and severity",
-            "Rule matches that became alerts (before release to partners).",
-            targets((f"sum by (rule, severity) (rate(fusion_alerts_raised_total[{RATE}]))",
-                     "{{rule}} ({{severity}})")),
-            unit="ops", stack=True)),
-        (12, 8, timeseries(
-            "Alerts delivered / s by destination country",
-            "Alert messages written to alerts.<country>, one per alert per recipient.",
-            targets((f"sum by (destination) (rate(fusion_alerts_delivered_total[{RATE}]))",
-                     "{{destination}}")),
-            unit="ops", stack=True)),
-        (12, 8, timeseries(
-            "Alerts delivered / s by destination and rule",
-            "Which rules each partner receives.",
-            targets((f"sum by (destination, rule) "
-                     f"(rate(fusion_alerts_delivered_total[{RATE}]))",
-                     "{{destination}} {{rule}}")),
-            unit="ops")),
-        (12, 8, timeseries(
-            "Audit records and suppressed repeats / s",
-            "Audit records on audit.sharing should match deliveries per destination. "
-            "Suppressed: matches dropped as repeats of a recent alert.",
-            targets(
-                (f"sum by (destination) (rate(fusion_audit_records_total[{RATE}]))",
-                 "audit {{destination}}"),
-                (f"sum by (rule) (rate(fusion_alerts_suppressed_total[{RATE}]))",
-                 "suppressed {{rule}}"),
+        (
+            12,
+            8,
+            timeseries(
+                "Alerts raised / s by rule and severity",
+                "Rule matches that became alerts (before release to partners).",
+                targets(
+                    (
+                        f"sum by (rule, severity) (rate(fusion_alerts_raised_total[{RATE}]))",
+                        "{{rule}} ({{severity}})",
+                    )
+                ),
+                unit="ops",
+                stack=True,
             ),
-            unit="ops")),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Alerts delivered / s by destination country",
+                "Alert messages written to alerts.<country>, one per alert per recipient.",
+                targets(
+                    (
+                        f"sum by (destination) (rate(fusion_alerts_delivered_total[{RATE}]))",
+                        "{{destination}}",
+                    )
+                ),
+                unit="ops",
+                stack=True,
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Alerts delivered / s by destination and rule",
+                "Which rules each partner receives.",
+                targets(
+                    (
+                        f"sum by (destination, rule) (rate(fusion_alerts_delivered_total[{RATE}]))",
+                        "{{destination}} {{rule}}",
+                    )
+                ),
+                unit="ops",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Audit records and suppressed repeats / s",
+                "Audit records on audit.sharing should match deliveries per destination. "
+                "Suppressed: matches dropped as repeats of a recent alert.",
+                targets(
+                    (
+                        f"sum by (destination) (rate(fusion_audit_records_total[{RATE}]))",
+                        "audit {{destination}}",
+                    ),
+                    (
+                        f"sum by (rule) (rate(fusion_alerts_suppressed_total[{RATE}]))",
+                        "suppressed {{rule}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+        ),
     ]
     latency = [
-        (8, 8, timeseries(
-            "Event-to-alert latency",
-            "From the newest evidence's event time to delivery; includes the producers' "
-            f"delay. Objective p99 < {LATENCY_OBJECTIVE_S * 1000:.0f} ms (red line).",
-            quantiles("fusion_event_to_alert_seconds"), unit="s", limit=LATENCY_OBJECTIVE_S)),
-        (8, 8, timeseries(
-            "Ingest-to-alert latency",
-            "From the pipeline reading the newest evidence to delivery: the pipeline's own "
-            "share of the latency.",
-            quantiles("fusion_ingest_to_alert_seconds"), unit="s", limit=LATENCY_OBJECTIVE_S)),
-        (8, 8, timeseries(
-            "Event-to-alert p99 by rule",
-            "Which rule is slow.",
-            targets((f"histogram_quantile(0.99, sum by (le, rule) "
-                     f"(rate(fusion_event_to_alert_seconds_bucket[{RATE}])))", "{{rule}}")),
-            unit="s", limit=LATENCY_OBJECTIVE_S)),
+        (
+            8,
+            8,
+            timeseries(
+                "Event-to-alert latency",
+                "From the newest evidence's event time to delivery; includes the producers' "
+                f"delay. Objective p99 < {LATENCY_OBJECTIVE_S * 1000:.0f} ms (red line).",
+                quantiles("fusion_event_to_alert_seconds"),
+                unit="s",
+                limit=LATENCY_OBJECTIVE_S,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Ingest-to-alert latency",
+                "From the pipeline reading the newest evidence to delivery: the pipeline's own "
+                "share of the latency.",
+                quantiles("fusion_ingest_to_alert_seconds"),
+                unit="s",
+                limit=LATENCY_OBJECTIVE_S,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Event-to-alert p99 by rule",
+                "Which rule is slow.",
+                targets(
+                    (
+                        f"histogram_quantile(0.99, sum by (le, rule) "
+                        f"(rate(fusion_event_to_alert_seconds_bucket[{RATE}])))",
+                        "{{rule}}",
+                    )
+                ),
+                unit="s",
+                limit=LATENCY_OBJECTIVE_S,
+            ),
+        ),
     ]
     state = [
-        (12, 8, timeseries(
-            "Consumer lag by topic",
-            "Messages not yet read, summed over partitions.",
-            targets(("sum by (topic) (fusion_consumer_lag)", "{{topic}}")))),
-        (12, 8, timeseries(
-            "State evictions / s by rule",
-            "Facts dropped because a state cap was hit: the rule can miss matches.",
-            targets((f"sum by (rule) (rate(fusion_state_evictions_total[{RATE}]))", "{{rule}}")),
-            unit="ops")),
-        (8, 8, timeseries(
-            "Correlation keys by rule",
-            "Keys held (plates, areas...) over all partitions.",
-            targets(("sum by (rule) (fusion_state_keys)", "{{rule}}")))),
-        (8, 8, timeseries(
-            "Partial matches by rule",
-            "Facts held towards matches not complete yet.",
-            targets(("sum by (rule) (fusion_state_partial_matches)", "{{rule}}")))),
-        (8, 8, timeseries(
-            "Event ids remembered for dedup",
-            "Bounded by FUSION_DEDUP_MAX_IDS per partition; kept FUSION_DEDUP_TTL_S.",
-            targets(("sum(fusion_dedup_ids)", "event ids")))),
-        (12, 8, timeseries(
-            "State snapshots / s by stage",
-            "Snapshots to the compacted state topics; input is acknowledged after them.",
-            targets((f"sum by (stage) (rate(fusion_state_snapshots_total[{RATE}]))",
-                     "{{stage}}")),
-            unit="ops")),
-        (12, 8, timeseries(
-            "Last snapshot size by stage",
-            "Must stay well below the state topics' max.message.bytes (16 MiB).",
-            targets(("max by (stage) (fusion_state_snapshot_bytes)", "{{stage}}")),
-            unit="bytes", limit=16 * 1024 * 1024)),
+        (
+            12,
+            8,
+            timeseries(
+                "Consumer lag by topic",
+                "Messages not yet read, summed over partitions.",
+                targets(("sum by (topic) (fusion_consumer_lag)", "{{topic}}")),
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "State evictions / s by rule",
+                "Facts dropped because a state cap was hit: the rule can miss matches.",
+                targets(
+                    (f"sum by (rule) (rate(fusion_state_evictions_total[{RATE}]))", "{{rule}}")
+                ),
+                unit="ops",
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Correlation keys by rule",
+                "Keys held (plates, areas...) over all partitions.",
+                targets(("sum by (rule) (fusion_state_keys)", "{{rule}}")),
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Partial matches by rule",
+                "Facts held towards matches not complete yet.",
+                targets(("sum by (rule) (fusion_state_partial_matches)", "{{rule}}")),
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Event ids remembered for dedup",
+                "Bounded by FUSION_DEDUP_MAX_IDS per partition; kept FUSION_DEDUP_TTL_S.",
+                targets(("sum(fusion_dedup_ids)", "event ids")),
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "State snapshots / s by stage",
+                "Snapshots to the compacted state topics; input is acknowledged after them.",
+                targets(
+                    (f"sum by (stage) (rate(fusion_state_snapshots_total[{RATE}]))", "{{stage}}")
+                ),
+                unit="ops",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Last snapshot size by stage",
+                "Must stay well below the state topics' max.message.bytes (16 MiB).",
+                targets(("max by (stage) (fusion_state_snapshot_bytes)", "{{stage}}")),
+                unit="bytes",
+                limit=16 * 1024 * 1024,
+            ),
+        ),
     ]
     health = [
-        (12, 8, timeseries(
-            "Rule reloads by what and result",
-            "Rule and policy reloads.",
-            targets((f"sum by (what, result) (increase(fusion_rule_reloads_total[{RATE}]))",
-                     "{{what}} {{result}}")))),
-        (12, 8, timeseries(
-            "Worker ready and scraped",
-            "fusion_worker_ready per worker (1 = every input topic has partitions assigned) "
-            "and Prometheus's up.",
-            targets(
-                ("fusion_worker_ready", "ready {{instance}}"),
-                (f'up{{job="{WORKER_JOB}"}}', "up {{instance}}"),
-            ))),
+        (
+            12,
+            8,
+            timeseries(
+                "Rule reloads by what and result",
+                "Rule and policy reloads.",
+                targets(
+                    (
+                        f"sum by (what, result) (increase(fusion_rule_reloads_total[{RATE}]))",
+                        "{{what}} {{result}}",
+                    )
+                ),
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Worker ready and scraped",
+                "fusion_worker_ready per worker (1 = every input topic has partitions assigned) "
+                "and Prometheus's up.",
+                targets(
+                    ("fusion_worker_ready", "ready {{instance}}"),
+                    (f'up{{job="{WORKER_JOB}"}}', "up {{instance}}"),
+                ),
+            ),
+        ),
+        (
+            24,
+            6,
+            timeseries(
+                "Internal failures by stage",
+                "Messages a stage failed on. Each one stops the worker, which restarts from its "
+                "last snapshot; any value here is a bug or an outage: read the worker log.",
+                targets(
+                    (
+                        f"sum by (stage) (increase(fusion_internal_errors_total[{RATE}]))",
+                        "{{stage}}",
+                    )
+                ),
+            ),
+        ),
     ]
     return [
         ("Overview", overview),
@@ -333,8 +568,16 @@ def build() -> dict[str, Any]:
     y = 0
     next_id = 1
     for title, items in rows():
-        panels.append({"type": "row", "title": title, "collapsed": False, "id": next_id,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "id": next_id,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         next_id += 1
         y += 1
         x, row_h = 0, 0
@@ -351,7 +594,7 @@ def build() -> dict[str, Any]:
         "uid": "border-fusion",
         "title": "Border fusion pipeline",
         "description": "Ingest, alerts, latency and state of the fusion worker "
-                       "(generated by deploy/grafana/make_dashboard.py).",
+        "(generated by deploy/grafana/make_dashboard.py).",
         "tags": ["border-fusion"],
         "timezone": "utc",
         "editable": False,
@@ -361,11 +604,19 @@ def build() -> dict[str, Any]:
         "schemaVersion": 39,
         "version": 1,
         "links": [],
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts", "type": "dashboard",
-        }]},
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
         "templating": {"list": []},
         "panels": panels,
     }

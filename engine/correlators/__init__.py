@@ -3,5 +3,10 @@
 from engine.correlators import event_count, proximity, sequence, temporal, value_count, watchlist
 
 __all__ = [
-    "event_count", "proximity", "sequence", "temporal", "value_count", "watchlist",
+    "event_count",
+    "proximity",
+    "sequence",
+    "temporal",
+    "value_count",
+    "watchlist",
 ]

@@ -24,8 +24,7 @@ class Correlator(ABC, Generic[R]):
         """Take a fact the rule's selectors match; `owner` is False for a geographic halo copy."""
 
     def on_watermark(self, watermark: float) -> list[Hit]:
-        """Event time has reached `watermark`: expire state, fire decisions that waited for it."""
-        self.expire(watermark)
+        """Event time has reached `watermark`: fire decisions that waited for it."""
         return []
 
     @abstractmethod

@@ -147,9 +147,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
     def _seen_last(self, key: str, last: Fact) -> bool:
         """Whether a chain ending at this event was already reported, or is waiting."""
         waiting = self.pending.get(key)
-        return (waiting is not None and last.event_id in waiting) or _holds(
-            self.decided, key, last
-        )
+        return (waiting is not None and last.event_id in waiting) or _holds(self.decided, key, last)
 
     def _cancel(self, key: str, b: Fact) -> None:
         """An absent-step event: cancel every waiting chain it falls within `within` of."""
@@ -227,8 +225,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         lo = fact.ts - self.rule.window
         cands = [
             sorted(
-                (g for g in self.stores[j].get(key)
-                 if g.event_id != fact.event_id and lo <= g.ts <= fact.ts),
+                (
+                    g
+                    for g in self.stores[j].get(key)
+                    if g.event_id != fact.event_id and lo <= g.ts <= fact.ts
+                ),
                 key=_order,
             )
             for j in range(i)
@@ -237,10 +238,12 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         #                 index of its step j-1 in cands[j-1])
         levels: list[list[tuple[float | None, int]]] = [[(g.ts, -1) for g in cands[0]]]
         for j in range(1, i):
-            levels.append([
-                _latest_before(g, cands[j - 1], levels[j - 1], self.present[j].within)
-                for g in cands[j]
-            ])
+            levels.append(
+                [
+                    _latest_before(g, cands[j - 1], levels[j - 1], self.present[j].within)
+                    for g in cands[j]
+                ]
+            )
         best, idx = _latest_before(fact, cands[i - 1], levels[i - 1], self.present[i].within)
         if best is None:
             return None
@@ -262,8 +265,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         for j in range(i + 1, m):
             within = self.present[j].within
             cands = sorted(
-                (g for g in self.stores[j].get(key)
-                 if g.event_id != fact.event_id and fact.ts <= g.ts <= hi),
+                (
+                    g
+                    for g in self.stores[j].get(key)
+                    if g.event_id != fact.event_id and fact.ts <= g.ts <= hi
+                ),
                 key=_order,
             )
             layer: list[Fact] = []
@@ -314,7 +320,6 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             a = chain[-1]
             self.decided.add(key, a)
             hits.append(Hit(self.rule.id, chain, key, a.lat, a.lon))
-        self.expire(watermark)
         return hits
 
     def expire(self, watermark: float) -> None:

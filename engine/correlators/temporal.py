@@ -30,9 +30,7 @@ class TemporalRule(RuleBase):
     @classmethod
     def _kinds(cls, v: dict[str, Selector]) -> dict[str, Selector]:
         if len(v) < 2:
-            raise ValueError(
-                f"a temporal rule needs at least 2 kinds, got {len(v)}: {sorted(v)}"
-            )
+            raise ValueError(f"a temporal rule needs at least 2 kinds, got {len(v)}: {sorted(v)}")
         if len(v) > MAX_KINDS:
             raise ValueError(f"a temporal rule takes at most {MAX_KINDS} kinds, got {len(v)}")
         return v
@@ -84,9 +82,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
         return [Hit(rule.id, tuple(ev), key, last.lat, last.lon)]
 
     @staticmethod
-    def _cost(
-        fact: Fact, combo: list[Fact]
-    ) -> tuple[float, float, tuple[tuple[float, str], ...]]:
+    def _cost(fact: Fact, combo: list[Fact]) -> tuple[float, float, tuple[tuple[float, str], ...]]:
         d = [abs(f.ts - fact.ts) for f in combo]
         return (max(d), sum(d), tuple(sorted(_order(f) for f in combo)))
 
@@ -97,7 +93,8 @@ class TemporalCorrelator(Correlator[TemporalRule]):
         cands: list[list[Fact]] = []
         for n in others:
             c = [
-                f for f in self.by_kind[n].get(key)
+                f
+                for f in self.by_kind[n].get(key)
                 if f.event_id != fact.event_id and abs(f.ts - fact.ts) <= w
             ]
             if not c:

@@ -189,25 +189,37 @@ window: 1h
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
-        ("steps: [{name: a, select: {type: detection}}]",
-         "field steps: Value error, a sequence needs at least 2 steps, got 1"),
-        ("steps: [{name: a, select: {type: detection}, absent: true, within: 5m},"
-         " {name: b, select: {type: weapon}}]",
-         "Value error, the first step ('a') cannot be absent: "
-         "a sequence starts with an event that happened"),
-        ("steps: [{name: a, select: {type: detection}},"
-         " {name: b, select: {type: weapon}, absent: true, within: 5m},"
-         " {name: c, select: {type: track}}]",
-         "Value error, only the last step may be absent, but step 2 ('b') of 3 is absent"),
-        ("steps: [{name: a, select: {type: detection}},"
-         " {name: b, select: {type: weapon}, absent: true}]",
-         "Value error, step 2 ('b') is absent and needs `within`: how long after the step "
-         "before it the event must not happen"),
-        ("steps: [{name: a, select: {type: detection}}, {name: a, select: {type: weapon}}]",
-         "Value error, step names must be unique: 'a' is used more than once"),
-        ("steps: [{name: a, select: {type: detection}, within: 5m},"
-         " {name: b, select: {type: weapon}}]",
-         "Value error, the first step ('a') cannot have `within`: no step comes before it"),
+        (
+            "steps: [{name: a, select: {type: detection}}]",
+            "field steps: Value error, a sequence needs at least 2 steps, got 1",
+        ),
+        (
+            "steps: [{name: a, select: {type: detection}, absent: true, within: 5m},"
+            " {name: b, select: {type: weapon}}]",
+            "Value error, the first step ('a') cannot be absent: "
+            "a sequence starts with an event that happened",
+        ),
+        (
+            "steps: [{name: a, select: {type: detection}},"
+            " {name: b, select: {type: weapon}, absent: true, within: 5m},"
+            " {name: c, select: {type: track}}]",
+            "Value error, only the last step may be absent, but step 2 ('b') of 3 is absent",
+        ),
+        (
+            "steps: [{name: a, select: {type: detection}},"
+            " {name: b, select: {type: weapon}, absent: true}]",
+            "Value error, step 2 ('b') is absent and needs `within`: how long after the step "
+            "before it the event must not happen",
+        ),
+        (
+            "steps: [{name: a, select: {type: detection}}, {name: a, select: {type: weapon}}]",
+            "Value error, step names must be unique: 'a' is used more than once",
+        ),
+        (
+            "steps: [{name: a, select: {type: detection}, within: 5m},"
+            " {name: b, select: {type: weapon}}]",
+            "Value error, the first step ('a') cannot have `within`: no step comes before it",
+        ),
     ],
 )
 def test_sequence_validation_says_what_is_wrong(steps: str, message: str) -> None:
@@ -216,9 +228,12 @@ def test_sequence_validation_says_what_is_wrong(steps: str, message: str) -> Non
 
 
 def test_validation_names_rule_and_field() -> None:
-    with pytest.raises(RuleSetError, match=re.escape(
-        "rule bad-seq: field steps: Value error, a sequence needs at least 2 steps, got 0"
-    )):
+    with pytest.raises(
+        RuleSetError,
+        match=re.escape(
+            "rule bad-seq: field steps: Value error, a sequence needs at least 2 steps, got 0"
+        ),
+    ):
         rules(SEQ_HEAD + "steps: []")
 
 
@@ -226,23 +241,38 @@ def test_temporal_needs_two_kinds() -> None:
     bad = TEMPORAL.replace(
         "  vehicle: {type: [detection, track], where: {plate: {exists: true}}}\n", ""
     )
-    with pytest.raises(RuleSetError, match=re.escape(
-        "rule weapon-vehicle: field kinds: Value error, a temporal rule needs at least 2 kinds, "
-        "got 1: ['weapon']"
-    )):
+    with pytest.raises(
+        RuleSetError,
+        match=re.escape(
+            "rule weapon-vehicle: field kinds: Value error, "
+            "a temporal rule needs at least 2 kinds, got 1: ['weapon']"
+        ),
+    ):
         rules(bad)
 
 
 @pytest.mark.parametrize(
     ("text", "old", "new", "message"),
     [
-        (COUNT, "threshold: 3", "threshold: 0",
-         "field threshold: Input should be greater than or equal to 1"),
+        (
+            COUNT,
+            "threshold: 3",
+            "threshold: 0",
+            "field threshold: Input should be greater than or equal to 1",
+        ),
         (COUNT, "threshold: 3", "treshold: 3", "field threshold: Field required"),
-        (VALUES, "field: source.country", "field: ''",
-         "field field: String should have at least 1 character"),
-        (VALUES, "threshold: 2", "threshold: 2\nlimit: 3",
-         "field limit: Extra inputs are not permitted"),
+        (
+            VALUES,
+            "field: source.country",
+            "field: ''",
+            "field field: String should have at least 1 character",
+        ),
+        (
+            VALUES,
+            "threshold: 2",
+            "threshold: 2\nlimit: 3",
+            "field limit: Extra inputs are not permitted",
+        ),
     ],
 )
 def test_count_rules_validate(text: str, old: str, new: str, message: str) -> None:
@@ -258,10 +288,12 @@ def test_types_registered_and_keyed() -> None:
 
 
 def test_one_selector_or_a_list() -> None:
-    rs = rules(COUNT.replace(
-        "select: {type: detection, where: {plate: {exists: true}}}",
-        "select: [{type: detection}, {type: track}]",
-    ))
+    rs = rules(
+        COUNT.replace(
+            "select: {type: detection, where: {plate: {exists: true}}}",
+            "select: [{type: detection}, {type: track}]",
+        )
+    )
     assert len(rs.rules[0].selectors()) == 2
 
 
@@ -330,7 +362,8 @@ def test_event_count_snapshot_keeps_open_windows_and_raised_alerts() -> None:
     assert feed(restored(eng, COUNT), [det("d3", "2m")]) == []
     snap = orjson.loads(zlib.decompress(eng.snapshot()))
     assert snap["state"]["plate-count"]["events"] == [
-        ["ABC123", ["d1", "d2", "d3"]], ["K9", ["e1", "e2"]]
+        ["ABC123", ["d1", "d2", "d3"]],
+        ["K9", ["e1", "e2"]],
     ]
 
 
@@ -370,9 +403,16 @@ def test_event_count_any_arrival_order(order: list[int]) -> None:
 @given(st.permutations(range(8)))
 def test_event_count_same_events_same_keys_alerted(order: list[int]) -> None:
     """Two keys, the same facts in any order: the same keys alert (K1 has 3 in a window)."""
-    pool = [det("k1a", "0m", "K1"), det("k1b", "6m", "K1"), det("k1c", "10m", "K1"),
-            det("k2a", "0m", "K2"), det("k2b", "6m", "K2"), det("k2c", "11m", "K2"),
-            det("k1d", "30m", "K1"), det("k2d", "35m", "K2")]
+    pool = [
+        det("k1a", "0m", "K1"),
+        det("k1b", "6m", "K1"),
+        det("k1c", "10m", "K1"),
+        det("k2a", "0m", "K2"),
+        det("k2b", "6m", "K2"),
+        det("k2c", "11m", "K2"),
+        det("k1d", "30m", "K1"),
+        det("k2d", "35m", "K2"),
+    ]
     eng = engine(PATIENT)
     alerts = []
     for i in order:
@@ -411,8 +451,10 @@ def test_value_count_out_of_order_and_late() -> None:
 def test_value_count_ignores_events_without_the_field_and_normalises_the_key() -> None:
     eng = engine(VALUES.replace("field: source.country", "field: make"))
     assert feed(eng, [gun("w1", "0m", "US", "sn 1 "), gun("w2", "1d", "MX", " SN 1")]) == []
-    assert feed(eng, [gun("w3", "2d", "MX", "SN 1", make="Colt"),
-                      gun("w4", "3d", "MX", "SN 1", make="Glock")]) == [["w3", "w4"]]
+    assert feed(
+        eng,
+        [gun("w3", "2d", "MX", "SN 1", make="Colt"), gun("w4", "3d", "MX", "SN 1", make="Glock")],
+    ) == [["w3", "w4"]]
 
 
 def test_value_count_snapshot_restore() -> None:
@@ -467,8 +509,10 @@ def test_temporal_finds_a_window_when_the_closest_events_do_not_fit() -> None:
 def test_temporal_one_event_fills_one_kind() -> None:
     text = TEMPORAL3.replace("b: {type: detection}", "b: {type: [detection, track]}")
     eng = engine(text)
-    assert feed(eng, [ev("c1", "track", "1h", plate="ABC123"), weapon("a1", "0m", plate="ABC123")]
-                ) == []
+    assert (
+        feed(eng, [ev("c1", "track", "1h", plate="ABC123"), weapon("a1", "0m", plate="ABC123")])
+        == []
+    )
     assert feed(eng, [det("b1", "2h")]) == [["a1", "b1", "c1"]]
 
 
@@ -503,8 +547,7 @@ def test_sequence_window_and_within() -> None:
     eng = engine(SEQ3)
     assert feed(eng, [trk("x1", "0m"), det("y1", "2h"), weapon("z1", "3h", plate="ABC123")]) == []
     eng = engine(SEQ3)
-    assert feed(eng, [trk("x1", "0m"), det("y1", "30m"), weapon("z1", "13h", plate="ABC123")]
-                ) == []
+    assert feed(eng, [trk("x1", "0m"), det("y1", "30m"), weapon("z1", "13h", plate="ABC123")]) == []
 
 
 def test_sequence_out_of_order_arrival() -> None:
@@ -541,15 +584,24 @@ def test_sequence_reports_each_last_step_event_once() -> None:
 
 def test_sequence_one_new_event_completes_several_matches() -> None:
     eng = engine(SEQ3)
-    feed(eng, [det("y1", "10m"), weapon("z1", "1h", plate="ABC123"),
-               weapon("z2", "3h", plate="ABC123")])
+    feed(
+        eng,
+        [det("y1", "10m"), weapon("z1", "1h", plate="ABC123"), weapon("z2", "3h", plate="ABC123")],
+    )
     assert sorted(feed(eng, [trk("x1", "0m")])) == [["x1", "y1", "z1"], ["x1", "y1", "z2"]]
 
 
 def test_sequence_snapshot_keeps_partial_chains_and_decisions() -> None:
     eng = engine(SEQ3)
-    feed(eng, [trk("x1", "0m"), det("y1", "10m"), weapon("z1", "1h", plate="ABC123"),
-               trk("k1", "0m", "K2")])
+    feed(
+        eng,
+        [
+            trk("x1", "0m"),
+            det("y1", "10m"),
+            weapon("z1", "1h", plate="ABC123"),
+            trk("k1", "0m", "K2"),
+        ],
+    )
     eng2 = restored(eng, SEQ3)
     assert feed(eng2, [trk("x2", "5m")]) == []  # z1 was reported before the snapshot
     assert feed(eng2, [det("k2", "20m", "K2"), weapon("k3", "1h", plate="K2")]) == [
@@ -558,9 +610,15 @@ def test_sequence_snapshot_keeps_partial_chains_and_decisions() -> None:
 
 
 SEQ_POOL = [
-    trk("x1", "0m"), trk("x2", "3h"), det("y1", "30m"), det("y2", "2h"), det("y3", "3h30m"),
-    weapon("z1", "1h", plate="ABC123"), weapon("z2", "2h30m", plate="ABC123"),
-    weapon("z3", "20h", plate="ABC123"), det("y9", "40m", "OTHER1"),
+    trk("x1", "0m"),
+    trk("x2", "3h"),
+    det("y1", "30m"),
+    det("y2", "2h"),
+    det("y3", "3h30m"),
+    weapon("z1", "1h", plate="ABC123"),
+    weapon("z2", "2h30m", plate="ABC123"),
+    weapon("z3", "20h", plate="ABC123"),
+    det("y9", "40m", "OTHER1"),
 ]
 
 
@@ -659,8 +717,14 @@ def test_absence_state_expires() -> None:
 
 
 ABS_POOL = [
-    det("a0", "0m"), det("a1", "10m"), det("a2", "20m", "K2"), det("a3", "50m"),
-    insp("i0", "25m"), insp("i1", "55m", "K2"), insp("i2", "85m"), insp("i3", "5m"),
+    det("a0", "0m"),
+    det("a1", "10m"),
+    det("a2", "20m", "K2"),
+    det("a3", "50m"),
+    insp("i0", "25m"),
+    insp("i1", "55m", "K2"),
+    insp("i2", "85m"),
+    insp("i3", "5m"),
 ]
 
 
@@ -669,8 +733,12 @@ def _absence_oracle() -> set[str]:
     for a in ABS_POOL:
         if a.get("sensor_kind") == "inspection":
             continue
-        if not any(b.get("sensor_kind") == "inspection" and b.get("plate") == a.get("plate")
-                   and a.ts <= b.ts <= a.ts + 1800 for b in ABS_POOL):
+        if not any(
+            b.get("sensor_kind") == "inspection"
+            and b.get("plate") == a.get("plate")
+            and a.ts <= b.ts <= a.ts + 1800
+            for b in ABS_POOL
+        ):
             out.add(a.event_id)
     return out
 

@@ -399,7 +399,8 @@ def test_depends_on_conditions(services: dict[str, Any]) -> None:
     assert services["worker"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in ("worker", "simulator"):
         assert services[name]["depends_on"]["topics"]["condition"] == (
-            "service_completed_successfully")
+            "service_completed_successfully"
+        )
 
 
 def test_worker_ports_and_healthcheck_match_settings(services: dict[str, Any]) -> None:
@@ -454,9 +455,15 @@ def test_alerts_have_severity_and_guidance() -> None:
         assert r["annotations"]["summary"].strip(), r["alert"]
         assert len(r["annotations"]["description"]) > 80, f"{r['alert']}: say what to check"
     exprs = " ".join(r["expr"] for r in alert_rules())
-    for needed in ("fusion_events_received_total", "absent(", "fusion_consumer_lag",
-                   "fusion_event_to_alert_seconds_bucket", "fusion_events_rejected_total",
-                   "up{", "fusion_state_evictions_total"):
+    for needed in (
+        "fusion_events_received_total",
+        "absent(",
+        "fusion_consumer_lag",
+        "fusion_event_to_alert_seconds_bucket",
+        "fusion_events_rejected_total",
+        "up{",
+        "fusion_state_evictions_total",
+    ):
         assert needed in exprs, f"no alert uses {needed}"
 
 
@@ -496,8 +503,9 @@ def test_dashboard_is_valid() -> None:
     for p in panels:
         g = p["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
-                for y in range(g["y"], g["y"] + g["h"])}
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not cells & mine, f"{p['title']} overlaps another panel"
         cells |= mine
         if p["type"] != "row":
@@ -506,9 +514,21 @@ def test_dashboard_is_valid() -> None:
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == ds_uid, p["title"]
     titles = " ".join(p["title"].lower() for p in panels)
-    for needed in ("rejections", "duplicates", "late", "alerts raised", "destination",
-                   "event-to-alert", "ingest-to-alert", "lag", "keys", "partial", "evictions",
-                   "reloads", "ready"):
+    for needed in (
+        "rejections",
+        "duplicates",
+        "late",
+        "alerts raised",
+        "destination",
+        "event-to-alert",
+        "ingest-to-alert",
+        "lag",
+        "keys",
+        "partial",
+        "evictions",
+        "reloads",
+        "ready",
+    ):
         assert needed in titles, f"no panel about {needed}"
 
 
@@ -520,8 +540,10 @@ def test_dashboard_uses_exported_metrics_and_labels() -> None:
         assert legend_labels <= known, f"panel {title!r}: legend {legend}"
     used = {n for _, e, _ in dashboard_exprs() for n in _METRIC.findall(e)}
     unused = sorted(
-        n for n in exported_series()
-        if not n.endswith("_created") and n not in used
+        n
+        for n in exported_series()
+        if not n.endswith("_created")
+        and n not in used
         and not (n.endswith(("_sum", "_count")) and n.rsplit("_", 1)[0] + "_bucket" in used)
     )
     assert not unused, f"metrics on no dashboard panel: {unused}"

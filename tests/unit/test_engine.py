@@ -40,8 +40,15 @@ def test_rule_pack_tests_pass():
 
 def test_watchlist_alert_content_and_determinism():
     facts = [
-        ev(id="s1", type="suspect", at="0m", person_ref="P-1", risk="high", plate="AB-12",
-           country="MX"),
+        ev(
+            id="s1",
+            type="suspect",
+            at="0m",
+            person_ref="P-1",
+            risk="high",
+            plate="AB-12",
+            country="MX",
+        ),
         ev(id="d1", type="detection", at="1h", plate="ab12"),
     ]
     a1 = run(Engine(RULES), *facts)
@@ -111,8 +118,7 @@ def test_state_caps_evict_oldest_and_count():
 
 def test_state_expires_as_event_time_advances():
     e = Engine(RULES)
-    run(e, *[ev(id=f"c{i}", type="detection", at=f"{i}m", subject_kind="person")
-             for i in range(3)])
+    run(e, *[ev(id=f"c{i}", type="detection", at=f"{i}m", subject_kind="person") for i in range(3)])
     assert e.state_size()["coordinated-crossing"][1] == 3
     e.advance(DEFAULT_START.timestamp() + 86400)
     assert e.state_size()["coordinated-crossing"][1] == 0
@@ -149,13 +155,24 @@ def test_grid_probe_covers_radius():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-0.03, 0.03), st.floats(-0.03, 0.03), st.integers(0, 9)),
-                min_size=5, max_size=14),
-       st.integers(1, 8))
+@given(
+    st.lists(
+        st.tuples(st.floats(-0.03, 0.03), st.floats(-0.03, 0.03), st.integers(0, 9)),
+        min_size=5,
+        max_size=14,
+    ),
+    st.integers(1, 8),
+)
 def test_partitioned_routing_gives_the_same_alerts_as_one_engine(points, partitions):
     facts = [
-        ev(id=f"c{i}", type="detection", at=f"{m}m", subject_kind="person",
-           lat=31.0 + dl, lon=-110.0 + dn)
+        ev(
+            id=f"c{i}",
+            type="detection",
+            at=f"{m}m",
+            subject_kind="person",
+            lat=31.0 + dl,
+            lon=-110.0 + dn,
+        )
         for i, (dl, dn, m) in enumerate(points)
     ]
     single = {tuple(sorted(f.event_id for f in a.evidence)) for a in run(Engine(RULES), *facts)}
@@ -180,8 +197,15 @@ def test_routes_by_entity_key():
 
 def test_release_withholds_foreign_identifiers_and_audits_every_field():
     facts = [
-        ev(id="s1", type="suspect", at="0m", person_ref="P-1", risk="high", plate="AB-12",
-           country="MX"),
+        ev(
+            id="s1",
+            type="suspect",
+            at="0m",
+            person_ref="P-1",
+            risk="high",
+            plate="AB-12",
+            country="MX",
+        ),
         ev(id="d1", type="detection", at="1h", plate="ab12"),
     ]
     (alert,) = run(Engine(RULES), *facts)
@@ -193,9 +217,12 @@ def test_release_withholds_foreign_identifiers_and_audits_every_field():
     assert "person_ref" not in us.evidence[0].fields and "plate" not in us.evidence[0].fields
     assert us.evidence[1].fields["plate"] == "ab12"  # the US's own data
     assert mx.evidence[0].fields["person_ref"] == "P-1" and "plate" not in mx.evidence[1].fields
-    assert {r.path for r in us.redactions} == {"evidence[0].fields.person_ref",
-                                               "evidence[0].fields.plate"}
+    assert {r.path for r in us.redactions} == {
+        "evidence[0].fields.person_ref",
+        "evidence[0].fields.plate",
+    }
     assert all(r.action == "redact" for r in us.redactions)
-    assert len(audit.actions) == sum(len(e.event.model_dump(exclude_none=True)) - 4
-                                     for e in alert.evidence)
+    assert len(audit.actions) == sum(
+        len(e.event.model_dump(exclude_none=True)) - 4 for e in alert.evidence
+    )
     assert us.policy.sha256 and us.recipient == "US" and us.recipients == ["MX", "US"]

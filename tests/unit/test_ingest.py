@@ -17,11 +17,14 @@ NOW = time.time()
 
 def det(**kw):
     doc = {
-        "event_id": "d-1", "event_type": "detection",
+        "event_id": "d-1",
+        "event_type": "detection",
         "occurred_at": "2026-11-28T10:00:00Z",
         "source": {"agency": "GN", "country": "MX"},
         "location": {"lat": 31.3, "lon": -110.9},
-        "sensor_id": "S", "sensor_kind": "camera", "subject_kind": "person",
+        "sensor_id": "S",
+        "sensor_kind": "camera",
+        "subject_kind": "person",
     }
     doc.update(kw)
     return orjson.dumps(doc)
@@ -48,12 +51,20 @@ def test_accepts_a_valid_event():
         (None, "detection", "json", "tombstone"),
         (det(), "suspect", "type_mismatch", "publish it to the detection topic"),
         (det(event_type="sighting"), "detection", "schema", "event_type is 'sighting'"),
-        (det(location={"lat": 91, "lon": 0}), "detection", "schema",
-         "field 'location.lat': Input should be less than or equal to 90"),
+        (
+            det(location={"lat": 91, "lon": 0}),
+            "detection",
+            "schema",
+            "field 'location.lat': Input should be less than or equal to 90",
+        ),
         (det(plate=7), "detection", "schema", "field 'plate'"),
         (det(extra=1), "detection", "schema", "field 'extra' is not part of a detection event"),
-        (det(source={"agency": "X", "country": "GT"}), "detection", "unknown_partner",
-         "'GT' is not a partner"),
+        (
+            det(source={"agency": "X", "country": "GT"}),
+            "detection",
+            "unknown_partner",
+            "'GT' is not a partner",
+        ),
         (det(occurred_at="2026-11-28T11:00:00Z"), "detection", "future", "59.0 minutes"),
         (b" " * 70_000, "detection", "too_large", "at most 65536 bytes"),
     ],
@@ -79,12 +90,17 @@ def test_random_bytes_are_accepted_or_refused_never_raise(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=12),
-                       st.recursive(st.none() | st.booleans() | st.floats() | st.integers()
-                                    | st.text(max_size=20),
-                                    lambda c: st.lists(c, max_size=3)
-                                    | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                                    max_leaves=10), max_size=8))
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+            max_leaves=10,
+        ),
+        max_size=8,
+    )
+)
 def test_random_objects_are_accepted_or_refused(doc):
     raw = json.dumps(doc).encode()
     res = check(raw)

@@ -35,8 +35,11 @@ def test_good_rule_parses():
 
 
 def test_unknown_type_lists_valid_options():
-    with pytest.raises(RuleSetError, match=r"rule plate-watch: field type: unknown rule type "
-                                           r"'watchlst'; valid options are \[.*'proximity'.*\]"):
+    with pytest.raises(
+        RuleSetError,
+        match=r"rule plate-watch: field type: unknown rule type "
+        r"'watchlst'; valid options are \[.*'proximity'.*\]",
+    ):
         parse_rules_text(GOOD.replace("type: watchlist", "type: watchlst"))
 
 
@@ -53,8 +56,11 @@ def test_bad_field_names_file_rule_and_field(tmp_path):
 def test_all_problems_reported_at_once(tmp_path):
     (tmp_path / "a.yaml").write_text(GOOD.replace("severity: high", "severity: huge"))
     (tmp_path / "b.yaml").write_text("id: x\n  bad: [yaml")
-    (tmp_path / "c.yaml").write_text(GOOD.replace("plate-watch", "second").replace(
-        "match: {type: detection}", "match: {type: sighting}"))
+    (tmp_path / "c.yaml").write_text(
+        GOOD.replace("plate-watch", "second").replace(
+            "match: {type: detection}", "match: {type: sighting}"
+        )
+    )
     with pytest.raises(RuleSetError) as e:
         load_rules([tmp_path])
     assert len(e.value.errors) == 3
@@ -76,8 +82,10 @@ def test_unknown_field_refused():
         parse_rules_text(GOOD + "colour: red\n")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h30m", 5400),
-                                               ("30d", 2592000), ("2w", 1209600), (5, 5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("1h30m", 5400), ("30d", 2592000), ("2w", 1209600), (5, 5)],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

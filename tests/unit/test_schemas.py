@@ -18,8 +18,13 @@ BASE = {
 
 def test_detection_defaults_and_frozen():
     d = Detection.model_validate(
-        {**BASE, "event_type": "detection", "sensor_id": "S", "sensor_kind": "lpr",
-         "subject_kind": "vehicle"}
+        {
+            **BASE,
+            "event_type": "detection",
+            "sensor_id": "S",
+            "sensor_kind": "lpr",
+            "subject_kind": "vehicle",
+        }
     )
     assert d.count == 1 and d.confidence == 1.0 and d.plate is None
     assert d.occurred_at.utcoffset() is not None
@@ -32,8 +37,10 @@ def test_detection_defaults_and_frozen():
     [
         (Suspect, {"event_type": "suspect", "person_ref": "P", "watchlist": "w", "risk": "high"}),
         (Weapon, {"event_type": "weapon", "weapon_event": "trace", "serial": "X1"}),
-        (Track, {"event_type": "track", "track_id": "T", "subject_kind": "vessel",
-                 "heading_deg": 360}),
+        (
+            Track,
+            {"event_type": "track", "track_id": "T", "subject_kind": "vessel", "heading_deg": 360},
+        ),
     ],
 )
 def test_each_type_validates(model, extra):
@@ -56,8 +63,14 @@ def test_each_type_validates(model, extra):
     ],
 )
 def test_detection_refusals(patch, message):
-    doc = {**BASE, "event_type": "detection", "sensor_id": "S", "sensor_kind": "lpr",
-           "subject_kind": "vehicle", **patch}
+    doc = {
+        **BASE,
+        "event_type": "detection",
+        "sensor_id": "S",
+        "sensor_kind": "lpr",
+        "subject_kind": "vehicle",
+        **patch,
+    }
     with pytest.raises(ValidationError, match=message):
         Detection.model_validate(doc)
 
@@ -68,8 +81,11 @@ def test_plate_normalisation():
 
 
 def test_json_schema_files_are_current():
-    stale = [p.name for p, text in expected().items()
-             if not p.exists() or p.read_text(encoding="utf-8") != text]
+    stale = [
+        p.name
+        for p, text in expected().items()
+        if not p.exists() or p.read_text(encoding="utf-8") != text
+    ]
     assert not stale, f"run `python -m schemas.generate`: stale {stale}"
 
 
