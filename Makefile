@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create the venv, install packages and the Kafka jars
+setup: $(STAMP) ## create the venv, install packages, the Kafka jars and Prometheus
 	$(BROKER) install
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus package (server and promtool)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    pkill -x prometheus || true; \
+	  else echo "note: install Debian's prometheus package for the Prometheus tests (sudo apt-get install prometheus)"; fi; }
 
 demo: setup ## local broker + worker + simulator; prints alerts per country for DEMO_SECONDS
 	$(BIN)/python -m streams.demo --seconds $(DEMO_SECONDS)

@@ -16,6 +16,7 @@ only once a snapshot covers it, so a restarted or rebalanced worker resumes wher
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,13 +33,14 @@ from faust.types import TP
 
 from engine.dedup import Deduplicator
 from engine.engine import Engine, Route
-from engine.errors import FusionError, SnapshotError
+from engine.errors import FusionError, RuleSetError, SnapshotError
 from engine.facts import Fact
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
 from engine.release import InterimPolicy, SharingPolicy, recipients, release
 from engine.routing import Router, partition_for
 from engine.rules import RuleSet, load_rules
+from engine.ruletests import run_all
 from streams.envelopes import dead_letter, decode_batch, encode_batch
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -64,6 +67,8 @@ class Pipeline:
         self.app = app
         self.metrics = metrics
         self.ruleset: RuleSet = load_rules([settings.rules_path])
+        self._rules_fingerprint = rules_fingerprint(settings.rules_path)
+        self._last_reload_check = time.monotonic()
         self.router = Router(self.ruleset)
         self.policy: SharingPolicy = InterimPolicy()
         self.partners = settings.partner_set
@@ -351,8 +356,49 @@ class Pipeline:
                 for ev in to_ack:
                     await ack(ev)
 
+    def maybe_reload_rules(self) -> None:
+        """Swap in changed rule files if they load and pass their own tests; else keep the old."""
+        every = self.s.rules_reload_s
+        if not every or time.monotonic() - self._last_reload_check < every:
+            return
+        self._last_reload_check = time.monotonic()
+        fp = rules_fingerprint(self.s.rules_path)
+        if fp == self._rules_fingerprint:
+            return
+        self._rules_fingerprint = fp
+        try:
+            new = load_rules([self.s.rules_path])
+        except RuleSetError as e:
+            log.error("rule reload refused, the running rules stay: %s", e)  # noqa: TRY400
+            self.metrics.reloads.labels("rules", "refused").inc()
+            return
+        outcomes, untested = run_all(new)
+        failed = [
+            f"{o.rule_id}: {o.name}: {'; '.join(o.problems)}" for o in outcomes if not o.passed
+        ]
+        if failed or untested:
+            problems = failed + [f"{r}: the rule carries no tests" for r in untested]
+            log.error(
+                "rule reload refused, the running rules stay; failing rule tests:\n  %s",
+                "\n  ".join(problems),
+            )
+            self.metrics.reloads.labels("rules", "refused").inc()
+            return
+        for p, old in list(self.engines.items()):
+            engine = Engine(new)
+            engine.restore(old.snapshot())
+            self.engines[p] = engine
+            st = self.states.get(("engine", p))
+            if st is not None:
+                st.dirty = True
+        self.ruleset = new
+        self.router = Router(new)
+        log.info("rules reloaded: %d rules (%s)", len(new), ", ".join(r.id for r in new.rules))
+        self.metrics.reloads.labels("rules", "success").inc()
+
     async def tick(self) -> None:
         """Once a second: advance the engines' clocks, expire state, snapshot what is due."""
+        self.maybe_reload_rules()
         now = time.time()
         for p, engine in list(self.engines.items()):
             st = self.states.get(("engine", p))
@@ -441,6 +487,18 @@ class Pipeline:
         if missing:
             return False, f"no partitions assigned for {', '.join(missing)}"
         return True, f"{len(assigned)} partitions assigned"
+
+
+def rules_fingerprint(path: Path) -> str:
+    """A digest of the rule files' names and bytes (cheap enough to poll)."""
+    h = hashlib.sha256()
+    files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+    for f in files:
+        try:
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        except OSError:
+            h.update(f.name.encode() + b"\0missing\0")
+    return h.hexdigest()
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Pipeline]:

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         default=["US", "MX"], description="Partner countries, ISO alpha-2; comma separated."
     )
     rules_path: Path = Field(default=REPO_ROOT / "rules", description="Rule files (dir or file).")
+    rules_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the worker looks for changed rule files (0: never).",
+    )
 
     topic_detections: str = "events.detections"
     topic_suspects: str = "events.suspects"
