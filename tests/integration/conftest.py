@@ -35,27 +35,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class BrokerControl:
+    """The session's local broker, which fault tests may stop and start again."""
+
+    def __init__(self, port: int) -> None:
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.env = {
+            **os.environ,
+            "FUSION_BROKER_PORT": str(port),
+            "FUSION_CONTROLLER_PORT": str(port + 1),
+            "FUSION_BROKER_DIR": str(REPO / ".broker-test"),
+            "FUSION_BROKER_HEAP": "640m",
+        }
+
+    def run(self, cmd: str, check: bool = True) -> None:
+        subprocess.run([str(BROKER_SH), cmd], env=self.env, check=check)
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
-    """The session's broker: `FUSION_TEST_BOOTSTRAP` if set, else a fresh local one."""
-    external = os.environ.get("FUSION_TEST_BOOTSTRAP")
-    if external:
-        yield external
+def broker_control() -> Iterator[BrokerControl | None]:
+    """The local broker, or None when `FUSION_TEST_BOOTSTRAP` names an external one."""
+    if os.environ.get("FUSION_TEST_BOOTSTRAP"):
+        yield None
         return
-    port = int(os.environ.get("FUSION_TEST_BROKER_PORT", "19092"))
-    env = {
-        **os.environ,
-        "FUSION_BROKER_PORT": str(port),
-        "FUSION_CONTROLLER_PORT": str(port + 1),
-        "FUSION_BROKER_DIR": str(REPO / ".broker-test"),
-        "FUSION_BROKER_HEAP": "640m",
-    }
-    subprocess.run([str(BROKER_SH), "reset"], env=env, check=False, capture_output=True)
-    subprocess.run([str(BROKER_SH), "start"], env=env, check=True)
+    ctl = BrokerControl(int(os.environ.get("FUSION_TEST_BROKER_PORT", "19092")))
+    subprocess.run([str(BROKER_SH), "reset"], env=ctl.env, check=False, capture_output=True)
+    ctl.run("start")
     try:
-        yield f"127.0.0.1:{port}"
+        yield ctl
     finally:
-        subprocess.run([str(BROKER_SH), "stop"], env=env, check=False)
+        ctl.run("stop", check=False)
+
+
+@pytest.fixture(scope="session")
+def broker(broker_control: BrokerControl | None) -> str:
+    """Bootstrap servers of the session's broker."""
+    if broker_control is None:
+        return os.environ["FUSION_TEST_BOOTSTRAP"]
+    return broker_control.bootstrap
 
 
 class Worker:
