@@ -151,9 +151,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     s = _settings()
     ruleset = load_rules([args.rules or s.rules_path])
-    src = sys.stdin.buffer if args.input == "-" else Path(args.input).open("rb")
     out = sys.stdout.buffer
-    stats = replay(src, out, ruleset, partners=s.partner_set, destination=args.destination)
+    if args.input == "-":
+        stats = replay(
+            sys.stdin.buffer, out, ruleset, partners=s.partner_set, destination=args.destination
+        )
+    else:
+        with Path(args.input).open("rb") as src:
+            stats = replay(src, out, ruleset, partners=s.partner_set, destination=args.destination)
+    out.flush()
     print(
         f"replay: {stats.events} events, {stats.accepted} accepted, {stats.rejected} rejected, "
         f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alerts",
