@@ -83,6 +83,12 @@ class Engine:
                 self._by_type[t].append(r)
         self._last_expiry = -math.inf
         self._expire_every = expire_every_s
+        # Per rule, as plain values: pydantic attribute access is slow on the hot path.
+        self._plans: dict[str, tuple[str, str, Any, float, Correlator[Any]]] = {}
+        for r in ruleset.rules:
+            spec = r.route_key()
+            kind = spec.name if spec is not None else "geo"
+            self._plans[r.id] = (r.id, kind, spec, r.allowed_lateness, self.correlators[r.id])
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -94,27 +100,21 @@ class Engine:
             self.watermark = fact.ts
         wm = self.watermark
         hits: list[Hit] = []
-        for rule in self._by_type.get(fact.event_type, ()):
-            if route is not None:
-                rk = rule.route_key()
-                if (rk.name if rk is not None else "geo") != route.kind:
-                    continue
-            if not rule.takes(fact):
+        owner = route.owner if route is not None else True
+        plans = self._plans
+        for rule in self.ruleset.rules_taking(fact):
+            rid, kind, spec, lateness, correlator = plans[rule.id]
+            if route is not None and kind != route.kind:
                 continue
-            st = self.stats.rules[rule.id]
-            if wm - fact.ts > rule.allowed_lateness:
+            st = self.stats.rules[rid]
+            if wm - fact.ts > lateness:
                 st.late += 1
                 continue
-            rk = rule.route_key()
-            key = rk.value(fact) if rk is not None else None
-            if rk is not None and key is None:
+            key = spec.value(fact) if spec is not None else None
+            if spec is not None and key is None:
                 continue
             st.facts += 1
-            hits.extend(
-                self.correlators[rule.id].on_fact(
-                    fact, key, route.owner if route is not None else True, wm
-                )
-            )
+            hits.extend(correlator.on_fact(fact, key, owner, wm))
         return self._emit(hits, fact.ts if now is None else now)
 
     def advance(self, now: float) -> list[RawAlert]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from engine.border import default_border
@@ -11,13 +12,16 @@ _MISSING = object()
 
 
 class Fact:
-    """One accepted event as the engine sees it: the model plus event time in epoch seconds."""
+    """One accepted event as the engine sees it: event time in epoch seconds, position, and
+    the event itself, as a model (validated at ingest) or as its canonical JSON object (read
+    back from the pipeline's own topics, where it is trusted and not validated again)."""
 
     __slots__ = (
         "_derived",
         "_doc",
+        "_event",
+        "_taken",
         "country",
-        "event",
         "event_id",
         "event_type",
         "lat",
@@ -25,9 +29,9 @@ class Fact:
         "ts",
     )
 
-    def __init__(self, event: Event, doc: dict[str, Any] | None = None) -> None:
-        self.event = event
-        self._doc = doc
+    def __init__(self, event: Event) -> None:
+        self._event: Event | None = event
+        self._doc: dict[str, Any] | None = None
         self.event_id = event.event_id
         self.event_type = event.event_type
         self.ts = event.occurred_at.timestamp()
@@ -35,17 +39,39 @@ class Fact:
         self.lon = event.location.lon
         self.country = event.source.country
         self._derived: dict[str, Any] | None = None
+        self._taken: tuple[object, list[Any]] | None = None
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Fact:
-        """A fact from an event's JSON object (validated again: it may come from a topic)."""
-        return cls(EVENT_MODELS[doc["event_type"]].model_validate(doc), doc)
+    def from_doc(cls, doc: dict[str, Any], ts: float | None = None) -> Fact:
+        """A fact from an event's canonical JSON object (`Fact.doc`), without validation."""
+        f = cls.__new__(cls)
+        f._event = None
+        f._doc = doc
+        f.event_id = doc["event_id"]
+        f.event_type = doc["event_type"]
+        f.ts = ts if ts is not None else datetime.fromisoformat(doc["occurred_at"]).timestamp()
+        loc = doc["location"]
+        f.lat = loc["lat"]
+        f.lon = loc["lon"]
+        f.country = doc["source"]["country"]
+        f._derived = None
+        f._taken = None
+        return f
+
+    @property
+    def event(self) -> Event:
+        """The event model (built from the JSON object on first use)."""
+        if self._event is None:
+            assert self._doc is not None
+            self._event = EVENT_MODELS[self.event_type].model_validate(self._doc)
+        return self._event
 
     @property
     def doc(self) -> dict[str, Any]:
-        """The event as a JSON-able object."""
+        """The event as its canonical JSON object (defaults filled, nulls left out)."""
         if self._doc is None:
-            self._doc = self.event.model_dump(mode="json", exclude_none=True)
+            assert self._event is not None
+            self._doc = self._event.model_dump(mode="json", exclude_none=True)
         return self._doc
 
     def get(self, name: str) -> Any:
@@ -62,23 +88,31 @@ class Fact:
             value = d[name] = self._compute(name)
         return value
 
+    def _field(self, name: str) -> Any:
+        ev = self._event
+        if ev is not None:
+            return getattr(ev, name, None)
+        assert self._doc is not None
+        return self._doc.get(name)
+
     def _compute(self, name: str) -> Any:
-        ev = self.event
         if name == "plate":
-            raw = getattr(ev, "plate", None)
+            raw = self._field("plate")
             return normalize_plate(raw) if raw else None
         if name == "border_km":
             return default_border().distance_km(self.lat, self.lon)
         if name == "territory":
             return default_border().country_at(self.lat, self.lon)
         if name in ("person_ref", "serial", "track_id"):
-            raw = getattr(ev, name, None)
+            raw = self._field(name)
             return raw.strip().upper() if isinstance(raw, str) and raw.strip() else None
         if name.startswith("source."):
-            return getattr(ev.source, name[7:], None)
+            src = self._field("source")
+            return src.get(name[7:]) if isinstance(src, dict) else getattr(src, name[7:], None)
         if name.startswith("location."):
-            return getattr(ev.location, name[9:], None)
-        return getattr(ev, name, None)
+            loc = self._field("location")
+            return loc.get(name[9:]) if isinstance(loc, dict) else getattr(loc, name[9:], None)
+        return self._field(name)
 
     def __repr__(self) -> str:
         return f"Fact({self.event_type} {self.event_id} @ {self.ts})"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 from engine.engine import Route
 from engine.facts import Fact
 from engine.geo import Grid
-from engine.rules import RuleSet
+from engine.rules import RuleBase, RuleSet
 
 REGION_KM = 50.0
 
@@ -27,12 +28,14 @@ class Router:
         self.grid = Grid(region_km)
         self.halo_km = ruleset.max_radius_km
 
-    def routes(self, fact: Fact) -> list[tuple[str, Route]]:
-        """[(routing key, route)] for the fact; empty if no rule takes it."""
+    def routes(self, fact: Fact, rules: list[RuleBase] | None = None) -> list[tuple[str, Route]]:
+        """[(routing key, route)] for the fact; empty if no rule takes it.
+
+        `rules`, if given, are `ruleset.rules_taking(fact)` already computed."""
         out: list[tuple[str, Route]] = []
         seen: set[str] = set()
         geo = False
-        for rule in self.ruleset.rules_taking(fact):
+        for rule in self.ruleset.rules_taking(fact) if rules is None else rules:
             spec = rule.route_key()
             if spec is None:
                 geo = True
@@ -43,18 +46,22 @@ class Router:
             seen.add(spec.name)
             out.append((f"{spec.name}:{value}", Route(spec.name, True)))
         if geo:
-            home = self.grid.cell(fact.lat, fact.lon)
-            out.append((f"geo:{home[0]}:{home[1]}", Route("geo", True)))
-            if self.halo_km > 0:
-                for cell in self.grid.cells_within(fact.lat, fact.lon, self.halo_km):
-                    if cell != home and self._touches(cell, fact):
-                        out.append((f"geo:{cell[0]}:{cell[1]}", Route("geo", False)))
+            i, j = self.grid.cell(fact.lat, fact.lon)
+            out.append((f"geo:{i}:{j}", Route("geo", True)))
+            for di, dj in self._halo(fact, i, j):
+                out.append((f"geo:{i + di}:{j + dj}", Route("geo", False)))
         return out
 
-    def _touches(self, cell: tuple[int, int], fact: Fact) -> bool:
-        from engine.geo import haversine_km
-
+    def _halo(self, fact: Fact, i: int, j: int) -> list[tuple[int, int]]:
+        """Neighbouring regions within the halo (conservatively: a corner region is included
+        whenever both its edges are near)."""
+        if self.halo_km <= 0:
+            return []
         d = self.grid.cell_deg
-        lat = min(max(fact.lat, cell[0] * d), (cell[0] + 1) * d)
-        lon = min(max(fact.lon, cell[1] * d), (cell[1] + 1) * d)
-        return haversine_km(fact.lat, fact.lon, lat, lon) <= self.halo_km
+        margin_i = self.halo_km / self.grid.cell_km
+        margin_j = margin_i / max(0.01, math.cos(math.radians(abs(fact.lat))))
+        fi = fact.lat / d - i
+        fj = fact.lon / d - j
+        dis = [0] + ([-1] if fi < margin_i else []) + ([1] if fi > 1 - margin_i else [])
+        djs = [0] + ([-1] if fj < margin_j else []) + ([1] if fj > 1 - margin_j else [])
+        return [(a, b) for a in dis for b in djs if a or b]

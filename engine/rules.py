@@ -218,6 +218,11 @@ class RuleSet:
         for r in sorted(self.rules, key=lambda r: r.id):
             h.update(r.model_dump_json(by_alias=True).encode())
         self.digest = h.hexdigest()
+        self._by_type: dict[str, list[tuple[RuleBase, tuple[Selector, ...]]]] = {}
+        for r in self.rules:
+            for t in sorted({t for sel in r.selectors() for t in sel.type}):
+                sels = tuple(sel for sel in r.selectors() if t in sel.type)
+                self._by_type.setdefault(t, []).append((r, sels))
         self.max_radius_km = max(
             (float(getattr(r, "radius_km", 0.0)) for r in self.rules if r.geo), default=0.0
         )
@@ -226,12 +231,27 @@ class RuleSet:
         return len(self.rules)
 
     def rules_taking(self, fact: Fact) -> list[RuleBase]:
-        """The rules with a selector that matches the fact."""
-        return [r for r in self.rules if r.takes(fact)]
+        """The rules with a selector that matches the fact (cached on the fact)."""
+        cached = fact._taken
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        rules = []
+        for rule, sels in self._by_type.get(fact.event_type, ()):
+            for sel in sels:
+                if sel.matches(fact):
+                    rules.append(rule)
+                    break
+        fact._taken = (self, rules)
+        return rules
 
-    def late_reason(self, fact: Fact, watermark: float) -> str | None:
-        """Why the fact is too old for every rule that could use it, or None if it is not."""
-        rules = self.rules_taking(fact)
+    def late_reason(
+        self, fact: Fact, watermark: float, rules: list[RuleBase] | None = None
+    ) -> str | None:
+        """Why the fact is too old for every rule that could use it, or None if it is not.
+
+        `rules`, if given, are `rules_taking(fact)` already computed."""
+        if rules is None:
+            rules = self.rules_taking(fact)
         if not rules:
             return None
         age = watermark - fact.ts

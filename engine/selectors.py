@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,6 +64,22 @@ class Condition(BaseModel):
                 return False
         return True
 
+    def predicate(self) -> Callable[[Any], bool]:
+        """A fast test for the common one-operator forms; `test` for the rest."""
+        ops = {k for k, v in self if v is not None}
+        if ops == {"eq"}:
+            eq = self.eq
+            return lambda v: v is not None and v == eq
+        if ops == {"in_"} and all(isinstance(x, str | int | float) for x in self.in_ or ()):
+            allowed = frozenset(self.in_ or ())
+            return lambda v: v is not None and v in allowed
+        if ops == {"not_in"} and all(isinstance(x, str | int | float) for x in self.not_in or ()):
+            banned = frozenset(self.not_in or ())
+            return lambda v: v not in banned
+        if ops == {"exists"}:
+            return (lambda v: v is not None) if self.exists else (lambda v: v is None)
+        return self.test
+
 
 def _condition(spec: Any) -> Condition:
     if isinstance(spec, Condition):
@@ -96,9 +113,28 @@ class Selector(BaseModel):
 
     def matches(self, fact: Fact) -> bool:
         """Whether the fact is of one of the types and passes every condition."""
-        if fact.event_type not in self.type:
+        entry = _COMPILED.get(id(self))
+        if entry is None or entry[0] is not self:
+            entry = _COMPILED[id(self)] = (self, _Compiled(self))
+        c = entry[1]
+        if fact.event_type not in c.types:
             return False
-        for name, cond in self.where.items():
-            if not cond.test(fact.get(name)):
+        get = fact.get
+        for name, test in c.tests:
+            if not test(get(name)):
                 return False
         return True
+
+
+class _Compiled:
+    """A selector as plain Python: attribute access on pydantic models is slow per event."""
+
+    __slots__ = ("tests", "types")
+
+    def __init__(self, sel: Selector) -> None:
+        self.types = frozenset(sel.type)
+        self.tests = tuple((name, c.predicate()) for name, c in sel.where.items())
+
+
+# id -> (selector, compiled); the selector is held so that its id is not reused.
+_COMPILED: dict[int, tuple[Selector, _Compiled]] = {}

@@ -42,6 +42,7 @@ from engine.routing import Router, partition_for
 from engine.rules import RuleSet, load_rules
 from engine.ruletests import run_all
 from streams.envelopes import dead_letter, decode_batch, encode_batch
+from streams.fastpath import BatchingApp
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.snapshots import SnapshotReader
@@ -89,6 +90,7 @@ class Pipeline:
             etype: t(name, value_serializer="raw", key_serializer="raw", internal=False)
             for etype, name in settings.input_topics.items()
         }
+        self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         raw = {"value_serializer": "raw", "key_serializer": "raw"}
         self.validated = t(settings.topic_validated, **raw)
         self.routed = t(settings.topic_routed, **raw)
@@ -103,35 +105,61 @@ class Pipeline:
     # -- stage 1: ingest -------------------------------------------------------------------
 
     async def ingest(self, etype: str, events: list[Any]) -> None:
+        """Stage 1 for events delivered by a Faust stream (the fallback path)."""
+        await self.ingest_records(
+            [
+                (ev.message.topic, ev.message.partition, ev.message.offset, ev.value)
+                for ev in events
+            ],
+            etype,
+        )
+
+    async def ingest_messages(self, messages: list[Any]) -> None:
+        """Stage 1 for a whole fetched batch of input messages (the fast path), acked after."""
+        app = self.app
+        await app.producer.buffer.wait_until_ebb()  # back-pressure: a full producer waits
+        gen = app.consumer_generation_id
+        live = [m for m in messages if m.generation_id == gen]
+        if not live:
+            return
+        etype = self.topic_types[live[0].topic]
+        await self.ingest_records([(m.topic, m.partition, m.offset, m.value) for m in live], etype)
+        ack = app.consumer.ack
+        for m in live:
+            ack(m)
+
+    async def ingest_records(
+        self, records: list[tuple[str, int, int, bytes | None]], etype: str
+    ) -> None:
         now = time.time()
         s = self.s
         parts: dict[int, list[Any]] = defaultdict(list)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         topic_name = s.input_topics[etype]
-        for ev in events:
-            msg = ev.message
+        n = s.internal_partitions
+        partners = self.partners
+        max_bytes = s.max_message_bytes
+        for topic, partition, offset, value in records:
             try:
-                res = validate(
-                    ev.value, etype, now=now, partners=self.partners, max_bytes=s.max_message_bytes
-                )
+                res = validate(value, etype, now=now, partners=partners, max_bytes=max_bytes)
             except Exception as e:
-                log.exception("validation failed unexpectedly on %s", msg.tp)
+                log.exception(
+                    "validation failed unexpectedly on %s[%d]@%d", topic, partition, offset
+                )
                 res = Rejection(
                     "internal",
                     f"the pipeline failed on this message ({e!r}); "
                     "it is kept here: report it to the pipeline's maintainers",
                 )
             if isinstance(res, Rejection):
-                await self.send_dead_letter(
-                    msg.topic, msg.partition, msg.offset, ev.value, res, now
-                )
+                await self.send_dead_letter(topic, partition, offset, value, res, now)
                 continue
             counts[(etype, res.country)] += 1
-            parts[partition_for(res.event_id, s.internal_partitions)].append(
-                [res.doc, now, [msg.topic, msg.partition, msg.offset]]
+            parts[partition_for(res.event_id, n)].append(
+                [res.doc, res.ts, now, [topic, partition, offset]]
             )
-        for (et, country), n in counts.items():
-            self.metrics.received.labels(topic_name, et, country).inc(n)
+        for (et, country), k in counts.items():
+            self.metrics.received.labels(topic_name, et, country).inc(k)
         for p, items in parts.items():
             await self.validated.send(value=encode_batch(items), partition=p)
 
@@ -166,12 +194,14 @@ class Pipeline:
         wm = max(self.dedup_wm.get(p, 0.0), now - self.s.idle_lag_s)
         parts: dict[int, list[Any]] = defaultdict(list)
         n = self.s.internal_partitions
-        for doc, t_in, origin in decode_batch(msg.value):
-            fact = Fact.from_doc(doc)
+        ruleset, router = self.ruleset, self.router
+        for doc, ts, t_in, origin in decode_batch(msg.value):
+            fact = Fact.from_doc(doc, ts)
             if dd.seen(fact.event_id, now):
                 self.metrics.duplicates.labels(fact.event_type).inc()
                 continue
-            reason = self.ruleset.late_reason(fact, wm)
+            rules = ruleset.rules_taking(fact)
+            reason = ruleset.late_reason(fact, wm, rules)
             if reason is not None:
                 self.metrics.late.labels(fact.event_type).inc()
                 await self.send_dead_letter(
@@ -183,10 +213,10 @@ class Pipeline:
                     now,
                 )
                 continue
-            if fact.ts > wm:
-                wm = fact.ts
-            for key, route in self.router.routes(fact):
-                parts[partition_for(key, n)].append([route.kind, route.owner, doc, t_in])
+            if ts > wm:
+                wm = ts
+            for key, route in router.routes(fact, rules):
+                parts[partition_for(key, n)].append([route.kind, route.owner, doc, ts, t_in])
         self.dedup_wm[p] = wm
         for q, items in parts.items():
             await self.routed.send(value=encode_batch(items), partition=q)
@@ -208,8 +238,8 @@ class Pipeline:
             return
         engine = self.engines[p]
         now = time.time()
-        for kind, owner, doc, t_in in decode_batch(msg.value):
-            fact = Fact.from_doc(doc)
+        for kind, owner, doc, ts, t_in in decode_batch(msg.value):
+            fact = Fact.from_doc(doc, ts)
             alerts = engine.process(fact, Route(kind, owner), now=now)
             for a in alerts:
                 await self.deliver(a, t_in)
@@ -503,7 +533,7 @@ def rules_fingerprint(path: Path) -> str:
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Pipeline]:
     """The Faust app with its agents, timer and health endpoints."""
-    app = faust.App(
+    app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
         value_serializer="raw",
@@ -517,6 +547,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_max,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
         stream_wait_empty=False,
@@ -535,6 +566,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
 
     for etype, topic in pipeline.inputs.items():
         app.agent(topic, name=f"ingest-{etype}")(make_ingest(etype))
+    if settings.fast_path:
+        consumer = app.batch_consumer()
+        for name in settings.input_topics.values():
+            consumer.batch_handlers[name] = pipeline.ingest_messages
 
     @app.agent(pipeline.validated, name="dedup")
     async def dedup(stream: Any) -> None:

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="The watermark follows the wall clock this far behind."
     )
     batch_max: int = Field(default=2000, ge=1)
+    fast_path: bool = Field(
+        default=True,
+        description="Input topics in whole fetched batches (streams/fastpath.py), not per message.",
+    )
     batch_within_s: float = Field(default=0.005, gt=0)
 
     session_timeout_s: float = Field(
