@@ -21,7 +21,9 @@ RUN pip install /src && rm -rf /src
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home fusion
 WORKDIR /app
 COPY --chown=fusion:fusion rules /app/rules
-ENV FUSION_RULES_PATH=/app/rules
+ENV FUSION_RULES_PATH=/app/rules FUSION_POLICY_PATH=/app/rules/policy.yaml
+# Pseudonymisation keys are mounted here (never baked into the image).
+RUN mkdir -m 700 /keys && chown fusion:fusion /keys
 
 # Faust keeps its data directory (<app id>-data) under the working directory.
 USER fusion

@@ -44,7 +44,36 @@ class RuleSetError(FusionError):
 
 
 class PolicyError(FusionError):
-    """A sharing policy file is invalid."""
+    """A sharing policy file (or the keyring it needs) is invalid; names the file, the policy
+    rule and the field where known. `problems` holds every problem found, this one first."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        rule: str | None = None,
+        field: str | None = None,
+        more: list[PolicyError] | None = None,
+    ) -> None:
+        self.file = file
+        self.rule = rule
+        self.field = field
+        self.problems: list[PolicyError] = [self, *(more or [])]
+        where = []
+        if file:
+            where.append(file)
+        if rule:
+            where.append(f"policy rule {rule}")
+        if field:
+            where.append(f"field {field}")
+        prefix = ": ".join(where)
+        text = f"{prefix}: {message}" if prefix else message
+        if more:
+            text += f" (and {len(more)} more problem(s):"
+            text += "".join(f"\n  - {p}" for p in more) + ")"
+        self.detail = message
+        super().__init__(text)
 
 
 class SnapshotError(FusionError):

@@ -33,8 +33,19 @@ class SharingPolicy(Protocol):
     @property
     def ref(self) -> PolicyRef: ...
 
-    def action(self, origin: str, destination: str, event_type: str, field: str) -> tuple[str, str]:
-        """(action, policy rule name) for one field of one event going to `destination`."""
+    def action(
+        self,
+        origin: str,
+        destination: str,
+        event_type: str,
+        field: str,
+        at: tuple[float, float] | None = None,
+    ) -> tuple[str, str]:
+        """(action, policy rule name) for one field of one event going to `destination`.
+
+        `at` is where the event is (for the alert's own location, asked with event type `*`:
+        where the alert is), so zone-dependent rules can decide; None if unknown.
+        """
         ...
 
     def transform(self, action: str, field: str, value: Any, destination: str) -> Any:
@@ -62,7 +73,14 @@ class InterimPolicy:
             sha256=hashlib.sha256(body).hexdigest(),
         )
 
-    def action(self, origin: str, destination: str, event_type: str, field: str) -> tuple[str, str]:
+    def action(
+        self,
+        origin: str,
+        destination: str,
+        event_type: str,
+        field: str,
+        at: tuple[float, float] | None = None,
+    ) -> tuple[str, str]:
         if origin == destination:
             return "release", "own-data"
         if field in self.withheld:
@@ -105,7 +123,8 @@ def release(
     for fact in alert.evidence:
         ev = fact.event
         origin = fact.country
-        drop_action, drop_rule = policy.action(origin, destination, fact.event_type, "*")
+        at = (fact.lat, fact.lon)
+        drop_action, drop_rule = policy.action(origin, destination, fact.event_type, "*", at=at)
         idx = len(evidence)
         if drop_action == "drop":
             redactions.append(
@@ -125,7 +144,7 @@ def release(
         for name, value in raw.items():
             if name in COMMON_FIELDS:
                 continue
-            act, prule = policy.action(origin, destination, fact.event_type, name)
+            act, prule = policy.action(origin, destination, fact.event_type, name, at=at)
             path = f"evidence[{idx}].fields.{name}"
             actions.append(FieldAction(path=path, action=act, policy_rule=prule, origin=origin))
             if act == "release":
@@ -146,13 +165,26 @@ def release(
     if not evidence:
         return None
     lat, lon = alert.lat, alert.lon
-    loc_origins = {f.country for f in alert.evidence}
-    loc_actions = {policy.action(o, destination, "*", "location") for o in loc_origins}
-    if any(a == "generalize" for a, _ in loc_actions):
+    loc_origins = sorted({f.country for f in alert.evidence})
+    loc_actions = {
+        o: policy.action(o, destination, "*", "location", at=(alert.lat, alert.lon))
+        for o in loc_origins
+    }
+    # An alert always has a location: any action but release coarsens it.
+    held = [rule for act, rule in loc_actions.values() if act != "release"]
+    if held:
         g = policy.transform("generalize", "location", {"lat": lat, "lon": lon}, destination)
         lat, lon = g["lat"], g["lon"]
-        rule = next(r for a, r in loc_actions if a == "generalize")
-        redactions.append(Redaction(path="location", action="generalize", policy_rule=rule))
+        redactions.append(Redaction(path="location", action="generalize", policy_rule=held[0]))
+    for o, (_, rule) in loc_actions.items():
+        actions.append(
+            FieldAction(
+                path="location",
+                action="generalize" if held else "release",
+                policy_rule=held[0] if held else rule,
+                origin=o,
+            )
+        )
     ref = policy.ref
     out = Alert(
         alert_id=alert.alert_id,

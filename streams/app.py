@@ -33,16 +33,19 @@ from faust.types import TP
 
 from engine.dedup import Deduplicator
 from engine.engine import Engine, Route
-from engine.errors import FusionError, RuleSetError, SnapshotError
+from engine.errors import FusionError, PolicyError, RuleSetError, SnapshotError
 from engine.facts import Fact
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
-from engine.release import InterimPolicy, SharingPolicy, recipients, release
+from engine.policy import Keyring, Policy, load_policy, reload_policy
+from engine.release import recipients, release
 from engine.routing import Router, partition_for
 from engine.rules import RuleSet, load_rules
 from engine.ruletests import run_all
+from streams.clients import ssl_context
 from streams.envelopes import dead_letter, decode_batch, encode_batch
 from streams.fastpath import BatchingApp
+from streams.keys import keyring_from_sources
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.snapshots import SnapshotReader
@@ -71,7 +74,16 @@ class Pipeline:
         self._rules_fingerprint = rules_fingerprint(settings.rules_path)
         self._last_reload_check = time.monotonic()
         self.router = Router(self.ruleset)
-        self.policy: SharingPolicy = InterimPolicy()
+        self.policy: Policy = load_policy(settings.policy_path, self.keyring())
+        self._last_policy_check = time.monotonic()
+        self._last_policy_error = ""
+        log.info(
+            "sharing policy %s version %s (sha256 %s) from %s",
+            self.policy.ref.id,
+            self.policy.ref.version,
+            self.policy.ref.sha256,
+            settings.policy_path,
+        )
         self.partners = settings.partner_set
         self.reader = SnapshotReader(settings)
         self.dedups: dict[int, Deduplicator] = {}
@@ -386,6 +398,41 @@ class Pipeline:
                 for ev in to_ack:
                     await ack(ev)
 
+    def keyring(self) -> Keyring:
+        """The pseudonymisation keys, read again from where the settings say."""
+        return keyring_from_sources(self.s.pseudonym_keys_file, self.s.pseudonym_keys)
+
+    def maybe_reload_policy(self) -> None:
+        """Swap in a changed policy or keys file if it loads; else keep the policy in force."""
+        every = self.s.policy_reload_s
+        if not every or time.monotonic() - self._last_policy_check < every:
+            return
+        self._last_policy_check = time.monotonic()
+        try:
+            keys = self.keyring()
+        except PolicyError as e:
+            log.error("keys reload refused, the policy in force stays: %s", e)  # noqa: TRY400
+            self.metrics.reloads.labels("policy", "refused").inc()
+            return
+        keys_changed = keys != self.policy.keyring
+        res = reload_policy(self.policy, self.s.policy_path, keys if keys_changed else None)
+        if res.error is not None:
+            if str(res.error) != self._last_policy_error:
+                log.error("policy reload refused, the policy in force stays: %s", res.error)
+                self.metrics.reloads.labels("policy", "refused").inc()
+            self._last_policy_error = str(res.error)
+            return
+        self._last_policy_error = ""
+        if res.changed:
+            self.policy = res.policy
+            self.metrics.reloads.labels("policy", "success").inc()
+            log.info(
+                "sharing policy reloaded: %s version %s (sha256 %s)",
+                res.policy.ref.id,
+                res.policy.ref.version,
+                res.policy.ref.sha256,
+            )
+
     def maybe_reload_rules(self) -> None:
         """Swap in changed rule files if they load and pass their own tests; else keep the old."""
         every = self.s.rules_reload_s
@@ -429,6 +476,7 @@ class Pipeline:
     async def tick(self) -> None:
         """Once a second: advance the engines' clocks, expire state, snapshot what is due."""
         self.maybe_reload_rules()
+        self.maybe_reload_policy()
         now = time.time()
         for p, engine in list(self.engines.items()):
             st = self.states.get(("engine", p))
@@ -522,13 +570,28 @@ class Pipeline:
 def rules_fingerprint(path: Path) -> str:
     """A digest of the rule files' names and bytes (cheap enough to poll)."""
     h = hashlib.sha256()
-    files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+    files = sorted(f for f in path.glob("*.y*ml") if not f.name.startswith("policy"))
+    if not path.is_dir():
+        files = [path]
     for f in files:
         try:
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
         except OSError:
             h.update(f.name.encode() + b"\0missing\0")
     return h.hexdigest()
+
+
+def broker_credentials(s: Settings) -> faust.SASLCredentials | None:
+    """SCRAM-SHA-512 over TLS (trusting the configured CA) when the broker is secured."""
+    if s.security_protocol != "SASL_SSL":
+        return None
+    assert s.sasl_password is not None
+    return faust.SASLCredentials(
+        username=s.sasl_username,
+        password=s.sasl_password.get_secret_value(),
+        ssl_context=ssl_context(s),
+        mechanism="SCRAM-SHA-512",
+    )
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Pipeline]:
@@ -541,6 +604,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         topic_partitions=settings.internal_partitions,
         topic_replication_factor=1,
         topic_allow_declare=False,
+        broker_credentials=broker_credentials(settings),
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_bind="0.0.0.0",  # noqa: S104 - compose reaches the health endpoints from outside

@@ -7,12 +7,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from engine.errors import FusionError, RuleSetError
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.policy import Policy
 
 
 def _settings() -> Settings:
@@ -145,20 +148,37 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
+    """The sharing policy with the configured keys (or, offline, throwaway ones)."""
+    from engine.policy import Keyring, load_policy
+    from streams.keys import generate, keyring_from_sources
+
+    if throwaway_keys and s.pseudonym_keys_file is None and s.pseudonym_keys is None:
+        print(
+            "fusion: no pseudonymisation keys configured: using throwaway keys "
+            "(pseudonyms will not match the worker's)",
+            file=sys.stderr,
+        )
+        keys = Keyring.parse(generate(), source="throwaway keys")
+    else:
+        keys = keyring_from_sources(s.pseudonym_keys_file, s.pseudonym_keys)
+    return load_policy(s.policy_path, keys)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay
     from engine.rules import load_rules
 
     s = _settings()
     ruleset = load_rules([args.rules or s.rules_path])
+    policy = _policy(s, throwaway_keys=True)
     out = sys.stdout.buffer
+    opts = {"partners": s.partner_set, "destination": args.destination, "policy": policy}
     if args.input == "-":
-        stats = replay(
-            sys.stdin.buffer, out, ruleset, partners=s.partner_set, destination=args.destination
-        )
+        stats = replay(sys.stdin.buffer, out, ruleset, **opts)
     else:
         with Path(args.input).open("rb") as src:
-            stats = replay(src, out, ruleset, partners=s.partner_set, destination=args.destination)
+            stats = replay(src, out, ruleset, **opts)
     out.flush()
     print(
         f"replay: {stats.events} events, {stats.accepted} accepted, {stats.rejected} rejected, "
@@ -201,6 +221,32 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 1 if failed or untested else 0
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    s = _settings()
+    policy = _policy(s)  # a PolicyError names the file, the policy rule and the field
+    ref = policy.ref
+    print(f"{s.policy_path}: policy {ref.id} version {ref.version} sha256 {ref.sha256}: ok")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from streams.audit_show import main as audit_main
+
+    return audit_main(args.rest)
+
+
+def cmd_acls(args: argparse.Namespace) -> int:
+    from streams.acls import main as acls_main
+
+    return acls_main(args.rest)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from streams.keys import main as keys_main
+
+    return keys_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fusion", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -233,6 +279,19 @@ def main(argv: list[str] | None = None) -> int:
     rules.add_argument("action", choices=("check", "test"))
     rules.add_argument("paths", nargs="*", type=Path)
     rules.set_defaults(fn=cmd_rules)
+
+    pol = sub.add_parser("policy", help="check the sharing policy file with the configured keys")
+    pol.add_argument("action", choices=("check",))
+    pol.set_defaults(fn=cmd_policy)
+
+    for name, fn, text in (
+        ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
+        ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
+        ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+    ):
+        sp = sub.add_parser(name, help=text, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(fn=fn)
 
     args = p.parse_args(argv)
     try:

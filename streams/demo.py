@@ -14,6 +14,7 @@ from collections import Counter
 import orjson
 
 from streams.cli import format_alert
+from streams.keys import generate, write_keys
 from streams.settings import REPO_ROOT, Settings
 
 BROKER = REPO_ROOT / "deploy" / "kafka" / "broker.sh"
@@ -50,6 +51,12 @@ def main() -> int:
     fusion = [sys.executable, "-m", "streams.cli"]
     subprocess.run([*fusion, "topics"], check=True, stdout=subprocess.DEVNULL)  # noqa: S603
     env = dict(os.environ)
+    if not (env.get("FUSION_PSEUDONYM_KEYS_FILE") or env.get("FUSION_PSEUDONYM_KEYS")):
+        # The demo's own pseudonymisation keys, made once and kept out of the repository.
+        keys = logs / "pseudonym-keys.json"
+        if not keys.exists():
+            write_keys(keys, generate())
+        env["FUSION_PSEUDONYM_KEYS_FILE"] = str(keys)
     procs: list[subprocess.Popen[bytes]] = []
     counts: Counter[str] = Counter()
     try:

@@ -27,6 +27,21 @@ class Settings(BaseSettings):
         ge=0,
         description="How often the worker looks for changed rule files (0: never).",
     )
+    policy_path: Path = Field(
+        default=REPO_ROOT / "rules" / "policy.yaml", description="The sharing policy file."
+    )
+    pseudonym_keys_file: Path | None = Field(
+        default=None,
+        description="Pseudonymisation keys file (JSON; streams/keys.py), kept out of the repo.",
+    )
+    pseudonym_keys: SecretStr | None = Field(
+        default=None, description="The pseudonymisation keys' JSON text, instead of a file."
+    )
+    policy_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the worker looks for a changed policy or keys file (0: never).",
+    )
 
     topic_detections: str = "events.detections"
     topic_suspects: str = "events.suspects"
@@ -75,6 +90,11 @@ class Settings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+
+    @field_validator("pseudonym_keys_file", "pseudonym_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("partners", mode="before")
     @classmethod

@@ -2,7 +2,16 @@
 # Local single-node Apache Kafka 4.1.1 broker (KRaft combined mode) on 127.0.0.1.
 # No Docker, no Apache download site: the jars come from Maven Central via deploy/kafka/pom.xml.
 #
-# Usage: deploy/kafka/broker.sh {install|start|stop|status|reset|logs}
+# Usage: deploy/kafka/broker.sh {install|start [--secure]|stop|status|reset|logs}
+#
+# Secure mode (`start --secure` or FUSION_BROKER_SECURE=1): the client listener speaks SASL_SSL
+# with SCRAM-SHA-512 users and TLS from a local CA generated with openssl into the broker folder;
+# the StandardAuthorizer enforces ACLs (streams/acls.py applies them after start): `ops-<cc>` reads
+# only alerts.<cc>, `producer-<cc>` writes only the input topics, `fusion` (the pipeline) and
+# `broker` (inter-broker) are super users. Passwords are generated into <folder>/credentials.env
+# (mode 600), which also configures a client as the pipeline. The KRaft controller listener stays
+# PLAINTEXT on loopback (its ANONYMOUS principal must be a super user: anything that can reach
+# 127.0.0.1:<controller port> is trusted). A folder set up secure stays secure until `reset`.
 #
 # Settings (environment variables, all optional):
 #   FUSION_BROKER_PORT       client port (PLAINTEXT)           default 9092
@@ -12,6 +21,8 @@
 #   FUSION_KAFKA_LIBS        jar cache                          default ~/.cache/borderfusion/kafka-4.1.1/libs
 #   FUSION_PYTHON            python with kafka-python           default <repo>/.venv/bin/python
 #   FUSION_BROKER_START_TIMEOUT  seconds to wait for readiness  default 60
+#   FUSION_BROKER_SECURE     1 = secure mode (as start --secure) default 0
+#   FUSION_PARTNERS          partners, for the per-country users default US,MX
 # Several brokers can run side by side with different DIR/PORT/CONTROLLER_PORT values.
 set -euo pipefail
 
@@ -27,6 +38,8 @@ CONTROLLER_PORT="${FUSION_CONTROLLER_PORT:-9093}"
 HEAP="${FUSION_BROKER_HEAP:-768m}"
 PYTHON="${FUSION_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 START_TIMEOUT="${FUSION_BROKER_START_TIMEOUT:-60}"
+SECURE="${FUSION_BROKER_SECURE:-0}"
+PARTNERS="${FUSION_PARTNERS:-US,MX}"
 
 MARKER_JAR="$LIBS/kafka_2.13-$KAFKA_VERSION.jar"
 DATA_DIR="$BROKER_DIR/data"
@@ -36,6 +49,10 @@ PID_FILE="$BROKER_DIR/broker.pid"
 LOG4J_CONF="$SCRIPT_DIR/log4j2.properties"
 SERVER_LOG="$LOG_DIR/server.log"
 STDOUT_LOG="$LOG_DIR/kafkaServer.out"
+TLS_DIR="$BROKER_DIR/tls"
+SECURE_MARK="$BROKER_DIR/secure-mode"
+PASSWORDS="$BROKER_DIR/scram-passwords"
+CREDS="$BROKER_DIR/credentials.env"
 
 if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
@@ -44,9 +61,10 @@ die() { echo "broker: ERROR: $*" >&2; exit 1; }
 
 usage() {
   cat <<EOF
-Usage: $0 {install|start|stop|status|reset|logs}
+Usage: $0 {install|start [--secure]|stop|status|reset|logs}
   install  fetch the Kafka $KAFKA_VERSION jars from Maven Central into $LIBS (once)
-  start    start the broker on 127.0.0.1:$BROKER_PORT (folder $BROKER_DIR) and wait until it answers
+  start    start the broker on 127.0.0.1:$BROKER_PORT (folder $BROKER_DIR) and wait until it answers;
+           --secure (or FUSION_BROKER_SECURE=1): SASL_SSL + ACLs, credentials in $CREDS
   stop     stop the broker
   status   print "up" (exit 0) if the broker answers on port $BROKER_PORT, else "down" (exit 1)
   reset    stop the broker and delete its folder (all topics and messages are lost)
@@ -87,16 +105,25 @@ port_in_use() {
 }
 
 # One admin round-trip with kafka-python; $1 = timeout in seconds. Prints the error on stderr.
+# In secure mode it authenticates as the pipeline's user, read from $CREDS (not from argv).
 admin_ping() {
-  local secs="${1:-3}"
-  timeout $((secs + 5)) "$PYTHON" - "$BROKER_PORT" "$secs" <<'PY'
+  local secs="${1:-3}" creds=""
+  if is_secure; then creds="$CREDS"; fi
+  timeout $((secs + 5)) "$PYTHON" - "$BROKER_PORT" "$secs" "$creds" <<'PY'
 import logging, sys
 logging.disable(logging.CRITICAL)
 from kafka.admin import KafkaAdminClient
-port, ms = sys.argv[1], int(float(sys.argv[2]) * 1000)
+port, ms, creds = sys.argv[1], int(float(sys.argv[2]) * 1000), sys.argv[3]
+auth = {}
+if creds:
+    with open(creds) as f:
+        env = dict(l.split("=", 1) for l in f.read().splitlines() if "=" in l and l[:1] != "#")
+    auth = dict(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                sasl_plain_username=env["FUSION_SASL_USERNAME"],
+                sasl_plain_password=env["FUSION_SASL_PASSWORD"], ssl_cafile=env["FUSION_SSL_CAFILE"])
 try:
     admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", client_id="broker.sh-ping",
-                             request_timeout_ms=ms, bootstrap_timeout_ms=ms)
+                             request_timeout_ms=ms, bootstrap_timeout_ms=ms, **auth)
     try:
         cluster = admin.describe_cluster()
         if not cluster.get("brokers"):
@@ -145,16 +172,23 @@ show_log_tail() {
 }
 
 write_config() {
-  cat >"$PROPS" <<EOF
+  local listeners
+  if is_secure; then
+    listeners="$(secure_listeners)"
+  else
+    listeners="listeners=PLAINTEXT://127.0.0.1:$BROKER_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$BROKER_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  fi
+  # Mode 600: in secure mode it holds the broker user's password.
+  (umask 077 && cat >"$PROPS" <<EOF
 # Written by deploy/kafka/broker.sh on every start; edits here are overwritten.
 # Single-node Kafka $KAFKA_VERSION in KRaft combined mode (broker + controller in one JVM).
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$BROKER_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$BROKER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$listeners
 controller.listener.names=CONTROLLER
 
 log.dirs=$DATA_DIR
@@ -174,6 +208,123 @@ group.initial.rebalance.delay.ms=0
 message.max.bytes=16777216
 replica.fetch.max.bytes=16777216
 EOF
+  )
+}
+
+# --- secure mode -------------------------------------------------------------
+
+is_secure() { [[ -f "$SECURE_MARK" ]]; }
+
+# The SCRAM users: the pipeline, the broker itself, and per partner its operations center and
+# its producers.
+scram_users() {
+  local cc
+  echo fusion
+  echo broker
+  for cc in ${PARTNERS//,/ }; do
+    cc="$(echo "$cc" | tr '[:upper:]' '[:lower:]' | tr -dc 'a-z')"
+    if [[ -n "$cc" ]]; then
+      echo "ops-$cc"
+      echo "producer-$cc"
+    fi
+  done
+}
+
+password_of() { awk -v u="$1" '$1 == u { print $2 }' "$PASSWORDS"; }
+
+# A local CA and a broker certificate for 127.0.0.1/localhost (once per folder). Private keys
+# stay in $TLS_DIR (mode 700); clients need only ca.crt.
+make_tls() {
+  [[ -f "$TLS_DIR/ca.crt" && -f "$TLS_DIR/broker.pem" ]] && return 0
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR" "$LOG_DIR"
+  chmod 700 "$TLS_DIR"
+  say "making a local CA and the broker certificate in $TLS_DIR"
+  if ! (
+    set -e
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout ca.key -out ca.crt -days 825 -sha256 \
+      -subj "/CN=border-fusion local CA $(date -u +%Y%m%dT%H%M%SZ)" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -noenc -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out broker.crt \
+      -days 825 -sha256 -extfile broker.ext
+    cat broker.key broker.crt >broker.pem
+    chmod 644 ca.crt broker.crt
+  ) >>"$LOG_DIR/tls.log" 2>&1; then
+    cat "$LOG_DIR/tls.log" >&2
+    die "making the TLS files failed (see above)."
+  fi
+}
+
+# One random password per user (once per folder: SCRAM users are created at format time).
+make_passwords() {
+  local u
+  (umask 077 && touch "$PASSWORDS")
+  for u in $(scram_users); do
+    [[ -n "$(password_of "$u")" ]] || echo "$u $(openssl rand -hex 24)" >>"$PASSWORDS"
+  done
+}
+
+# credentials.env configures a client as the pipeline (Settings(_env_file=...) or
+# `set -a; . credentials.env; set +a`) and lists every user's password as
+# FUSION_BROKER_PASSWORD_<USER>.
+write_credentials() {
+  local u var
+  (
+    umask 077
+    {
+      echo "# Written by deploy/kafka/broker.sh start --secure. Secrets: keep this file private."
+      echo "FUSION_BOOTSTRAP_SERVERS=127.0.0.1:$BROKER_PORT"
+      echo "FUSION_SECURITY_PROTOCOL=SASL_SSL"
+      echo "FUSION_SSL_CAFILE=$TLS_DIR/ca.crt"
+      echo "FUSION_SASL_USERNAME=fusion"
+      echo "FUSION_SASL_PASSWORD=$(password_of fusion)"
+      for u in $(scram_users); do
+        var="$(echo "$u" | tr '[:lower:]-' '[:upper:]_')"
+        echo "FUSION_BROKER_PASSWORD_$var=$(password_of "$u")"
+      done
+    } >"$CREDS.tmp"
+    mv "$CREDS.tmp" "$CREDS"
+  )
+}
+
+secure_listeners() {
+  cat <<EOF
+listeners=SECURE://127.0.0.1:$BROKER_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=SECURE://127.0.0.1:$BROKER_PORT
+listener.security.protocol.map=SECURE:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SECURE
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(password_of broker)";
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.crt
+ssl.endpoint.identification.algorithm=https
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+# ANONYMOUS is the principal of the PLAINTEXT controller listener (loopback only).
+super.users=User:fusion;User:broker;User:ANONYMOUS
+EOF
+}
+
+# Apply the per-country ACLs (streams/acls.py) as the pipeline's user; the connection comes from
+# $CREDS only, whatever FUSION_* connection settings the caller has.
+apply_acls() {
+  local out
+  if ! out="$(cd "$REPO_ROOT" && env -u FUSION_BOOTSTRAP_SERVERS -u FUSION_SECURITY_PROTOCOL \
+      -u FUSION_SASL_USERNAME -u FUSION_SASL_PASSWORD -u FUSION_SSL_CAFILE \
+      "$PYTHON" -m streams.acls --env-file "$CREDS" 2>&1)"; then
+    echo "$out" >&2
+    die "the broker is up but applying the ACLs failed (see above); retry: $PYTHON -m streams.acls --env-file $CREDS"
+  fi
+  say "ACLs applied: $(echo "$out" | grep -c '^allowed') bindings"
 }
 
 # --- subcommands -------------------------------------------------------------
@@ -205,6 +356,13 @@ cmd_start() {
   need_java
   need_python
   local pid rc
+  if [[ "$SECURE" == 1 ]]; then
+    if [[ -f "$DATA_DIR/meta.properties" ]] && ! is_secure; then
+      die "$BROKER_DIR was formatted without SCRAM users; --secure needs a fresh folder: $0 reset (deletes all topics), or another FUSION_BROKER_DIR."
+    fi
+  elif is_secure; then
+    say "$BROKER_DIR was set up secure: starting in secure mode"
+  fi
   if pid="$(broker_pid)"; then
     if wait_ready "$pid"; then
       say "already running (pid $pid) on 127.0.0.1:$BROKER_PORT, folder $BROKER_DIR"
@@ -221,6 +379,14 @@ cmd_start() {
 
   cmd_install
   mkdir -p "$DATA_DIR" "$LOG_DIR"
+  if [[ "$SECURE" == 1 ]] || is_secure; then
+    command -v openssl >/dev/null 2>&1 || die "openssl not found; it is needed for --secure (local CA, passwords)."
+    chmod 700 "$BROKER_DIR"
+    make_tls
+    make_passwords
+    touch "$SECURE_MARK"
+    write_credentials
+  fi
   write_config
 
   local java_opts=(
@@ -237,8 +403,22 @@ cmd_start() {
     cluster_id="$("$JAVA" "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool random-uuid)"
     say "formatting storage in $DATA_DIR (cluster id $cluster_id)"
     # Static quorum (controller.quorum.voters): plain format; --standalone is only for dynamic quorums.
-    if ! "$JAVA" "${java_opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool \
-        format -t "$cluster_id" -c "$PROPS" >>"$LOG_DIR/format.log" 2>&1; then
+    # The arguments go through a java @argfile (mode 600, deleted after), so the SCRAM passwords
+    # never show on a command line.
+    local argfile="$BROKER_DIR/format.args" u
+    (
+      umask 077
+      printf '%s\n' kafka.tools.StorageTool format -t "$cluster_id" -c "\"$PROPS\""
+      if is_secure; then
+        for u in $(scram_users); do
+          printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$u,password=$(password_of "$u")]"
+        done
+      fi
+    ) >"$argfile"
+    rc=0
+    "$JAVA" "${java_opts[@]}" -cp "$LIBS/*" "@$argfile" >>"$LOG_DIR/format.log" 2>&1 || rc=$?
+    rm -f "$argfile"
+    if ((rc != 0)); then
       cat "$LOG_DIR/format.log" >&2
       die "formatting the storage failed (see above)."
     fi
@@ -257,7 +437,13 @@ cmd_start() {
   rc=0
   wait_ready "$pid" || rc=$?
   if ((rc == 0)); then
-    say "up after $((SECONDS - started)) s (pid $pid). Bootstrap servers: 127.0.0.1:$BROKER_PORT"
+    if is_secure; then
+      apply_acls
+      say "up after $((SECONDS - started)) s (pid $pid). SASL_SSL on 127.0.0.1:$BROKER_PORT, CA $TLS_DIR/ca.crt"
+      say "credentials (the pipeline's user, every principal's password): $CREDS"
+    else
+      say "up after $((SECONDS - started)) s (pid $pid). Bootstrap servers: 127.0.0.1:$BROKER_PORT"
+    fi
     say "logs: $0 logs    stop: $0 stop"
     return 0
   fi
@@ -338,7 +524,14 @@ cmd_logs() {
 
 case "${1:-}" in
   install) cmd_install ;;
-  start) cmd_start ;;
+  start)
+    for arg in "${@:2}"; do
+      case "$arg" in
+        --secure) SECURE=1 ;;
+        *) usage >&2; exit 2 ;;
+      esac
+    done
+    cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   reset) cmd_reset ;;

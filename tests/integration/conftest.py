@@ -19,6 +19,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams.keys import generate, write_keys
+
 REPO = Path(__file__).resolve().parents[2]
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
 
@@ -178,7 +180,9 @@ class Lab:
             "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{suffix}",
             "FUSION_LOG_LEVEL": "info",
             "FUSION_SNAPSHOT_INTERVAL_S": "0.5",
+            "FUSION_PSEUDONYM_KEYS_FILE": str(tmp / "pseudonym-keys.json"),
         }
+        write_keys(tmp / "pseudonym-keys.json", generate(key_id="ktest"))
         subprocess.run(
             [sys.executable, "-m", "streams.cli", "topics"],
             env=self.env,

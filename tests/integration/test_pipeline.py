@@ -79,13 +79,18 @@ def test_alerts_reach_the_right_country_topics(lab: Lab) -> None:
     assert us_alert["alert_id"] == mx_alert["alert_id"]
     assert us_alert["recipient"] == "US" and us_alert["recipients"] == ["MX", "US"]
     assert us_alert["severity"] == "high" and us_alert["tlp"].startswith("TLP:")
-    # The US gets Mexico's suspect without its person_ref and plate, and says so.
+    # The US gets Mexico's suspect with its person_ref and plate as pseudonyms, and says so.
     mx_ev = next(e for e in us_alert["evidence"] if e["event_type"] == "suspect")
-    assert "person_ref" not in mx_ev["fields"] and "plate" not in mx_ev["fields"]
+    assert mx_ev["fields"]["person_ref"][0].startswith("pn:person_ref:ktest:")
+    assert mx_ev["fields"]["plate"][0].startswith("pn:plate:ktest:")
+    assert "MX-P-1" not in str(us_alert) and "XKZ-481" not in str(us_alert)
     assert {r["path"].rsplit(".", 1)[1] for r in us_alert["redactions"]} == {"person_ref", "plate"}
-    # Mexico gets its own suspect as is, and the US sighting without the plate.
+    assert us_alert["policy"]["id"] == "us-mx-border-sharing"
+    # Mexico gets its own suspect as is, and the US sighting's plate as a pseudonym.
     mx_sus = next(e for e in mx_alert["evidence"] if e["event_type"] == "suspect")
     assert mx_sus["fields"]["person_ref"] == "MX-P-1"
+    us_det = next(e for e in mx_alert["evidence"] if e["event_type"] == "detection")
+    assert us_det["fields"]["plate"][0].startswith("pn:plate:ktest:")
     for key in (
         "alert_id",
         "rule_id",

@@ -222,7 +222,8 @@ def test_release_withholds_foreign_identifiers_and_audits_every_field():
         "evidence[0].fields.plate",
     }
     assert all(r.action == "redact" for r in us.redactions)
+    # every evidence field, plus the alert's location once per origin country
     assert len(audit.actions) == sum(
         len(e.event.model_dump(exclude_none=True)) - 4 for e in alert.evidence
-    )
+    ) + len({e.country for e in alert.evidence})
     assert us.policy.sha256 and us.recipient == "US" and us.recipients == ["MX", "US"]
