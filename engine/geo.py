@@ -36,10 +36,11 @@ class Grid:
 
     def cells_within(self, lat: float, lon: float, radius_km: float) -> Iterator[tuple[int, int]]:
         """Every cell that may hold a point within `radius_km` of (lat, lon)."""
-        ci, cj = self.cell(lat, lon)
-        di = math.ceil(radius_km / self.cell_km)
-        coslat = max(0.01, math.cos(math.radians(min(89.0, abs(lat) + di * self.cell_deg))))
-        dj = math.ceil(radius_km / (self.cell_km * coslat))
-        for i in range(ci - di, ci + di + 1):
-            for j in range(cj - dj, cj + dj + 1):
+        d = self.cell_deg
+        r_lat = radius_km / KM_PER_DEG_LAT
+        coslat = max(0.01, math.cos(math.radians(min(89.0, abs(lat) + r_lat))))
+        r_lon = r_lat / coslat
+        j0, j1 = math.floor((lon - r_lon) / d), math.floor((lon + r_lon) / d)
+        for i in range(math.floor((lat - r_lat) / d), math.floor((lat + r_lat) / d) + 1):
+            for j in range(j0, j1 + 1):
                 yield (i, j)

@@ -76,6 +76,9 @@ class Condition(BaseModel):
         if ops == {"not_in"} and all(isinstance(x, str | int | float) for x in self.not_in or ()):
             banned = frozenset(self.not_in or ())
             return lambda v: v not in banned
+        if ops == {"ne"}:
+            ne = self.ne
+            return lambda v: v != ne
         if ops == {"exists"}:
             return (lambda v: v is not None) if self.exists else (lambda v: v is None)
         return self.test
@@ -133,7 +136,10 @@ class _Compiled:
 
     def __init__(self, sel: Selector) -> None:
         self.types = frozenset(sel.type)
-        self.tests = tuple((name, c.predicate()) for name, c in sel.where.items())
+        # Derived fields computed from geometry go last: most events fail a cheaper test first.
+        costly = ("border_km", "territory")
+        items = sorted(sel.where.items(), key=lambda kv: kv[0] in costly)
+        self.tests = tuple((name, c.predicate()) for name, c in items)
 
 
 # id -> (selector, compiled); the selector is held so that its id is not reused.
