@@ -149,3 +149,51 @@ def test_broker_restart_mid_run_loses_nothing(lab: Lab, broker_control: BrokerCo
     send_all(lab, rest)
     check(delivered(lab), expected)
     assert w.proc.poll() is None or w.proc.returncode is not None
+
+
+def test_a_stalled_broker_slows_intake_instead_of_buffering(
+    lab: Lab, broker_control: BrokerControl | None
+) -> None:
+    """Back-pressure: while the broker cannot take the worker's output, the worker stops
+    taking input (bounded memory), then catches up without losing anything."""
+    if broker_control is None:
+        pytest.skip("the broker is external (FUSION_TEST_BOOTSTRAP): cannot stall it")
+    import os
+    import signal
+    from pathlib import Path
+
+    n = 20_000
+    for i in range(n):
+        lab.send("track", event("track", at=-60, eid=f"bp-{lab.suffix}-{i}",
+                                track_id=f"T-{i % 500}", subject_kind="vessel",
+                                where=(30.9, -110.6), country="MX"))
+    lab.flush()
+    w = lab.worker()
+    w.wait_ready()
+    pid = int((REPO / ".broker-test" / "broker.pid").read_text().strip())
+
+    def rss() -> int:
+        for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    base = rss()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stalled_at = w.metric("fusion_events_received_total")
+        peak = base
+        for _ in range(20):
+            time.sleep(0.25)
+            peak = max(peak, rss())
+        stalled_after = w.metric("fusion_events_received_total")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # intake stops within one fetched batch of the stall, and memory does not grow with it
+    assert stalled_after - stalled_at <= 2 * 2000, (stalled_at, stalled_after)
+    assert peak - base < 150_000, f"RSS grew by {peak - base} kB while stalled"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and w.metric("fusion_events_received_total") < n:
+        time.sleep(0.5)
+    assert w.metric("fusion_events_received_total") == n
+    assert w.proc.poll() is None
