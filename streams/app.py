@@ -596,6 +596,7 @@ def broker_credentials(s: Settings) -> faust.SASLCredentials | None:
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faust.App, Pipeline]:
     """The Faust app with its agents, timer and health endpoints."""
+    (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     app = BatchingApp(
         settings.app_id,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
@@ -616,6 +617,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
         stream_wait_empty=False,
         store="memory://",
+        datadir=str(settings.data_dir / settings.app_id),
     )
     pipeline = Pipeline(settings, app, metrics or Metrics())
     batch, within = settings.batch_max, settings.batch_within_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
     log_level: str = "info"
+    data_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "border-fusion",
+        description="Faust's working folder (no tables live there: state is in Kafka).",
+    )
 
     security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SASL_SSL)$")
     sasl_username: str | None = None
