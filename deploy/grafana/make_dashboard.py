@@ -168,7 +168,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             stat(
                 "Worker ready",
                 "fusion_worker_ready of the least ready worker: 1 once every input topic has "
-                "partitions assigned. Updated when /health/ready is polled.",
+                "partitions assigned. Updated every second.",
                 "min(fusion_worker_ready)",
                 steps=thresholds((None, "red"), (1, "green")),
                 mappings=READY_MAPPINGS,
