@@ -26,7 +26,6 @@ setup: $(STAMP) ## create the venv, install packages, the Kafka jars and Prometh
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian's prometheus package (server and promtool)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	    pkill -x prometheus || true; \
 	  else echo "note: install Debian's prometheus package for the Prometheus tests (sudo apt-get install prometheus)"; fi; }
 
 demo: setup ## local broker + worker + simulator; prints alerts per country for DEMO_SECONDS

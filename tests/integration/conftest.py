@@ -48,6 +48,7 @@ class BrokerControl:
             "FUSION_CONTROLLER_PORT": str(port + 1),
             "FUSION_BROKER_DIR": str(REPO / ".broker-test"),
             "FUSION_BROKER_HEAP": "640m",
+            "FUSION_PYTHON": sys.executable,
         }
 
     def run(self, cmd: str, check: bool = True) -> None:

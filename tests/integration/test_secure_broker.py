@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import os
+import sys
 import ssl
 import stat
 import subprocess
@@ -112,6 +113,7 @@ def secure() -> Iterator[SecureBroker]:
         FUSION_BROKER_DIR=str(folder),
         FUSION_BROKER_HEAP="512m",
         FUSION_PARTNERS="US,MX",
+        FUSION_PYTHON=sys.executable,
     )
     subprocess.run([str(BROKER_SH), "reset"], env=env, check=False, capture_output=True)
     subprocess.run([str(BROKER_SH), "start", "--secure"], env=env, check=True, timeout=120)
