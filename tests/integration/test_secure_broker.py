@@ -8,10 +8,10 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 import ssl
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
