@@ -102,10 +102,10 @@ class Engine:
         hits: list[Hit] = []
         owner = route.owner if route is not None else True
         plans = self._plans
-        for rule in self.ruleset.rules_taking(fact):
-            rid, kind, spec, lateness, correlator = plans[rule.id]
-            if route is not None and kind != route.kind:
-                continue
+        rs = self.ruleset
+        rules = rs.rules_taking(fact) if route is None else rs.rules_taking_for(fact, route.kind)
+        for rule in rules:
+            rid, _kind, spec, lateness, correlator = plans[rule.id]
             st = self.stats.rules[rid]
             if wm - fact.ts > lateness:
                 st.late += 1

@@ -223,6 +223,14 @@ class RuleSet:
             for t in sorted({t for sel in r.selectors() for t in sel.type}):
                 sels = tuple(sel for sel in r.selectors() if t in sel.type)
                 self._by_type.setdefault(t, []).append((r, sels))
+        self._kinds: dict[str, str] = {}
+        self._by_kind_type: dict[tuple[str, str], list[tuple[RuleBase, tuple[Selector, ...]]]] = {}
+        for etype, entries in self._by_type.items():
+            for r, sels in entries:
+                spec = r.route_key()
+                kind = spec.name if spec is not None else "geo"
+                self._kinds[r.id] = kind
+                self._by_kind_type.setdefault((kind, etype), []).append((r, sels))
         self.max_radius_km = max(
             (float(getattr(r, "radius_km", 0.0)) for r in self.rules if r.geo), default=0.0
         )
@@ -243,6 +251,18 @@ class RuleSet:
                     break
         fact._taken = (self, rules)
         return rules
+
+    def rules_taking_for(self, fact: Fact, kind: str) -> list[RuleBase]:
+        """The rules correlating by `kind` (a key name, or `geo`) that take the fact."""
+        if fact._taken is not None and fact._taken[0] is self:
+            return [r for r in fact._taken[1] if self._kinds[r.id] == kind]
+        out = []
+        for rule, sels in self._by_kind_type.get((kind, fact.event_type), ()):
+            for sel in sels:
+                if sel.matches(fact):
+                    out.append(rule)
+                    break
+        return out
 
     def late_reason(
         self, fact: Fact, watermark: float, rules: list[RuleBase] | None = None
