@@ -65,7 +65,15 @@ class Settings(BaseSettings):
     )
     dedup_ttl_s: float = Field(default=86_400.0, gt=0)
     dedup_max_ids: int = Field(default=2_000_000, ge=1000)
-    snapshot_interval_s: float = Field(default=2.0, gt=0)
+    snapshot_interval_s: float = Field(
+        default=2.0, gt=0, description="Shortest time between two snapshots of a partition."
+    )
+    snapshot_max_interval_s: float = Field(
+        default=60.0, gt=0, description="Longest time between two snapshots of a busy partition."
+    )
+    snapshot_cpu_share: float = Field(
+        default=0.1, gt=0, le=1, description="At most this share of time goes to snapshots."
+    )
     idle_lag_s: float = Field(
         default=60.0, ge=0, description="The watermark follows the wall clock this far behind."
     )
