@@ -28,6 +28,11 @@ class Deduplicator:
             self.evictions += 1
         return False
 
+    def contains(self, event_id: str, now: float) -> bool:
+        """True if the id was seen within the ttl (without remembering it)."""
+        first = self._seen.get(event_id)
+        return first is not None and now - first <= self.ttl_s
+
     def expire(self, now: float) -> None:
         """Forget ids older than the ttl."""
         seen = self._seen

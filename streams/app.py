@@ -93,6 +93,7 @@ class Pipeline:
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.locks: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.ackers: dict[str, Callable[[Any], Awaitable[bool]]] = {}
+        self.stage_of = {settings.topic_validated: "dedup", settings.topic_routed: "engine"}
         self._evictions_seen: dict[str, int] = defaultdict(int)
         self._late_seen: dict[str, int] = defaultdict(int)
         self._suppressed_seen: dict[str, int] = defaultdict(int)
@@ -193,14 +194,13 @@ class Pipeline:
 
     # -- stage 2: dedup and route ----------------------------------------------------------
 
-    async def dedup(self, ev: Any) -> None:
-        msg = ev.message
+    async def dedup(self, msg: Any, token: Any) -> None:
         p = msg.partition
         st = await self._state("dedup", p)
         if st is None:
             return
         if msg.offset <= st.applied:
-            await self.ackers["dedup"](ev)
+            await self.ackers["dedup"](token)
             return
         dd = self.dedups[p]
         now = time.time()
@@ -208,46 +208,50 @@ class Pipeline:
         parts: dict[int, list[Any]] = defaultdict(list)
         n = self.s.internal_partitions
         ruleset, router = self.ruleset, self.router
+        fresh: set[str] = set()
+        late: list[tuple[list[Any], dict[str, Any], str]] = []
+        # Decide everything first and change the state only once the output is sent, so that
+        # a message cut short (a stop or a rebalance) is processed again from scratch.
         for doc, ts, t_in, origin in decode_batch(msg.value):
             fact = Fact.from_doc(doc, ts)
-            if dd.seen(fact.event_id, now):
+            eid = fact.event_id
+            if eid in fresh or dd.contains(eid, now):
                 self.metrics.duplicates.labels(fact.event_type).inc()
                 continue
+            fresh.add(eid)
             rules = ruleset.rules_taking(fact)
             reason = ruleset.late_reason(fact, wm, rules)
             if reason is not None:
                 self.metrics.late.labels(fact.event_type).inc()
-                await self.send_dead_letter(
-                    origin[0],
-                    origin[1],
-                    origin[2],
-                    orjson.dumps(doc),
-                    Rejection("late", reason),
-                    now,
-                )
+                late.append((origin, doc, reason))
                 continue
             if ts > wm:
                 wm = ts
             for key, route in router.routes(fact, rules):
                 parts[partition_for(key, n)].append([route.kind, route.owner, doc, ts, t_in])
-        self.dedup_wm[p] = wm
+        for origin, doc, reason in late:
+            await self.send_dead_letter(
+                origin[0], origin[1], origin[2], orjson.dumps(doc), Rejection("late", reason), now
+            )
         for q, items in parts.items():
             await self.routed.send(value=encode_batch(items), partition=q)
+        for eid in fresh:
+            dd.seen(eid, now)
+        self.dedup_wm[p] = wm
         st.applied = msg.offset
-        st.pending.append(ev)
+        st.pending.append(token)
         st.dirty = True
         await self._maybe_snapshot("dedup", p)
 
     # -- stage 3: correlate and deliver ----------------------------------------------------
 
-    async def correlate(self, ev: Any) -> None:
-        msg = ev.message
+    async def correlate(self, msg: Any, token: Any) -> None:
         p = msg.partition
         st = await self._state("engine", p)
         if st is None:
             return
         if msg.offset <= st.applied:
-            await self.ackers["engine"](ev)
+            await self.ackers["engine"](token)
             return
         engine = self.engines[p]
         now = time.time()
@@ -257,7 +261,7 @@ class Pipeline:
             for a in alerts:
                 await self.deliver(a, t_in)
         st.applied = msg.offset
-        st.pending.append(ev)
+        st.pending.append(token)
         st.dirty = True
         await self._maybe_snapshot("engine", p)
 
@@ -339,17 +343,27 @@ class Pipeline:
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         return None
 
-    async def guarded(self, stage: str, ev: Any) -> None:
+    async def internal_messages(self, messages: list[Any]) -> None:
+        """Stages 2 and 3 for a whole fetched batch of their topics (the fast path)."""
+        gen = self.app.consumer_generation_id
+        for msg in messages:
+            if msg.generation_id != gen:
+                continue  # fetched before a rebalance: read again from the committed offset
+            await self.guarded(self.stage_of[msg.topic], msg, msg)
+
+    async def _ack_message(self, msg: Any) -> bool:
+        return bool(self.app.consumer.ack(msg))
+
+    async def guarded(self, stage: str, msg: Any, token: Any) -> None:
         """Run a stage on one message. If it fails (a bug or a broker outage outlasting the
         retries), its partial effects cannot be trusted: stop the worker, so that it restarts
         from the last snapshot and the committed offsets, which never pass an unsnapshotted
         message. Skipping the message would lose it."""
         try:
-            await (self.dedup(ev) if stage == "dedup" else self.correlate(ev))
+            await (self.dedup(msg, token) if stage == "dedup" else self.correlate(msg, token))
         except asyncio.CancelledError:
             raise
         except Exception:
-            msg = ev.message
             log.critical(
                 "%s failed on %s offset %d; stopping the worker to resume from the last snapshot",
                 stage,
@@ -648,20 +662,25 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         consumer = app.batch_consumer()
         for name in settings.input_topics.values():
             consumer.batch_handlers[name] = pipeline.ingest_messages
+        for name in pipeline.stage_of:
+            consumer.batch_handlers[name] = pipeline.internal_messages
+        pipeline.ackers["dedup"] = pipeline.ackers["engine"] = pipeline._ack_message
 
     @app.agent(pipeline.validated, name="dedup")
     async def dedup(stream: Any) -> None:
         s = stream.noack()
-        pipeline.ackers["dedup"] = s.ack
+        if not settings.fast_path:
+            pipeline.ackers["dedup"] = s.ack
         async for ev in s.events():
-            await pipeline.guarded("dedup", ev)
+            await pipeline.guarded("dedup", ev.message, ev)
 
     @app.agent(pipeline.routed, name="correlate")
     async def correlate(stream: Any) -> None:
         s = stream.noack()
-        pipeline.ackers["engine"] = s.ack
+        if not settings.fast_path:
+            pipeline.ackers["engine"] = s.ack
         async for ev in s.events():
-            await pipeline.guarded("engine", ev)
+            await pipeline.guarded("engine", ev.message, ev)
 
     @app.timer(1.0)
     async def tick() -> None:
