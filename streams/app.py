@@ -62,6 +62,7 @@ class PartitionState:
     dirty: bool = False
     last_snapshot: float = 0.0
     next_interval: float = 0.0
+    writing: asyncio.Future[None] | None = None
 
 
 class Pipeline:
@@ -377,39 +378,51 @@ class Pipeline:
             await asyncio.sleep(3600)
 
     async def _maybe_snapshot(self, stage: str, p: int, force: bool = False) -> None:
+        """Snapshot a partition's state if due. The state is serialised at once (a consistent
+        cut); writing it and acking its input then go on in the background, so processing
+        does not wait on the broker. `force` waits for it all (rebalance, shutdown)."""
         st = self.states.get((stage, p))
-        if st is None or not st.dirty:
+        if st is None:
+            return
+        if st.writing is not None and not st.writing.done():
+            if not force:
+                return
+            await st.writing
+        if not st.dirty:
             return
         if not force and time.monotonic() - st.last_snapshot < st.next_interval:
             return
-        async with self.locks[(stage, p)]:
-            if not st.dirty:
-                return
-            began = time.perf_counter()
-            if stage == "dedup":
-                dd = self.dedups[p]
-                dd.expire(time.time())
-                blob = orjson.dumps(
-                    {
-                        "applied": st.applied,
-                        "seen": dd.snapshot(),
-                        "watermark": self.dedup_wm.get(p),
-                    }
-                )
-                self.metrics.dedup_ids.set(sum(len(d) for d in self.dedups.values()))
-            else:
-                blob = self.engines[p].snapshot({"applied": st.applied})
-            to_ack, st.pending = st.pending, []
-            st.dirty = False
-            st.last_snapshot = time.monotonic()
-            # Snapshots are whole: as state grows they are spaced out so that they take at
-            # most `snapshot_cpu_share` of the time (the cost is more input to re-read after
-            # a crash, never lost input).
-            cost = (time.perf_counter() - began) * sum(1 for k in self.states if k[0] == stage)
-            st.next_interval = min(
-                self.s.snapshot_max_interval_s,
-                max(self.s.snapshot_interval_s, cost / self.s.snapshot_cpu_share),
+        began = time.perf_counter()
+        if stage == "dedup":
+            dd = self.dedups[p]
+            dd.expire(time.time())
+            blob = orjson.dumps(
+                {"applied": st.applied, "seen": dd.snapshot(), "watermark": self.dedup_wm.get(p)}
             )
+            self.metrics.dedup_ids.set(sum(len(d) for d in self.dedups.values()))
+        else:
+            blob = self.engines[p].snapshot({"applied": st.applied})
+        to_ack, st.pending = st.pending, []
+        st.dirty = False
+        st.last_snapshot = time.monotonic()
+        # Snapshots are whole: as state grows they are spaced out so that they take at most
+        # `snapshot_cpu_share` of the time (the cost is more input to re-read after a crash,
+        # never lost input).
+        cost = (time.perf_counter() - began) * sum(1 for k in self.states if k[0] == stage)
+        st.next_interval = min(
+            self.s.snapshot_max_interval_s,
+            max(self.s.snapshot_interval_s, cost / self.s.snapshot_cpu_share),
+        )
+        write = self._write_snapshot(stage, p, st, blob, to_ack)
+        if force:
+            await write
+        else:
+            st.writing = asyncio.ensure_future(write)
+
+    async def _write_snapshot(
+        self, stage: str, p: int, st: PartitionState, blob: bytes, to_ack: list[Any]
+    ) -> None:
+        try:
             # Everything the snapshot's input produced must be on the broker before the
             # snapshot is, and the snapshot before its input is acked (then committed).
             await self.app.producer.flush()
@@ -417,12 +430,17 @@ class Pipeline:
                 value=blob, key=f"{stage}:{p}".encode(), partition=p
             )
             await self.app.producer.flush()
-            self.metrics.snapshots.labels(stage).inc()
-            self.metrics.snapshot_bytes.labels(stage).set(len(blob))
-            ack = self.ackers.get(stage)
-            if ack is not None:
-                for ev in to_ack:
-                    await ack(ev)
+        except Exception:
+            log.exception("writing the %s snapshot of partition %d failed; will retry", stage, p)
+            st.pending[:0] = to_ack
+            st.dirty = True
+            return
+        self.metrics.snapshots.labels(stage).inc()
+        self.metrics.snapshot_bytes.labels(stage).set(len(blob))
+        ack = self.ackers.get(stage)
+        if ack is not None:
+            for token in to_ack:
+                await ack(token)
 
     def keyring(self) -> Keyring:
         """The pseudonymisation keys, read again from where the settings say."""
