@@ -66,7 +66,7 @@ class Engine:
         ruleset: RuleSet,
         *,
         max_remembered_alerts: int = 200_000,
-        expire_every_s: float = 30.0,
+        expire_every_s: float = 300.0,
     ) -> None:
         self.ruleset = ruleset
         self.correlators: dict[str, Correlator[Any]] = {

@@ -121,7 +121,6 @@ def release(
     redactions: list[Redaction] = []
     actions: list[FieldAction] = []
     for fact in alert.evidence:
-        ev = fact.event
         origin = fact.country
         at = (fact.lat, fact.lon)
         drop_action, drop_rule = policy.action(origin, destination, fact.event_type, "*", at=at)
@@ -139,7 +138,7 @@ def release(
                 )
             )
             continue
-        raw = ev.model_dump(mode="json", exclude_none=True)
+        raw = fact.doc  # canonical JSON: no model round trip per fact and destination
         fields: dict[str, Any] = {}
         for name, value in raw.items():
             if name in COMMON_FIELDS:
@@ -154,12 +153,14 @@ def release(
             if act in ("pseudonymize", "generalize"):
                 fields[name] = policy.transform(act, name, value, destination)
         evidence.append(
-            Evidence(
-                event_id=ev.event_id,
-                event_type=ev.event_type,
-                occurred_at=ev.occurred_at,
-                source=ev.source,
-                fields=fields,
+            Evidence.model_validate(
+                {
+                    "event_id": fact.event_id,
+                    "event_type": fact.event_type,
+                    "occurred_at": raw["occurred_at"],
+                    "source": raw["source"],
+                    "fields": fields,
+                }
             )
         )
     if not evidence:

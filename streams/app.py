@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -310,7 +311,7 @@ class Pipeline:
             if stage == "dedup":
                 dd = Deduplicator(self.s.dedup_ttl_s, self.s.dedup_max_ids)
                 if blob is not None:
-                    doc = orjson.loads(blob)
+                    doc = orjson.loads(zlib.decompress(blob))
                     dd.restore(doc["seen"])
                     st.applied = int(doc["applied"])
                     self.dedup_wm[p] = float(doc.get("watermark") or 0.0)
@@ -396,8 +397,15 @@ class Pipeline:
         if stage == "dedup":
             dd = self.dedups[p]
             dd.expire(time.time())
-            blob = orjson.dumps(
-                {"applied": st.applied, "seen": dd.snapshot(), "watermark": self.dedup_wm.get(p)}
+            blob = zlib.compress(
+                orjson.dumps(
+                    {
+                        "applied": st.applied,
+                        "seen": dd.snapshot(),
+                        "watermark": self.dedup_wm.get(p),
+                    }
+                ),
+                1,
             )
             self.metrics.dedup_ids.set(sum(len(d) for d in self.dedups.values()))
         else:

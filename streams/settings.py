@@ -64,7 +64,12 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=1024, description="Largest event accepted."
     )
     dedup_ttl_s: float = Field(default=86_400.0, gt=0)
-    dedup_max_ids: int = Field(default=2_000_000, ge=1000)
+    dedup_max_ids: int = Field(
+        default=500_000,
+        ge=1000,
+        description="Ids remembered per partition (oldest forgotten first, counted); bounds "
+        "memory and keeps the compressed dedup snapshot well under the 16 MiB message limit.",
+    )
     snapshot_interval_s: float = Field(
         default=2.0, gt=0, description="Shortest time between two snapshots of a partition."
     )

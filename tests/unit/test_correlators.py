@@ -38,7 +38,8 @@ def rules(text: str) -> RuleSet:
 
 
 def engine(text: str) -> Engine:
-    return Engine(rules(text))
+    # expire on every advance, so that tests see expiry exactly at the horizon
+    return Engine(rules(text), expire_every_s=0)
 
 
 def ids(alerts: list[RawAlert]) -> list[list[str]]:
