@@ -1,0 +1,700 @@
+"""Benchmark of the engine alone (no broker): events per second and memory, printed as tables.
+
+    .venv/bin/python bench/engine_bench.py [--events 200000] [--keys 10000] [--profile]
+
+A stream of all four event types is generated up front as JSON bytes (bench/streamgen.py:
+the simulator's mix and scenarios, with `--keys` recurring plates, serials and person refs,
+locations along the border, event time advancing at `--event-rate` events per second with the
+simulator's jitter and late suspects/weapons). Then, in one run, each phase is timed over the
+whole stream `--repeat` times (time.perf_counter; median and best reported):
+
+  decode          orjson.loads only (the floor: what any consumer pays)
+  validate        engine.ingest.validate (orjson + pydantic + partner and future checks)
+  validate+engine validate, then Engine.process over the full default pack (one engine, all
+                  rules, route=None), plus engine.advance(clock) every `--advance-every` events
+                  as the worker's 1 s timer would (clock = newest event time - idle lag)
+  engine only     Engine.process + advance on facts validated beforehand (untimed)
+  worker CPU path the worker's three hops without Kafka or Faust: validate, batch to JSON,
+                  decode, Fact.from_doc + dedup + late check + routing, batch to JSON, decode,
+                  Fact.from_doc per route + Engine.process(route) on 4 partition engines, and
+                  release + JSON of every alert for every recipient (with its audit record)
+
+Memory: the peak RSS of each phase (VmHWM, reset before the phase through
+/proc/self/clear_refs), the RSS the phase leaves behind, and for validate+engine a separate,
+untimed pass under tracemalloc (peak and retained Python allocations).
+
+With --profile, validate+engine is run once more under cProfile and the top functions printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import math
+import os
+import pickle
+import platform
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from streamgen import Item, generate  # noqa: E402
+
+from engine.dedup import Deduplicator  # noqa: E402
+from engine.engine import Engine, Route  # noqa: E402
+from engine.facts import Fact  # noqa: E402
+from engine.ingest import Rejection, validate  # noqa: E402
+from engine.release import InterimPolicy, recipients, release  # noqa: E402
+from engine.routing import Router, partition_for  # noqa: E402
+from engine.rules import RuleSet, load_rules  # noqa: E402
+
+PARTNERS = frozenset({"US", "MX"})
+IDLE_LAG_S = 60.0  # the worker's default FUSION_IDLE_LAG_S
+
+
+# -- process memory -----------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def rss_mib() -> float:
+    return _status_kb("VmRSS") / 1024
+
+
+def peak_rss_mib() -> float:
+    return _status_kb("VmHWM") / 1024
+
+
+# -- phases ------------------------------------------------------------------------------------
+
+
+class Result:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+        self.events = 0
+        self.accepted = 0
+        self.alerts = 0
+        self.peak_rss = 0.0
+        self.rss_before = 0.0
+        self.rss_after = 0.0
+        self.state: tuple[int, int, int] | None = None
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+def phase_decode(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
+    loads = orjson.loads
+    n = 0
+    for it in items:
+        loads(it.raw)
+        n += 1
+    return {"accepted": n}
+
+
+def phase_validate(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
+    now = ctx["now"]
+    acc = 0
+    for it in items:
+        r = validate(it.raw, it.etype, now=now, partners=PARTNERS)
+        if not isinstance(r, Rejection):
+            acc += 1
+    return {"accepted": acc}
+
+
+def _advance_clock(fact_ts_max: float) -> float:
+    return fact_ts_max - IDLE_LAG_S
+
+
+def phase_validate_engine(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
+    now = ctx["now"]
+    every = ctx["advance_every"]
+    engine = Engine(ctx["ruleset"])
+    acc = alerts = 0
+    newest = -math.inf
+    perf = time.perf_counter
+    in_advance = 0.0
+    for i, it in enumerate(items, 1):
+        r = validate(it.raw, it.etype, now=now, partners=PARTNERS)
+        if isinstance(r, Rejection):
+            continue
+        acc += 1
+        if r.ts > newest:
+            newest = r.ts
+        alerts += len(engine.process(r))
+        if i % every == 0:
+            t = perf()
+            alerts += len(engine.advance(_advance_clock(newest)))
+            in_advance += perf() - t
+    t = perf()
+    alerts += len(engine.advance(_advance_clock(newest)))
+    in_advance += perf() - t
+    return {
+        "accepted": acc,
+        "alerts": alerts,
+        "engine": engine,
+        "extra": {"advance_s": in_advance},
+    }
+
+
+def prepare_facts(items: list[Item], ctx: dict[str, Any]) -> None:
+    now = ctx["now"]
+    facts = []
+    for it in items:
+        r = validate(it.raw, it.etype, now=now, partners=PARTNERS)
+        facts.append(None if isinstance(r, Rejection) else r)
+    ctx["facts"] = facts
+
+
+def phase_engine_only(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
+    facts: list[Fact | None] = ctx.pop("facts")
+    every = ctx["advance_every"]
+    engine = Engine(ctx["ruleset"])
+    acc = alerts = 0
+    newest = -math.inf
+    for i, f in enumerate(facts, 1):
+        if f is None:
+            continue
+        acc += 1
+        if f.ts > newest:
+            newest = f.ts
+        alerts += len(engine.process(f))
+        if i % every == 0:
+            alerts += len(engine.advance(_advance_clock(newest)))
+    alerts += len(engine.advance(_advance_clock(newest)))
+    return {"accepted": acc, "alerts": alerts, "engine": engine}
+
+
+def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
+    """streams/app.py's ingest -> dedup/route -> correlate -> deliver, minus Kafka and Faust.
+
+    Mirrors the worker's item shapes: validated [doc, ts, t_in, origin], routed
+    [kind, owner, doc, ts, t_in]; internal facts are rebuilt with Fact.from_doc (no
+    re-validation), 4 internal partitions, one batch per `advance_every` input events."""
+    now0 = ctx["now"]
+    ruleset: RuleSet = ctx["ruleset"]
+    router = Router(ruleset)
+    policy = InterimPolicy()
+    nparts = 4
+    batch = ctx["advance_every"]
+    dedups = {p: Deduplicator() for p in range(nparts)}
+    dedup_wm: dict[int, float] = {}
+    engines = {p: Engine(ruleset) for p in range(nparts)}
+    acc = alerts = routed_items = 0
+    out_bytes = 0
+
+    def deliver(a: Any) -> int:
+        who = recipients(a, PARTNERS, policy)
+        n = 0
+        for dest in who:
+            res = release(a, dest, who, policy, now=now0, topic=f"alerts.{dest.lower()}")
+            if res is None:
+                continue
+            body, audit = res
+            n += len(orjson.dumps(audit.model_dump(mode="json")))
+            n += len(orjson.dumps(body.model_dump(mode="json")))
+        return n
+
+    newest = -math.inf
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        # stage 1: ingest (validate), batches to fusion.validated by event_id
+        validated: dict[int, list[Any]] = defaultdict(list)
+        for off, it in enumerate(chunk, start):
+            r = validate(it.raw, it.etype, now=now0, partners=PARTNERS)
+            if isinstance(r, Rejection):
+                continue
+            acc += 1
+            validated[partition_for(r.event_id, nparts)].append(
+                [r.doc, r.ts, now0, [it.etype, 0, off]]
+            )
+        vbatches = [(p, orjson.dumps(v)) for p, v in validated.items()]
+        # stage 2: dedup, late check, route to fusion.routed by key
+        routed: dict[int, list[Any]] = defaultdict(list)
+        for p, raw in vbatches:
+            dd = dedups[p]
+            wm = dedup_wm.get(p, -math.inf)
+            for doc, ts, t_in, _origin in orjson.loads(raw):
+                fact = Fact.from_doc(doc, ts)
+                if dd.seen(fact.event_id, now0):
+                    continue
+                rules = ruleset.rules_taking(fact)
+                if ruleset.late_reason(fact, wm, rules) is not None:
+                    continue
+                if ts > wm:
+                    wm = ts
+                for key, route in router.routes(fact, rules):
+                    routed[partition_for(key, nparts)].append(
+                        [route.kind, route.owner, doc, ts, t_in]
+                    )
+            dedup_wm[p] = wm
+        rbatches = [(p, orjson.dumps(v)) for p, v in routed.items()]
+        # stage 3: correlate per partition engine, deliver alerts
+        for p, raw in rbatches:
+            engine = engines[p]
+            for kind, owner, doc, ts, _t_in in orjson.loads(raw):
+                routed_items += 1
+                fact = Fact.from_doc(doc, ts)
+                if fact.ts > newest:
+                    newest = fact.ts
+                for a in engine.process(fact, Route(kind, owner), now=now0):
+                    alerts += 1
+                    out_bytes += deliver(a)
+        # the worker's 1 s timer
+        for engine in engines.values():
+            for a in engine.advance(_advance_clock(newest)):
+                alerts += 1
+                out_bytes += deliver(a)
+    return {
+        "accepted": acc,
+        "alerts": alerts,
+        "engines": engines,
+        "extra": {"routed_items": routed_items, "alert_bytes": out_bytes},
+    }
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _summarise(out: dict[str, Any]) -> dict[str, Any]:
+    """What a run reports back: counts, state size and per-rule stats (no live objects)."""
+    res: dict[str, Any] = {
+        "accepted": out.get("accepted", 0),
+        "alerts": out.get("alerts", 0),
+        "extra": out.get("extra", {}),
+    }
+    engines = [out["engine"]] if "engine" in out else list(out.get("engines", {}).values())
+    if engines:
+        keys = partials = evictions = 0
+        per_rule: dict[str, list[int]] = defaultdict(lambda: [0] * 8)
+        for e in engines:
+            sizes = e.state_size()
+            for rid in e.ruleset.by_id:
+                k, n, ev = sizes[rid]
+                keys += k
+                partials += n
+                evictions += ev
+                st = e.stats.rules[rid]
+                row = per_rule[rid]
+                for i, v in enumerate(
+                    (st.facts, st.late, st.hits, st.suppressed, st.alerts, k, n, ev)
+                ):
+                    row[i] += v
+        res["state"] = (keys, partials, evictions)
+        res["per_rule"] = dict(per_rule)
+    return res
+
+
+def _in_child(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run fn in a forked child (same memory image, nothing left behind) and return its dict.
+
+    Every run starts from the same heap, so its time and peak RSS are not skewed by what an
+    earlier run left (garbage, fragmentation, a retained engine)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(r)
+            data = pickle.dumps(fn())
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise RuntimeError(f"benchmark child failed (status {status})")
+    result: dict[str, Any] = pickle.loads(data)
+    return result
+
+
+def run_phase(
+    name: str,
+    fn: Callable[[list[Item], dict[str, Any]], dict[str, Any]],
+    items: list[Item],
+    ctx: dict[str, Any],
+    repeat: int,
+    prepare: Callable[[list[Item], dict[str, Any]], None] | None = None,
+) -> Result:
+    res = Result(name)
+    res.events = len(items)
+
+    def once() -> dict[str, Any]:
+        if prepare is not None:
+            prepare(items, ctx)
+        gc.collect()
+        before = rss_mib()
+        reset_peak_rss()
+        t = time.perf_counter()
+        c = time.process_time()
+        out = fn(items, ctx)
+        cpu = time.process_time() - c
+        dt = time.perf_counter() - t
+        peak = peak_rss_mib()
+        summary = _summarise(out)
+        engines = [out["engine"]] if "engine" in out else list(out.get("engines", {}).values())
+        if engines:  # what one whole-state snapshot costs (the worker writes them periodically)
+            t = time.perf_counter()
+            size = sum(len(e.snapshot({"applied": 0})) for e in engines)
+            summary["snapshot"] = (time.perf_counter() - t, size)
+        del engines
+        summary.update(seconds=dt, cpu=cpu, rss_before=before, peak_rss=peak, rss_after=rss_mib())
+        return summary
+
+    for _ in range(repeat):
+        out = _in_child(once)
+        res.times.append(out["seconds"])
+        res.cpu.append(out["cpu"])
+        res.rss_before = out["rss_before"]
+        res.peak_rss = max(res.peak_rss, out["peak_rss"])
+        res.rss_after = out["rss_after"]
+        res.accepted = out["accepted"]
+        res.alerts = out["alerts"]
+        res.extra = out["extra"]
+        res.state = out.get("state")
+        if "per_rule" in out:
+            res.extra["per_rule"] = out["per_rule"]
+        if "snapshot" in out:
+            res.extra["snapshot"] = out["snapshot"]
+        print(f"  {name}: {out['seconds']:.2f} s", file=sys.stderr, flush=True)
+    return res
+
+
+def traced_pass(items: list[Item], ctx: dict[str, Any]) -> tuple[float, float]:
+    """(peak, retained) MiB of Python allocations during validate+engine, under tracemalloc."""
+
+    def once() -> dict[str, Any]:
+        gc.collect()
+        tracemalloc.start()
+        out = phase_validate_engine(items, ctx)
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del out
+        return {"peak": peak / 2**20, "current": current / 2**20}
+
+    res = _in_child(once)
+    return res["peak"], res["current"]
+
+
+def profile_pass(items: list[Item], ctx: dict[str, Any], top: int, out: Path | None) -> str:
+    """cProfile of one validate+engine pass: top functions by own and cumulative time."""
+
+    def once() -> dict[str, Any]:
+        prof = cProfile.Profile()
+        gc.collect()
+        prof.enable()
+        phase_validate_engine(items, ctx)
+        prof.disable()
+        if out is not None:
+            prof.dump_stats(str(out))
+        buf = io.StringIO()
+        st = pstats.Stats(prof, stream=buf)
+        st.sort_stats("tottime").print_stats(top)
+        st.sort_stats("cumulative").print_stats(top)
+        st.sort_stats("tottime").print_callers(8)
+        return {"text": buf.getvalue()}
+
+    text: str = _in_child(once)["text"]
+    text = text.replace(str(REPO) + "/", "")
+    return re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "", text)
+
+
+def tree_state() -> str:
+    """The commit and the uncommitted changes the figures were measured on (read-only git)."""
+    import hashlib
+
+    def git(*a: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *a], cwd=REPO, capture_output=True, text=True, check=False, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.rstrip()
+
+    head = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = [
+        line[3:]
+        for line in git(
+            "status", "--porcelain", "--", "engine", "schemas", "streams", "rules"
+        ).splitlines()
+        if line.strip()
+    ]
+    h = hashlib.sha256()
+    for d in ("engine", "schemas", "streams", "rules"):
+        for p in sorted((REPO / d).rglob("*")):
+            if p.is_file() and p.suffix in (".py", ".yaml", ".json"):
+                h.update(str(p.relative_to(REPO)).encode())
+                h.update(p.read_bytes())
+    changed = f"{len(dirty)} changed paths ({', '.join(dirty)})" if dirty else "clean"
+    return f"commit {head}, working tree {changed}; code digest {h.hexdigest()[:12]}"
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = _meminfo_total_gib()
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, {mem:.1f} GiB RAM; "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"orjson {orjson.__version__}, pydantic {_version('pydantic')}"
+    )
+
+
+def _version(mod: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(mod)
+    except Exception:
+        return "?"
+
+
+def _meminfo_total_gib() -> float:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return 0.0
+    m = re.search(r"MemTotal:\s+(\d+) kB", text)
+    return int(m.group(1)) / 2**20 if m else 0.0
+
+
+def fmt_int(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--keys", type=int, default=10_000, help="active plates/serials/person refs")
+    ap.add_argument(
+        "--event-rate",
+        type=float,
+        default=50.0,
+        help="events per second of event time (200k events at 50/s = 67 min of event time)",
+    )
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per phase")
+    ap.add_argument("--advance-every", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--scenario-share", type=float, default=0.02)
+    ap.add_argument("--rules", type=Path, default=REPO / "rules")
+    ap.add_argument(
+        "--engine-only", action="store_true", help="also time the engine on pre-validated facts"
+    )
+    ap.add_argument(
+        "--worker-path",
+        action="store_true",
+        help="also time the worker's three hops without Kafka (slow: ~4x validate+engine)",
+    )
+    ap.add_argument(
+        "--tracemalloc", action="store_true", help="one more validate+engine pass, traced"
+    )
+    ap.add_argument("--profile", action="store_true", help="cProfile validate+engine once")
+    ap.add_argument("--profile-top", type=int, default=30)
+    ap.add_argument("--profile-out", type=Path, help="write the cProfile stats here")
+    ap.add_argument("--all", action="store_true", help="every optional phase and the profile")
+    args = ap.parse_args(argv)
+    if args.all:
+        args.engine_only = args.worker_path = args.tracemalloc = args.profile = True
+
+    code = tree_state()  # what was imported: the tree may change while this runs
+    ruleset = load_rules([args.rules])
+    now = time.time()
+    span = args.events / args.event_rate
+    t0 = now - span - 120.0  # the stream ends just before "now": nothing is in the future
+    print(
+        f"generating {args.events:,} events, {args.keys:,} keys, "
+        f"{span / 60:.0f} min of event time...",
+        file=sys.stderr,
+        flush=True,
+    )
+    t = time.perf_counter()
+    items = generate(
+        args.events,
+        keys=args.keys,
+        t0=t0,
+        event_rate=args.event_rate,
+        seed=args.seed,
+        scenario_share=args.scenario_share,
+    )
+    gen_s = time.perf_counter() - t
+    by_type: dict[str, int] = defaultdict(int)
+    for it in items:
+        by_type[it.etype] += 1
+    avg_bytes = sum(len(it.raw) for it in items) / len(items)
+    ctx: dict[str, Any] = {"now": now, "ruleset": ruleset, "advance_every": args.advance_every}
+    gc.collect()
+    gc.freeze()  # the stream and modules: never scanned again by the collector
+    base_rss = rss_mib()
+
+    phases: list[Result] = []
+    r = args.repeat
+    phases.append(run_phase("decode (orjson.loads)", phase_decode, items, ctx, r))
+    phases.append(run_phase("decode+validate", phase_validate, items, ctx, r))
+    phases.append(run_phase("validate+engine (full pack)", phase_validate_engine, items, ctx, r))
+    if args.engine_only:
+        phases.append(
+            run_phase(
+                "engine only (pre-validated)",
+                phase_engine_only,
+                items,
+                ctx,
+                r,
+                prepare=prepare_facts,
+            )
+        )
+    if args.worker_path:
+        phases.append(run_phase("worker CPU path, no Kafka", phase_worker_path, items, ctx, 1))
+    traced = traced_pass(items, ctx) if args.tracemalloc else None
+
+    # -- report --------------------------------------------------------------------------------
+    print()
+    print("## Engine benchmark")
+    print()
+    print(f"- machine: {machine()}")
+    print(f"- code: {code}")
+    types = ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items()))
+    print(
+        f"- stream: {len(items):,} events ({types}), {avg_bytes:.0f} B/event on average, "
+        f"{args.keys:,} active plates / serials / person refs, {span / 60:.0f} min of event "
+        f"time ({args.event_rate:g} events/s), scenario share {args.scenario_share:g}, "
+        f"seed {args.seed}; generated in {gen_s:.1f} s"
+    )
+    print(
+        f"- rules: {len(ruleset)} ({', '.join(r.id for r in ruleset.rules)}); advance every "
+        f"{args.advance_every} events; {r} timed runs per phase"
+        f"{' (worker path: 1)' if args.worker_path else ''}, each in a "
+        "fresh fork of the same process; one core, single thread"
+    )
+    print(f"- RSS with the stream generated, before any phase: {base_rss:.0f} MiB")
+    print()
+    print(
+        "| phase | events/s (median) | events/s (best) | µs/event (median) | CPU µs/event "
+        "(median) | accepted | alerts | state: keys / facts held / evicted | peak RSS MiB | "
+        "peak - start MiB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    for p in phases:
+        state = f"{p.state[0]:,} / {p.state[1]:,} / {p.state[2]:,}" if p.state else "-"
+        print(
+            f"| {p.name} | {fmt_int(p.events / p.median)} | {fmt_int(p.events / p.best)} | "
+            f"{p.median / p.events * 1e6:.1f} | "
+            f"{statistics.median(p.cpu) / p.events * 1e6:.1f} | {p.accepted:,} | {p.alerts:,} | "
+            f"{state} | "
+            f"{p.peak_rss:.0f} | {p.peak_rss - p.rss_before:.0f} |"
+        )
+    print()
+    if traced is not None:
+        print(
+            f"tracemalloc over one validate+engine pass: peak {traced[0]:.0f} MiB of Python "
+            f"allocations, {traced[1]:.0f} MiB still held at the end (the engine's state: "
+            "facts with their pydantic models and JSON documents)."
+        )
+        print()
+    dec, vd, ve = phases[0], phases[1], phases[2]
+    print(
+        f"Per event (medians): JSON decode {dec.median / dec.events * 1e6:.1f} µs, "
+        f"pydantic validation and checks {(vd.median - dec.median) / vd.events * 1e6:.1f} µs, "
+        f"engine {(ve.median - vd.median) / ve.events * 1e6:.1f} µs. "
+        f"Target 100,000 events/s = 10 µs/event: validate+engine runs at "
+        f"{ve.events / ve.median / 1000:.1f}k events/s "
+        f"({ve.events / ve.median / 100_000:.0%} of target)."
+    )
+    adv = ve.extra.get("advance_s")
+    if adv is not None:
+        print(
+            f"Of validate+engine (last run), engine.advance() (watermark, absence decisions and "
+            f"the full-state expiry scan every 30 s of event time) took {adv:.2f} s "
+            f"({adv / ve.times[-1]:.0%})."
+        )
+    snap = ve.extra.get("snapshot")
+    if snap is not None:
+        print(
+            f"Engine.snapshot() of the final state: {snap[0]:.2f} s, {snap[1] / 2**20:.1f} MiB "
+            "compressed: the cost of one whole-state snapshot at this state size (the worker "
+            "writes one per partition periodically, at least FUSION_SNAPSHOT_INTERVAL_S apart)."
+        )
+    wp = next((p for p in phases if p.name.startswith("worker")), None)
+    if wp is not None:
+        routed = wp.extra.get("routed_items", 0)
+        print(
+            f"Worker CPU path: {routed:,} routed copies ({routed / max(1, wp.accepted):.2f} per "
+            f"event), {wp.extra.get('alert_bytes', 0) / 2**20:.1f} MiB of released alerts and "
+            "audit records."
+        )
+    per_rule: dict[str, list[int]] | None = ve.extra.get("per_rule")
+    if per_rule:
+        print()
+        print("Per rule, validate+engine (last run):")
+        print()
+        print("| rule | facts | late | hits | suppressed | alerts | keys | facts held | evicted |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for rid, row in per_rule.items():
+            print(f"| {rid} | " + " | ".join(f"{v:,}" for v in row) + " |")
+    sys.stdout.flush()
+    if args.profile:
+        print()
+        print("## cProfile of validate+engine (one pass; times inflated by the profiler)")
+        print()
+        print("```")
+        print(profile_pass(items, ctx, args.profile_top, args.profile_out).rstrip())
+        print("```")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
