@@ -293,7 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(fn=fn)
 
-    args = p.parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    if raw and raw[0] in ("audit", "acls", "keys"):
+        # These parse their own arguments (and their own --help).
+        args = argparse.Namespace(
+            fn={"audit": cmd_audit, "acls": cmd_acls, "keys": cmd_keys}[raw[0]], rest=raw[1:]
+        )
+    else:
+        args = p.parse_args(raw)
     try:
         code: int = args.fn(args)
     except FusionError as e:
