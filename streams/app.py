@@ -44,7 +44,13 @@ from engine.routing import Router, partition_for
 from engine.rules import RuleSet, load_rules
 from engine.ruletests import run_all
 from streams.clients import ssl_context
-from streams.envelopes import dead_letter, decode_batch, encode_batch
+from streams.envelopes import (
+    dead_letter,
+    decode_batch,
+    encode_batch,
+    routed_items,
+    validated_items,
+)
 from streams.fastpath import BatchingApp
 from streams.keys import keyring_from_sources
 from streams.metrics import Metrics
@@ -214,7 +220,7 @@ class Pipeline:
         late: list[tuple[list[Any], dict[str, Any], str]] = []
         # Decide everything first and change the state only once the output is sent, so that
         # a message cut short (a stop or a rebalance) is processed again from scratch.
-        for doc, ts, t_in, origin in decode_batch(msg.value):
+        for doc, ts, t_in, origin in validated_items(decode_batch(msg.value)):
             fact = Fact.from_doc(doc, ts)
             eid = fact.event_id
             if eid in fresh or dd.contains(eid, now):
@@ -257,7 +263,7 @@ class Pipeline:
             return
         engine = self.engines[p]
         now = time.time()
-        for kind, owner, doc, ts, t_in in decode_batch(msg.value):
+        for kind, owner, doc, ts, t_in in routed_items(decode_batch(msg.value)):
             fact = Fact.from_doc(doc, ts)
             alerts = engine.process(fact, Route(kind, owner), now=now)
             for a in alerts:
@@ -311,10 +317,22 @@ class Pipeline:
             if stage == "dedup":
                 dd = Deduplicator(self.s.dedup_ttl_s, self.s.dedup_max_ids)
                 if blob is not None:
-                    doc = orjson.loads(zlib.decompress(blob))
-                    dd.restore(doc["seen"])
-                    st.applied = int(doc["applied"])
-                    self.dedup_wm[p] = float(doc.get("watermark") or 0.0)
+                    try:
+                        try:
+                            text = zlib.decompress(blob)
+                        except zlib.error:
+                            text = blob  # written before snapshots were compressed
+                        doc = orjson.loads(text)
+                        dd.restore(doc["seen"])
+                        st.applied = int(doc["applied"])
+                        self.dedup_wm[p] = float(doc.get("watermark") or 0.0)
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        log.exception(
+                            "dedup snapshot of partition %d unreadable; starting empty "
+                            "(events seen before may pass again as new)",
+                            p,
+                        )
+                        dd = Deduplicator(self.s.dedup_ttl_s, self.s.dedup_max_ids)
                 self.dedups[p] = dd
             else:
                 engine = Engine(self.ruleset)

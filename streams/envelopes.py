@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -11,8 +12,10 @@ from engine.ingest import Rejection
 from engine.rules import utc_from_ts
 from schemas.deadletter import DeadLetter, DeadLetterError
 
-# A validated item: [event JSON object, ingest wall-clock time, [topic, partition, offset]].
-# A routed item: [route kind, owner, event JSON object, ingest wall-clock time].
+# A validated item: [event JSON object, event time, ingest wall-clock time,
+#                    [topic, partition, offset]].
+# A routed item: [route kind, owner, event JSON object, event time, ingest wall-clock time].
+# Items of the first release lack the event time; they are still read.
 ValidatedItem = list[Any]
 RoutedItem = list[Any]
 
@@ -26,6 +29,22 @@ def decode_batch(raw: bytes) -> list[list[Any]]:
     if not isinstance(items, list):
         raise ValueError("an internal batch must be a JSON list")
     return items
+
+
+def _event_time(doc: dict[str, Any]) -> float:
+    return datetime.fromisoformat(doc["occurred_at"]).timestamp()
+
+
+def validated_items(items: list[list[Any]]) -> list[list[Any]]:
+    """Validated items in the current shape."""
+    return [it if len(it) == 4 else [it[0], _event_time(it[0]), it[1], it[2]] for it in items]
+
+
+def routed_items(items: list[list[Any]]) -> list[list[Any]]:
+    """Routed items in the current shape."""
+    return [
+        it if len(it) == 5 else [it[0], it[1], it[2], _event_time(it[2]), it[3]] for it in items
+    ]
 
 
 def dead_letter(
