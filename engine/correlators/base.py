@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import RuleBase
+from engine.state import KeyedFacts
 
 R = TypeVar("R", bound=RuleBase)
 
@@ -50,6 +51,32 @@ class Correlator(ABC, Generic[R]):
     @abstractmethod
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         """Load what `snapshot` returned."""
+
+
+class KeyedEventsCorrelator(Correlator[R]):
+    """A correlator whose whole state is one `KeyedFacts` store of the facts per key."""
+
+    def __init__(self, rule: R) -> None:
+        super().__init__(rule)
+        self.events: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
+
+    def expire(self, watermark: float) -> None:
+        self.events.expire(watermark - self.rule.horizon)
+
+    def size(self) -> tuple[int, int]:
+        return (self.events.keys(), self.events.items_count())
+
+    def evictions(self) -> int:
+        return self.events.evictions
+
+    def facts(self) -> Iterator[Fact]:
+        return self.events.facts()
+
+    def snapshot(self) -> Any:
+        return {"events": self.events.snapshot()}
+
+    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
+        self.events.restore(data["events"], facts)
 
 
 CORRELATORS: dict[str, type[Correlator[Any]]] = {}

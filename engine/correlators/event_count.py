@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeySpec, RuleBase, register_rule_type
 from engine.selectors import Selector
-from engine.state import KeyedFacts
 
 
 @register_rule_type("event_count")
@@ -61,10 +60,9 @@ def first_span(group: list[Fact], fact: Fact, window: float, threshold: int) -> 
     return None
 
 
-class EventCountCorrelator(Correlator[EventCountRule]):
+class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
     def __init__(self, rule: EventCountRule) -> None:
         super().__init__(rule)
-        self.events: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         if key is None:
@@ -86,24 +84,6 @@ class EventCountCorrelator(Correlator[EventCountRule]):
             return []
         last = span[-1]
         return [Hit(rule.id, tuple(span), key, last.lat, last.lon)]
-
-    def expire(self, watermark: float) -> None:
-        self.events.expire(watermark - self.rule.horizon)
-
-    def size(self) -> tuple[int, int]:
-        return (self.events.keys(), self.events.items_count())
-
-    def evictions(self) -> int:
-        return self.events.evictions
-
-    def facts(self) -> Iterator[Fact]:
-        return self.events.facts()
-
-    def snapshot(self) -> Any:
-        return {"events": self.events.snapshot()}
-
-    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
-        self.events.restore(data["events"], facts)
 
 
 CORRELATORS["event_count"] = EventCountCorrelator

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeySpec, RuleBase, register_rule_type
 from engine.selectors import Selector
-from engine.state import KeyedFacts
 
 
 @register_rule_type("value_count")
@@ -44,10 +43,9 @@ def _value(fact: Fact, field: str) -> str | None:
     return None if v is None or v == "" else str(v)
 
 
-class ValueCountCorrelator(Correlator[ValueCountRule]):
+class ValueCountCorrelator(KeyedEventsCorrelator[ValueCountRule]):
     def __init__(self, rule: ValueCountRule) -> None:
         super().__init__(rule)
-        self.events: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         rule = self.rule
@@ -100,24 +98,6 @@ class ValueCountCorrelator(Correlator[ValueCountRule]):
             if len(counts) >= rule.threshold:
                 return group[i:j]
         return None
-
-    def expire(self, watermark: float) -> None:
-        self.events.expire(watermark - self.rule.horizon)
-
-    def size(self) -> tuple[int, int]:
-        return (self.events.keys(), self.events.items_count())
-
-    def evictions(self) -> int:
-        return self.events.evictions
-
-    def facts(self) -> Iterator[Fact]:
-        return self.events.facts()
-
-    def snapshot(self) -> Any:
-        return {"events": self.events.snapshot()}
-
-    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
-        self.events.restore(data["events"], facts)
 
 
 CORRELATORS["value_count"] = ValueCountCorrelator
