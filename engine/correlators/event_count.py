@@ -61,9 +61,6 @@ def first_span(group: list[Fact], fact: Fact, window: float, threshold: int) -> 
 
 
 class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
-    def __init__(self, rule: EventCountRule) -> None:
-        super().__init__(rule)
-
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         if key is None:
             return []

@@ -44,9 +44,6 @@ def _value(fact: Fact, field: str) -> str | None:
 
 
 class ValueCountCorrelator(KeyedEventsCorrelator[ValueCountRule]):
-    def __init__(self, rule: ValueCountRule) -> None:
-        super().__init__(rule)
-
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         rule = self.rule
         if key is None or _value(fact, rule.field) is None:
