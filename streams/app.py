@@ -11,6 +11,9 @@ Three hops, each co-partitioned by what it needs, so any producer keying is fine
 
 Stages 2 and 3 keep state per partition, snapshot it to compacted topics and ack their input
 only once a snapshot covers it, so a restarted or rebalanced worker resumes where it was.
+
+With `fast_path` (the default) Faust's consumer hands each stage whole fetched batches
+(`streams/fastpath.py`); the agents below then only hold the subscriptions.
 """
 
 from __future__ import annotations
