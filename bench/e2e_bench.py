@@ -60,6 +60,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
+from provenance import cpus_and_memory, tree_state  # noqa: E402
 from streamgen import Item, generate  # noqa: E402
 
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
@@ -105,55 +106,14 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def machine_description() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = 0.0
-    with contextlib.suppress(OSError):
-        m = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
-        mem = int(m.group(1)) / 2**20 if m else 0.0
     java = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
         java = (out.stderr or out.stdout).splitlines()[0]
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, {mem:.1f} GiB RAM, {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}; {java}"
+        f"{cpus_and_memory()}, {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; {java}"
     )
-
-
-def tree_state() -> str:
-    """The commit and the uncommitted changes the figures were measured on (read-only git)."""
-    import hashlib
-
-    def git(*a: str) -> str:
-        try:
-            out = subprocess.run(
-                ["git", *a], cwd=REPO, capture_output=True, text=True, check=False, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return out.stdout.rstrip()
-
-    head = git("rev-parse", "--short", "HEAD") or "?"
-    dirty = [
-        line[3:]
-        for line in git(
-            "status", "--porcelain", "--", "engine", "schemas", "streams", "rules"
-        ).splitlines()
-        if line.strip()
-    ]
-    h = hashlib.sha256()
-    for d in ("engine", "schemas", "streams", "rules"):
-        for p in sorted((REPO / d).rglob("*")):
-            if p.is_file() and p.suffix in (".py", ".yaml", ".json"):
-                h.update(str(p.relative_to(REPO)).encode())
-                h.update(p.read_bytes())
-    changed = f"{len(dirty)} changed paths ({', '.join(dirty)})" if dirty else "clean"
-    return f"commit {head}, working tree {changed}; code digest {h.hexdigest()[:12]}"
 
 
 def free_port() -> int:

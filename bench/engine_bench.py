@@ -39,7 +39,6 @@ import platform
 import pstats
 import re
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -54,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from provenance import cpus_and_memory, tree_state  # noqa: E402
 from streamgen import Item, generate  # noqa: E402
 
 from engine.dedup import Deduplicator  # noqa: E402
@@ -447,49 +447,9 @@ def profile_pass(items: list[Item], ctx: dict[str, Any], top: int, out: Path | N
     return re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "", text)
 
 
-def tree_state() -> str:
-    """The commit and the uncommitted changes the figures were measured on (read-only git)."""
-    import hashlib
-
-    def git(*a: str) -> str:
-        try:
-            out = subprocess.run(
-                ["git", *a], cwd=REPO, capture_output=True, text=True, check=False, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return out.stdout.rstrip()
-
-    head = git("rev-parse", "--short", "HEAD") or "?"
-    dirty = [
-        line[3:]
-        for line in git(
-            "status", "--porcelain", "--", "engine", "schemas", "streams", "rules"
-        ).splitlines()
-        if line.strip()
-    ]
-    h = hashlib.sha256()
-    for d in ("engine", "schemas", "streams", "rules"):
-        for p in sorted((REPO / d).rglob("*")):
-            if p.is_file() and p.suffix in (".py", ".yaml", ".json"):
-                h.update(str(p.relative_to(REPO)).encode())
-                h.update(p.read_bytes())
-    changed = f"{len(dirty)} changed paths ({', '.join(dirty)})" if dirty else "clean"
-    return f"commit {head}, working tree {changed}; code digest {h.hexdigest()[:12]}"
-
-
 def machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = _meminfo_total_gib()
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, {mem:.1f} GiB RAM; "
+        f"{cpus_and_memory()}; "
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"orjson {orjson.__version__}, pydantic {_version('pydantic')}"
     )
@@ -502,15 +462,6 @@ def _version(mod: str) -> str:
         return version(mod)
     except Exception:
         return "?"
-
-
-def _meminfo_total_gib() -> float:
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return 0.0
-    m = re.search(r"MemTotal:\s+(\d+) kB", text)
-    return int(m.group(1)) / 2**20 if m else 0.0
 
 
 def fmt_int(n: float) -> str:
