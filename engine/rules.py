@@ -144,6 +144,24 @@ class RuleBase(Frozen):
         return any(s.matches(fact) for s in self.selectors())
 
 
+class KeyedSelectRule(RuleBase):
+    """A rule over the events its `select` takes (one selector or a list), per `key`."""
+
+    key: KeySpec
+    select: list[Selector] = Field(min_length=1)
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    def selectors(self) -> Sequence[Selector]:
+        return self.select
+
+    def route_key(self) -> KeySpec | None:
+        return self.key
+
+
 RULE_TYPES: dict[str, type[RuleBase]] = {}
 
 

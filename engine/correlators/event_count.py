@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase, register_rule_type
-from engine.selectors import Selector
+from engine.rules import KeyedSelectRule, register_rule_type
 
 
 @register_rule_type("event_count")
-class EventCountRule(RuleBase):
+class EventCountRule(KeyedSelectRule):
     """`threshold` or more events matching `select`, with the same key, whose event times lie
     in one span of `window`. Arrival order does not matter: a late event completes a span
     on either side of it."""
 
-    key: KeySpec
-    select: list[Selector] = Field(min_length=1)
     threshold: int = Field(ge=1)
-
-    @field_validator("select", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, dict) else v
-
-    def selectors(self) -> Sequence[Selector]:
-        return self.select
-
-    def route_key(self) -> KeySpec | None:
-        return self.key
 
 
 def first_span(group: list[Fact], fact: Fact, window: float, threshold: int) -> list[Fact] | None:

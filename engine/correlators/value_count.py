@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase, register_rule_type
-from engine.selectors import Selector
+from engine.rules import KeyedSelectRule, register_rule_type
 
 
 @register_rule_type("value_count")
-class ValueCountRule(RuleBase):
+class ValueCountRule(KeyedSelectRule):
     """Events matching `select` with the same key whose `field` takes `threshold` or more
     distinct values inside one span of `window` (e.g. one serial reported from two countries).
     Events without a value of `field` are ignored."""
 
-    key: KeySpec
-    select: list[Selector] = Field(min_length=1)
     field: str = Field(min_length=1)
     threshold: int = Field(ge=1)
-
-    @field_validator("select", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, dict) else v
-
-    def selectors(self) -> Sequence[Selector]:
-        return self.select
-
-    def route_key(self) -> KeySpec | None:
-        return self.key
 
 
 def _value(fact: Fact, field: str) -> str | None:
