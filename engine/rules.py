@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -226,16 +225,12 @@ def _documents(path: Path) -> list[Any]:
 
 
 class RuleSet:
-    """A validated, immutable set of rules, with a digest that names its exact content."""
+    """A validated, immutable set of rules, indexed by the event types they take."""
 
     def __init__(self, rules: Iterable[RuleBase], sources: dict[str, str] | None = None) -> None:
         self.rules: tuple[RuleBase, ...] = tuple(r for r in rules if r.enabled)
         self.by_id = {r.id: r for r in self.rules}
         self.sources = sources or {}
-        h = hashlib.sha256()
-        for r in sorted(self.rules, key=lambda r: r.id):
-            h.update(r.model_dump_json(by_alias=True).encode())
-        self.digest = h.hexdigest()
         self._by_type: dict[str, list[tuple[RuleBase, tuple[Selector, ...]]]] = {}
         for r in self.rules:
             for t in sorted({t for sel in r.selectors() for t in sel.type}):
