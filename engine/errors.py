@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def located(message: str, file: str | None, rule: str | None, field: str | None) -> str:
+    """`<file>: <rule>: field <field>: <message>`, leaving out what is not known."""
+    where = [w for w in (file, rule, field and f"field {field}") if w]
+    return ": ".join([*where, message])
+
+
 class FusionError(Exception):
     """Root of every error the fusion engine raises on purpose."""
 
@@ -23,15 +29,7 @@ class RuleError(FusionError):
         self.file = file
         self.rule_id = rule_id
         self.field = field
-        where = []
-        if file:
-            where.append(file)
-        if rule_id:
-            where.append(f"rule {rule_id}")
-        if field:
-            where.append(f"field {field}")
-        prefix = ": ".join(where)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        super().__init__(located(message, file, rule_id and f"rule {rule_id}", field))
 
 
 class RuleSetError(FusionError):
@@ -60,15 +58,7 @@ class PolicyError(FusionError):
         self.rule = rule
         self.field = field
         self.problems: list[PolicyError] = [self, *(more or [])]
-        where = []
-        if file:
-            where.append(file)
-        if rule:
-            where.append(f"policy rule {rule}")
-        if field:
-            where.append(f"field {field}")
-        prefix = ": ".join(where)
-        text = f"{prefix}: {message}" if prefix else message
+        text = located(message, file, rule and f"policy rule {rule}", field)
         if more:
             text += f" (and {len(more)} more problem(s):"
             text += "".join(f"\n  - {p}" for p in more) + ")"
