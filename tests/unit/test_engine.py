@@ -25,6 +25,22 @@ def ev(**kw):
     return build_event(kw, DEFAULT_START)
 
 
+def listed_in_mexico_seen_in_us():
+    """A Mexican suspect with a plate, and a US detection of that plate an hour later."""
+    return [
+        ev(
+            id="s1",
+            type="suspect",
+            at="0m",
+            person_ref="P-1",
+            risk="high",
+            plate="AB-12",
+            country="MX",
+        ),
+        ev(id="d1", type="detection", at="1h", plate="ab12"),
+    ]
+
+
 def run(engine, *facts):
     out = []
     for f in facts:
@@ -39,18 +55,7 @@ def test_rule_pack_tests_pass():
 
 
 def test_watchlist_alert_content_and_determinism():
-    facts = [
-        ev(
-            id="s1",
-            type="suspect",
-            at="0m",
-            person_ref="P-1",
-            risk="high",
-            plate="AB-12",
-            country="MX",
-        ),
-        ev(id="d1", type="detection", at="1h", plate="ab12"),
-    ]
+    facts = listed_in_mexico_seen_in_us()
     a1 = run(Engine(RULES), *facts)
     a2 = run(Engine(RULES), *reversed(facts))
     assert len(a1) == len(a2) == 1
@@ -196,18 +201,7 @@ def test_routes_by_entity_key():
 
 
 def test_release_withholds_foreign_identifiers_and_audits_every_field():
-    facts = [
-        ev(
-            id="s1",
-            type="suspect",
-            at="0m",
-            person_ref="P-1",
-            risk="high",
-            plate="AB-12",
-            country="MX",
-        ),
-        ev(id="d1", type="detection", at="1h", plate="ab12"),
-    ]
+    facts = listed_in_mexico_seen_in_us()
     (alert,) = run(Engine(RULES), *facts)
     pol = InterimPolicy()
     who = recipients(alert, frozenset({"US", "MX"}), pol)
