@@ -205,14 +205,8 @@ class Pipeline:
 
     # -- stage 2: dedup and route ----------------------------------------------------------
 
-    async def dedup(self, msg: Any, token: Any) -> None:
+    async def dedup(self, msg: Any) -> None:
         p = msg.partition
-        st = await self._state("dedup", p)
-        if st is None:
-            return
-        if msg.offset <= st.applied:
-            await self.ackers["dedup"](token)
-            return
         dd = self.dedups[p]
         now = time.time()
         wm = max(self.dedup_wm.get(p, 0.0), now - self.s.idle_lag_s)
@@ -249,32 +243,17 @@ class Pipeline:
         for eid in fresh:
             dd.seen(eid, now)
         self.dedup_wm[p] = wm
-        st.applied = msg.offset
-        st.pending.append(token)
-        st.dirty = True
-        await self._maybe_snapshot("dedup", p)
 
     # -- stage 3: correlate and deliver ----------------------------------------------------
 
-    async def correlate(self, msg: Any, token: Any) -> None:
-        p = msg.partition
-        st = await self._state("engine", p)
-        if st is None:
-            return
-        if msg.offset <= st.applied:
-            await self.ackers["engine"](token)
-            return
-        engine = self.engines[p]
+    async def correlate(self, msg: Any) -> None:
+        engine = self.engines[msg.partition]
         now = time.time()
         for kind, owner, doc, ts, t_in in routed_items(decode_batch(msg.value)):
             fact = Fact.from_doc(doc, ts)
             alerts = engine.process(fact, Route(kind, owner), now=now)
             for a in alerts:
                 await self.deliver(a, t_in)
-        st.applied = msg.offset
-        st.pending.append(token)
-        st.dirty = True
-        await self._maybe_snapshot("engine", p)
 
     async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
         now = time.time()
@@ -381,9 +360,23 @@ class Pipeline:
         """Run a stage on one message. If it fails (a bug or a broker outage outlasting the
         retries), its partial effects cannot be trusted: stop the worker, so that it restarts
         from the last snapshot and the committed offsets, which never pass an unsnapshotted
-        message. Skipping the message would lose it."""
+        message. Skipping the message would lose it.
+
+        The stage's state is loaded on the partition's first message; a message the state
+        already covers (read again after a restart) is only acked."""
         try:
-            await (self.dedup(msg, token) if stage == "dedup" else self.correlate(msg, token))
+            p = msg.partition
+            st = await self._state(stage, p)
+            if st is None:
+                return
+            if msg.offset <= st.applied:
+                await self.ackers[stage](token)
+                return
+            await (self.dedup(msg) if stage == "dedup" else self.correlate(msg))
+            st.applied = msg.offset
+            st.pending.append(token)
+            st.dirty = True
+            await self._maybe_snapshot(stage, p)
         except asyncio.CancelledError:
             raise
         except Exception:
