@@ -25,18 +25,22 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def _scram(s: Settings) -> dict[str, Any]:
+    """SCRAM-SHA-512 over TLS: the options kafka-python and aiokafka name alike."""
+    assert s.sasl_password is not None
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": s.sasl_username,
+        "sasl_plain_password": s.sasl_password.get_secret_value(),
+    }
+
+
 def kafka_python_config(s: Settings) -> dict[str, Any]:
     """Connection options for kafka-python clients."""
     cfg: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers.split(",")}
     if s.security_protocol == "SASL_SSL":
-        assert s.sasl_password is not None
-        cfg.update(
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_plain_username=s.sasl_username,
-            sasl_plain_password=s.sasl_password.get_secret_value(),
-            ssl_cafile=str(s.ssl_cafile),
-        )
+        cfg.update(_scram(s), ssl_cafile=str(s.ssl_cafile))
     return cfg
 
 
@@ -44,14 +48,7 @@ def aiokafka_config(s: Settings) -> dict[str, Any]:
     """Connection options for aiokafka clients."""
     cfg: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers}
     if s.security_protocol == "SASL_SSL":
-        assert s.sasl_password is not None
-        cfg.update(
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_plain_username=s.sasl_username,
-            sasl_plain_password=s.sasl_password.get_secret_value(),
-            ssl_context=ssl_context(s),
-        )
+        cfg.update(_scram(s), ssl_context=ssl_context(s))
     return cfg
 
 
