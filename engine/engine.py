@@ -83,6 +83,8 @@ class Engine:
                 self._by_type[t].append(r)
         self._last_expiry = -math.inf
         self._expire_every = expire_every_s
+        # The rules as snapshots record them (to tell, on restore, which rules changed).
+        self._rule_docs = {r.id: r.model_dump(mode="json", by_alias=True) for r in ruleset.rules}
         # Per rule, as plain values: pydantic attribute access is slow on the hot path.
         self._plans: dict[str, tuple[str, str, Any, float, Correlator[Any]]] = {}
         for r in ruleset.rules:
@@ -235,7 +237,7 @@ class Engine:
         doc = {
             "v": SNAPSHOT_VERSION,
             "watermark": None if math.isinf(self.watermark) else self.watermark,
-            "rules": {r.id: r.model_dump(mode="json", by_alias=True) for r in self.ruleset.rules},
+            "rules": self._rule_docs,
             "facts": facts,
             "state": {rid: c.snapshot() for rid, c in self.correlators.items()},
             "suppress": {
@@ -265,7 +267,7 @@ class Engine:
         same = {
             r.id
             for r in self.ruleset.rules
-            if doc["rules"].get(r.id) == r.model_dump(mode="json", by_alias=True)
+            if doc["rules"].get(r.id) == self._rule_docs[r.id]
         }
         for rid in same:
             self.correlators[rid].restore(doc["state"][rid], facts)
