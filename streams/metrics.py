@@ -52,8 +52,9 @@ class Metrics:
         )
         self.late = Counter(
             "fusion_events_late",
-            "Events too old for every rule that could use them.",
-            ["event_type"],
+            "Events dead-lettered as too late for every rule that could use them, "
+            "by input topic, event type and source agency.",
+            ["topic", "event_type", "agency"],
             registry=r,
         )
         self.alerts_raised = Counter(
@@ -150,6 +151,28 @@ class Metrics:
         )
         self.watermark = Gauge(
             "fusion_watermark_seconds",
-            "Event-time watermark of the engine (epoch seconds).",
+            "Event-time watermark (epoch seconds), by stage: ingest per input topic partition, "
+            "correlate per internal partition of the routed topic.",
+            ["stage", "topic", "partition"],
+            registry=r,
+        )
+        self.input_idle = Gauge(
+            "fusion_input_idle",
+            "1 while an input partition is idle (caught up and quiet) and so not holding the "
+            "watermark back.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.reordered = Gauge(
+            "fusion_reorder_buffered",
+            "Events waiting in the correlate stage's event-time buffer for the watermark.",
+            ["partition"],
+            registry=r,
+        )
+        self.out_of_order = Counter(
+            "fusion_events_behind_watermark",
+            "Events that arrived behind the correlate stage's watermark but within some rule's "
+            "lateness: taken, but out of event-time order.",
+            ["topic"],
             registry=r,
         )

@@ -22,6 +22,8 @@ DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
 LATENCY_OBJECTIVE_S = 0.25
 WORKER_JOB = "fusion-worker"
+# FusionWatermarkLagHigh in deploy/prometheus/alerts.yml fires above this.
+WATERMARK_LAG_LIMIT_S = 15 * 60
 
 Panel = dict[str, Any]
 
@@ -249,7 +251,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             timeseries(
                 "Events accepted / s by partner and event type",
                 "By source.country of the event (the reporting agency's country). The metrics "
-                "carry no agency label.",
+                "carry no agency label (the late events on the Watermarks row do).",
                 targets(
                     (
                         f"sum by (country, event_type) "
@@ -289,20 +291,105 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             ),
         ),
         (
-            12,
-            8,
+            24,
+            6,
             timeseries(
-                "Duplicates and late events / s",
-                "Duplicates: an event_id seen within 24 h, dropped. Late: too old for every rule, "
-                "dead-lettered. Skipped by rule: later than that rule's allowed lateness.",
+                "Duplicates / s by event type",
+                "Events whose event_id was seen within 24 h, dropped. Late events: see the "
+                "Watermarks row.",
                 targets(
                     (
                         f"sum by (event_type) (rate(fusion_events_duplicate_total[{RATE}]))",
-                        "duplicate {{event_type}}",
+                        "{{event_type}}",
                     ),
+                ),
+                unit="ops",
+            ),
+        ),
+    ]
+    watermarks = [
+        (
+            16,
+            8,
+            timeseries(
+                "Watermark lag by stage and partition",
+                "Wall clock minus the event-time watermark. ingest: per input topic partition "
+                "(bounded out-of-orderness; idle partitions do not hold it back); correlate: per "
+                "partition of fusion.routed, the minimum over the inputs feeding it. A line "
+                "that keeps rising is a stalled watermark: alerts wait for it. Alert "
+                f"FusionWatermarkLagHigh above {WATERMARK_LAG_LIMIT_S // 60} min (red line).",
+                targets(
                     (
-                        f"sum by (event_type) (rate(fusion_events_late_total[{RATE}]))",
-                        "late {{event_type}}",
+                        "time() - max by (stage, topic, partition) (fusion_watermark_seconds)",
+                        "{{stage}} {{topic}}/{{partition}}",
+                    )
+                ),
+                unit="s",
+                limit=WATERMARK_LAG_LIMIT_S,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Idle input partitions",
+                "1 per input partition that is caught up and quiet, so excluded from the "
+                "watermark (stacked: the number of idle partitions). A partner's topic always "
+                "idle sends nothing.",
+                targets(
+                    (
+                        "max by (topic, partition) (fusion_input_idle)",
+                        "{{topic}}/{{partition}}",
+                    )
+                ),
+                stack=True,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Reorder buffer by partition",
+                "Events held in the correlate stage's event-time buffer until the watermark "
+                "passes them. Growing without bound: the watermark is stalled.",
+                targets(
+                    (
+                        "sum by (partition) (fusion_reorder_buffered)",
+                        "partition {{partition}}",
+                    )
+                ),
+                stack=True,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Events behind the watermark / s",
+                "Events that reached the correlate stage behind its watermark but within some "
+                "rule's allowed lateness: taken, out of event-time order.",
+                targets(
+                    (
+                        f"sum by (topic) (rate(fusion_events_behind_watermark_total[{RATE}]))",
+                        "{{topic}}",
+                    )
+                ),
+                unit="ops",
+                stack=True,
+            ),
+        ),
+        (
+            8,
+            8,
+            timeseries(
+                "Late events / s by topic and agency",
+                "Dead-lettered as too late for every rule (error.kind late), by input topic "
+                "and source agency. Skipped by rule: later than that rule's allowed lateness "
+                "but used by others.",
+                targets(
+                    (
+                        f"sum by (topic, agency) (rate(fusion_events_late_total[{RATE}]))",
+                        "late {{agency}} ({{topic}})",
                     ),
                     (
                         f"sum by (rule) (rate(fusion_rule_late_events_total[{RATE}]))",
@@ -310,17 +397,6 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
                     ),
                 ),
                 unit="ops",
-            ),
-        ),
-        (
-            12,
-            8,
-            timeseries(
-                "Event-time watermark delay",
-                "Wall clock minus the engine's event-time watermark. It follows the clock "
-                "FUSION_IDLE_LAG_S behind when input is idle.",
-                targets(("time() - max(fusion_watermark_seconds)", "watermark delay")),
-                unit="s",
             ),
         ),
     ]
@@ -556,6 +632,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
     return [
         ("Overview", overview),
         ("Ingest", ingest),
+        ("Watermarks", watermarks),
         ("Alerts", alerts),
         ("Latency", latency),
         ("Kafka and state", state),

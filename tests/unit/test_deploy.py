@@ -463,6 +463,7 @@ def test_alerts_have_severity_and_guidance() -> None:
         "fusion_events_rejected_total",
         "up{",
         "fusion_state_evictions_total",
+        'fusion_watermark_seconds{stage="correlate"}',
     ):
         assert needed in exprs, f"no alert uses {needed}"
 
@@ -528,8 +529,20 @@ def test_dashboard_is_valid() -> None:
         "evictions",
         "reloads",
         "ready",
+        "watermark lag",
+        "idle input",
+        "reorder buffer",
+        "behind the watermark",
     ):
         assert needed in titles, f"no panel about {needed}"
+
+
+def test_dashboard_watermark_panels() -> None:
+    exprs = {e for _, e, _ in dashboard_exprs()}
+    lag = [e for e in exprs if "fusion_watermark_seconds" in e]
+    assert lag and all("time() -" in e and "stage" in e and "partition" in e for e in lag)
+    late = [e for e in exprs if "fusion_events_late_total" in e]
+    assert late and all(labels_used(e) >= {"topic", "agency"} for e in late), late
 
 
 def test_dashboard_uses_exported_metrics_and_labels() -> None:
