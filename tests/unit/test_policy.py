@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from engine.policy import (
     reload_policy,
     same_subject,
 )
-from engine.release import SharingPolicy, recipients, release
+from engine.release import recipients, release
 from engine.rules import load_rules
 from engine.ruletests import DEFAULT_START, build_event
 from schemas.events import COMMON_FIELDS, normalize_plate
@@ -42,13 +41,6 @@ from schemas.events import COMMON_FIELDS, normalize_plate
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILE = REPO / "rules" / "policy.yaml"
 POLICY_TEXT = POLICY_FILE.read_text()
-
-# The release step passes where the event is (`at=`) once the integration patch is applied;
-# until then the policy answers as strictly as any zone would.
-RELEASE_PASSES_AT = "at" in inspect.signature(SharingPolicy.action).parameters
-needs_at = pytest.mark.skipif(
-    not RELEASE_PASSES_AT, reason="engine/release.py does not pass `at=` to the policy yet"
-)
 
 BORDER_US = (31.3404, -110.9343)  # Nogales, US side, ~1 km from the line
 BORDER_MX = (31.3086, -110.9422)  # Nogales, Mexican side, ~2.6 km from the line
@@ -437,7 +429,6 @@ def test_release_to_the_other_country_with_the_default_policy():
     assert mx.tlp == "TLP:AMBER+STRICT"
 
 
-@needs_at
 def test_locations_in_the_border_zone_are_released_as_is_and_audited():
     sus = fact(id="s1", type="suspect", country="MX", lat=BORDER_MX[0], lon=BORDER_MX[1])
     det = fact(id="d1", type="detection", country="US", lat=INLAND_US[0], lon=INLAND_US[1])
@@ -454,7 +445,6 @@ def test_locations_in_the_border_zone_are_released_as_is_and_audited():
     assert {a.action for a in mx_audit.actions if a.path == "location"} == {"release"}
 
 
-@needs_at
 def test_alert_location_outside_the_zone_is_generalized_and_audited():
     det = fact(id="d1", type="detection", country="US", lat=INLAND_US[0], lon=INLAND_US[1])
     alert = raw_alert(det, where=INLAND_US)
@@ -804,10 +794,8 @@ def test_released_alerts_leak_no_foreign_identifiers_and_account_for_every_field
                 p.rsplit(".", 1)[1] for p, _ in audited if p.startswith(f"evidence[{i}].")
             }
         for r in out.redactions:
-            if r.path != "location" or RELEASE_PASSES_AT:
-                assert (r.path, r.action) in audited, r
-        if RELEASE_PASSES_AT:
-            assert {a.origin for a in audit.actions if a.path == "location"} == {
-                f.country for f in alert.evidence
-            }
+            assert (r.path, r.action) in audited, r
+        assert {a.origin for a in audit.actions if a.path == "location"} == {
+            f.country for f in alert.evidence
+        }
         assert out.policy == audit.policy == policy.ref
