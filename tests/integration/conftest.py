@@ -4,6 +4,7 @@ workers against per-test topics so tests never see each other's messages."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,6 +38,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_pair(attempts: int = 500) -> int:
+    """A port P with P and P + 1 both free on 127.0.0.1, for a broker and its controller.
+
+    Taken below the kernel's ephemeral range, so that while the broker is down between a stop
+    and a start no client's outgoing connection can hold the port (or connect to itself on it).
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    top = ephemeral - 1 if ephemeral > 10001 else 65535
+    for _ in range(attempts):
+        port = random.randrange(10000, top)
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise RuntimeError(f"no two adjacent free ports on 127.0.0.1 in {attempts} tries")
+
+
 class BrokerControl:
     """The session's local broker, which fault tests may stop and start again."""
 
@@ -61,7 +89,8 @@ def broker_control() -> Iterator[BrokerControl | None]:
     if os.environ.get("FUSION_TEST_BOOTSTRAP"):
         yield None
         return
-    ctl = BrokerControl(int(os.environ.get("FUSION_TEST_BROKER_PORT", "19092")))
+    port = os.environ.get("FUSION_TEST_BROKER_PORT")
+    ctl = BrokerControl(int(port) if port else free_port_pair())
     subprocess.run([str(BROKER_SH), "reset"], env=ctl.env, check=False, capture_output=True)
     ctl.run("start")
     try:

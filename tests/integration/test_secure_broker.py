@@ -1,6 +1,7 @@
 """The secure broker (`broker.sh start --secure`): SASL_SSL with SCRAM users, TLS from the
-project's own CA, and per-country ACLs. Starts its own broker (ports 29092/29093, folder
-`.broker-secure`) for this module and stops it at the end."""
+project's own CA, and per-country ACLs. Starts its own broker (on free ports, or
+FUSION_TEST_SECURE_PORT and the next; folder `.broker-secure`) for this module and stops it at
+the end."""
 
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ from streams import acls
 from streams.audit_show import find_audit, format_audit
 from streams.clients import create_topics, kafka_python_config
 from streams.settings import Settings
+from tests.integration.conftest import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
-PORT = int(os.environ.get("FUSION_TEST_SECURE_PORT", "29092"))
 
 
 @dataclass
@@ -102,14 +103,16 @@ def read_env(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def secure() -> Iterator[SecureBroker]:
     folder = REPO / ".broker-secure"
+    requested = os.environ.get("FUSION_TEST_SECURE_PORT")
+    port = int(requested) if requested else free_port_pair()
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("FUSION_BOOTSTRAP_SERVERS", "FUSION_SASL_PASSWORD", "FUSION_SASL_USERNAME")
     }
     env.update(
-        FUSION_BROKER_PORT=str(PORT),
-        FUSION_CONTROLLER_PORT=str(PORT + 1),
+        FUSION_BROKER_PORT=str(port),
+        FUSION_CONTROLLER_PORT=str(port + 1),
         FUSION_BROKER_DIR=str(folder),
         FUSION_BROKER_HEAP="512m",
         FUSION_PARTNERS="US,MX",
@@ -118,7 +121,7 @@ def secure() -> Iterator[SecureBroker]:
     subprocess.run([str(BROKER_SH), "reset"], env=env, check=False, capture_output=True)
     subprocess.run([str(BROKER_SH), "start", "--secure"], env=env, check=True, timeout=120)
     try:
-        b = SecureBroker(PORT, folder, read_env(folder / "credentials.env"))
+        b = SecureBroker(port, folder, read_env(folder / "credentials.env"))
         create_topics(b.settings())
         yield b
     finally:
