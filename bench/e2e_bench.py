@@ -22,8 +22,9 @@ Phases, each on fresh per-run topics (the FUSION_* variables the integration tes
   scale-out   like backlog with two workers (same app id, so one consumer group).
 
 Worker CPU is utime+stime from /proc/<pid>/stat over the phase; peak memory is VmHWM from
-/proc/<pid>/status. The broker (deploy/kafka/broker.sh, its own ports and folder) is started
-unless one already answers there, and stopped at the end if this script started it. This
+/proc/<pid>/status. The broker (deploy/kafka/broker.sh, its own folder; free ports unless
+--broker-port is given) is started unless one already answers there (one an earlier run left
+up with --keep-broker is reused), and stopped at the end if this script started it. This
 machine's CPU is shared by the broker, the worker(s) and this script (the producer and alert
 reader): the machine-wide CPU use of every phase is printed so the figures can be judged
 ("other CPU" is what processes outside the benchmark used meanwhile).
@@ -159,6 +160,32 @@ class CpuWindow:
 
 
 # -- broker -------------------------------------------------------------------------------------
+
+
+def kept_broker_port(folder: Path) -> int | None:
+    """The client port of a broker an earlier run left up in `folder` (--keep-broker), if any."""
+    try:
+        pid = int((folder / "broker.pid").read_text().strip())
+        props = (folder / "server.properties").read_text()
+    except (OSError, ValueError):
+        return None
+    found = re.search(r"^advertised\.listeners=\w+://127\.0\.0\.1:(\d+)$", props, re.MULTILINE)
+    return int(found.group(1)) if found and Path(f"/proc/{pid}").exists() else None
+
+
+def broker_port(requested: int | None, folder: Path) -> int:
+    """The broker's client port (the controller's is the next one): the one asked for, else
+    that of a broker kept up in `folder`, else a free pair, chosen as the integration tests
+    choose theirs."""
+    if requested:
+        return requested
+    kept = kept_broker_port(folder)
+    if kept:
+        return kept
+    sys.path.insert(0, str(REPO))
+    from tests.integration.conftest import free_port_pair
+
+    return free_port_pair()
 
 
 class Broker:
@@ -1338,7 +1365,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to read alerts after")
     ap.add_argument("--timeout", type=float, default=600.0, help="per phase")
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
-    ap.add_argument("--broker-port", type=int, default=39092, help="controller: port + 1")
+    ap.add_argument(
+        "--broker-port", type=int, help="controller: port + 1 (default: two free ports)"
+    )
     ap.add_argument("--broker-dir", type=Path, default=REPO / ".broker-bench")
     ap.add_argument("--broker-heap", default="1g")
     ap.add_argument("--keep-broker", action="store_true", help="leave a broker we started up")
@@ -1357,7 +1386,8 @@ def main(argv: list[str] | None = None) -> int:
         k, _, v = kv.partition("=")
         EXTRA_WORKER_ENV[k.strip()] = v
     args.code = tree_state()  # what the workers import: the tree may change while this runs
-    broker = Broker(args.broker_port, args.broker_dir, args.broker_heap, args.bootstrap)
+    port = broker_port(args.broker_port, args.broker_dir)
+    broker = Broker(port, args.broker_dir, args.broker_heap, args.bootstrap)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fusion-e2e-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"worker logs in {workdir}")
