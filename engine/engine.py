@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators import CORRELATORS, Correlator
 from engine.errors import SnapshotError
 from engine.facts import Fact
 from engine.geo import Grid

@@ -1,8 +1,8 @@
-"""Rule models, the rule-type registry, and loading rule files with errors that say where."""
+"""Rule models, and loading rule files with errors that say where."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -97,6 +97,7 @@ class RuleBase(Frozen):
     """What every rule has."""
 
     type_name: ClassVar[str] = ""
+    """The `type:` that names the rule type (its entry in `engine.correlators.RULE_TYPES`)."""
     geo: ClassVar[bool] = False
 
     id: RuleId
@@ -161,27 +162,15 @@ class KeyedSelectRule(RuleBase):
         return self.key
 
 
-RULE_TYPES: dict[str, type[RuleBase]] = {}
-
-
-def register_rule_type(name: str) -> Callable[[type[RuleBase]], type[RuleBase]]:
-    """Register a rule model under its `type:` name."""
-
-    def deco(cls: type[RuleBase]) -> type[RuleBase]:
-        cls.type_name = name
-        RULE_TYPES[name] = cls
-        return cls
-
-    return deco
-
-
 def _where(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc) or "(rule)"
 
 
 def parse_rule(doc: Any, *, file: str, index: int) -> RuleBase:
     """Validate one rule document; raise RuleError naming the file, the rule and the field."""
-    import engine.correlators  # noqa: F401  (registers every rule type)
+    # The rule-type table imports the rule models, which build on this module: read it at
+    # call time, not at import.
+    from engine.correlators import RULE_TYPES
 
     if not isinstance(doc, dict):
         raise RuleError(f"rule #{index + 1} must be a mapping, got {type(doc).__name__}", file=file)
@@ -197,7 +186,7 @@ def parse_rule(doc: Any, *, file: str, index: int) -> RuleBase:
         )
     body = {k: v for k, v in doc.items() if k != "type"}
     try:
-        return RULE_TYPES[kind].model_validate(body)
+        return RULE_TYPES[kind].rule.model_validate(body)
     except ValidationError as e:
         first = e.errors()[0]
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""

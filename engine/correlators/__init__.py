@@ -1,12 +1,44 @@
-"""One module per rule type; importing this package registers them all."""
+"""The rule types: what a YAML `type:` names, the model its rule is validated with, and the
+correlator that evaluates it. One explicit table; nothing is registered by importing a module."""
 
-from engine.correlators import event_count, proximity, sequence, temporal, value_count, watchlist
+from __future__ import annotations
 
-__all__ = [
-    "event_count",
-    "proximity",
-    "sequence",
-    "temporal",
-    "value_count",
-    "watchlist",
-]
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from engine.correlators.base import Correlator
+from engine.correlators.event_count import EventCountCorrelator, EventCountRule
+from engine.correlators.proximity import ProximityCorrelator, ProximityRule
+from engine.correlators.sequence import SequenceCorrelator, SequenceRule
+from engine.correlators.temporal import TemporalCorrelator, TemporalRule
+from engine.correlators.value_count import ValueCountCorrelator, ValueCountRule
+from engine.correlators.watchlist import WatchlistCorrelator, WatchlistRule
+from engine.rules import RuleBase
+
+
+class RuleType(NamedTuple):
+    """A rule type: the model of its rules and the correlator that evaluates one."""
+
+    rule: type[RuleBase]
+    correlator: type[Correlator[Any]]
+
+
+RULE_TYPES: dict[str, RuleType] = {
+    t.rule.type_name: t
+    for t in (
+        RuleType(WatchlistRule, WatchlistCorrelator),
+        RuleType(ProximityRule, ProximityCorrelator),
+        RuleType(EventCountRule, EventCountCorrelator),
+        RuleType(ValueCountRule, ValueCountCorrelator),
+        RuleType(TemporalRule, TemporalCorrelator),
+        RuleType(SequenceRule, SequenceCorrelator),
+    )
+}
+"""`type:` name (the model's `type_name`) -> the rule type."""
+
+CORRELATORS: MappingProxyType[str, type[Correlator[Any]]] = MappingProxyType(
+    {name: t.correlator for name, t in RULE_TYPES.items()}
+)
+"""The correlator column of `RULE_TYPES`, read-only: `CORRELATORS[rule.type_name](rule)`."""
+
+__all__ = ["CORRELATORS", "RULE_TYPES", "Correlator", "RuleType"]

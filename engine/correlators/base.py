@@ -77,6 +77,3 @@ class KeyedEventsCorrelator(Correlator[R]):
 
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.events.restore(data["events"], facts)
-
-
-CORRELATORS: dict[str, type[Correlator[Any]]] = {}

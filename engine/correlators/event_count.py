@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
+from engine.correlators.base import KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeyedSelectRule, register_rule_type
+from engine.rules import KeyedSelectRule
 
 
-@register_rule_type("event_count")
 class EventCountRule(KeyedSelectRule):
     """`threshold` or more events matching `select`, with the same key, whose event times lie
     in one span of `window`. Arrival order does not matter: a late event completes a span
     on either side of it."""
+
+    type_name: ClassVar[str] = "event_count"
 
     threshold: int = Field(ge=1)
 
@@ -64,6 +67,3 @@ class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
             return []
         last = span[-1]
         return [Hit(rule.id, tuple(span), key, last.lat, last.lon)]
-
-
-CORRELATORS["event_count"] = EventCountCorrelator

@@ -7,20 +7,20 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.geo import Grid, haversine_km
 from engine.hits import Hit
-from engine.rules import RuleBase, register_rule_type
+from engine.rules import RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts
 
 
-@register_rule_type("proximity")
 class ProximityRule(RuleBase):
     """At least `min_count[kind]` events of each kind within `radius_km` of the newest one
     and inside one `window` of event time."""
 
+    type_name: ClassVar[str] = "proximity"
     geo: ClassVar[bool] = True
     select: dict[str, Selector] = Field(min_length=1)
     min_count: dict[str, int] = Field(default_factory=dict)
@@ -129,6 +129,3 @@ class ProximityCorrelator(Correlator[ProximityRule]):
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.cells.restore(data["cells"], facts)
         self.held = {f.event_id for f in self.cells.facts()}
-
-
-CORRELATORS["proximity"] = ProximityCorrelator

@@ -5,14 +5,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import Duration, Frozen, KeySpec, RuleBase, register_rule_type
+from engine.rules import Duration, Frozen, KeySpec, RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts
 
@@ -36,7 +36,6 @@ class Step(Frozen):
         return any(s.matches(fact) for s in self.select)
 
 
-@register_rule_type("sequence")
 class SequenceRule(RuleBase):
     """Events of `steps` in event-time order (equal times allowed), with the same key, the
     present ones inside one `window`; arrival order does not matter. A match is decided per
@@ -45,6 +44,8 @@ class SequenceRule(RuleBase):
     that step's event within `within`: decided once the watermark has passed its time +
     `within` + the allowed lateness, so an event that is late but allowed can still cancel it;
     `flush` (end of input) decides every match still waiting."""
+
+    type_name: ClassVar[str] = "sequence"
 
     key: KeySpec
     steps: list[Step]
@@ -411,6 +412,3 @@ def _latest_before(
         if best is None or v > best:
             best, arg = v, n
     return best, arg
-
-
-CORRELATORS["sequence"] = SequenceCorrelator

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase, register_rule_type
+from engine.rules import KeySpec, RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts
 
 MAX_KINDS = 6
 
 
-@register_rule_type("temporal")
 class TemporalRule(RuleBase):
     """An event of each of `kinds`, all with the same key and event times at most `window`
     apart (max - min), whatever the order they happen or arrive in. Each fact fills at
     most one kind of a combination."""
+
+    type_name: ClassVar[str] = "temporal"
 
     key: KeySpec
     kinds: dict[str, Selector]
@@ -176,6 +177,3 @@ def _assign(cands: list[list[Fact]]) -> list[Fact] | None:
         return False
 
     return list(chosen) if go(0) else None
-
-
-CORRELATORS["temporal"] = TemporalCorrelator

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import ClassVar
 
 from pydantic import Field
 
-from engine.correlators.base import CORRELATORS, KeyedEventsCorrelator
+from engine.correlators.base import KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeyedSelectRule, register_rule_type
+from engine.rules import KeyedSelectRule
 
 
-@register_rule_type("value_count")
 class ValueCountRule(KeyedSelectRule):
     """Events matching `select` with the same key whose `field` takes `threshold` or more
     distinct values inside one span of `window` (e.g. one serial reported from two countries).
     Events without a value of `field` are ignored."""
+
+    type_name: ClassVar[str] = "value_count"
 
     field: str = Field(min_length=1)
     threshold: int = Field(ge=1)
@@ -79,6 +81,3 @@ class ValueCountCorrelator(KeyedEventsCorrelator[ValueCountRule]):
             if len(counts) >= rule.threshold:
                 return group[i:j]
         return None
-
-
-CORRELATORS["value_count"] = ValueCountCorrelator

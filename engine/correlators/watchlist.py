@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import CORRELATORS, Correlator
+from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase, register_rule_type
+from engine.rules import KeySpec, RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts
 
 
-@register_rule_type("watchlist")
 class WatchlistRule(RuleBase):
     """`list` events put their key on the list for `window`; a `match` event with a key on it fires.
 
     Either side may arrive late: an entry published days after a sighting it covers still fires.
     """
+
+    type_name: ClassVar[str] = "watchlist"
 
     key: KeySpec
     list_: Selector = Field(alias="list")
@@ -88,6 +89,3 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.entries.restore(data["entries"], facts)
         self.sightings.restore(data["sightings"], facts)
-
-
-CORRELATORS["watchlist"] = WatchlistCorrelator

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.correlators.base import CORRELATORS
+from engine.correlators import RULE_TYPES
 from engine.durations import parse_duration
 from engine.engine import Engine
 from engine.errors import RuleSetError
@@ -282,7 +282,7 @@ def test_count_rules_validate(text: str, old: str, new: str, message: str) -> No
 
 
 def test_types_registered_and_keyed() -> None:
-    assert {"event_count", "value_count", "temporal", "sequence"} <= set(CORRELATORS)
+    assert {"event_count", "value_count", "temporal", "sequence"} <= set(RULE_TYPES)
     for text in (COUNT, VALUES, TEMPORAL, SEQ3, ABSENT):
         rule = rules(text).rules[0]
         assert rule.route_key() is rule.key  # type: ignore[attr-defined]

@@ -43,6 +43,34 @@ def test_unknown_type_lists_valid_options():
         parse_rules_text(GOOD.replace("type: watchlist", "type: watchlst"))
 
 
+def test_one_table_of_rule_types():
+    from engine.correlators import CORRELATORS, RULE_TYPES
+
+    assert set(RULE_TYPES) == {
+        "watchlist",
+        "proximity",
+        "event_count",
+        "value_count",
+        "temporal",
+        "sequence",
+    }
+    for name, (model, correlator) in RULE_TYPES.items():
+        assert model.type_name == name
+        assert CORRELATORS[name] is correlator
+
+
+def test_rule_types_import_without_a_loop():
+    """Each side imports alone in a fresh interpreter: no registration by import order."""
+    import subprocess
+    import sys
+
+    for first in ("engine.rules", "engine.correlators", "engine.correlators.sequence"):
+        code = (
+            f"import {first}\nfrom engine.rules import parse_rules_text\nparse_rules_text({GOOD!r})"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_bad_field_names_file_rule_and_field(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text(GOOD.replace("window: 30d", "window: thirty days"))
