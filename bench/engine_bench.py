@@ -56,13 +56,15 @@ sys.path.insert(0, str(REPO / "bench"))
 from provenance import cpus_and_memory, tree_state  # noqa: E402
 from streamgen import Item, generate  # noqa: E402
 
-from engine.dedup import Deduplicator  # noqa: E402
-from engine.engine import Engine, Route  # noqa: E402
+from engine.correlate import CorrelateStage  # noqa: E402
+from engine.engine import Engine  # noqa: E402
 from engine.facts import Fact  # noqa: E402
 from engine.ingest import Rejection, validate  # noqa: E402
 from engine.release import InterimPolicy, recipients, release  # noqa: E402
-from engine.routing import Router, partition_for  # noqa: E402
+from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rules import RuleSet, load_rules  # noqa: E402
+from engine.watermarks import SourceWatermarks  # noqa: E402
+from streams.envelopes import decode_routed, encode_routed  # noqa: E402
 
 PARTNERS = frozenset({"US", "MX"})
 IDLE_LAG_S = 60.0  # the worker's default FUSION_IDLE_LAG_S
@@ -206,20 +208,18 @@ def phase_engine_only(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
-    """streams/app.py's ingest -> dedup/route -> correlate -> deliver, minus Kafka and Faust.
-
-    Mirrors the worker's item shapes: validated [doc, ts, t_in, origin], routed
-    [kind, owner, doc, ts, t_in]; internal facts are rebuilt with Fact.from_doc (no
-    re-validation), 4 internal partitions, one batch per `advance_every` input events."""
+    """The worker's ingest -> correlate -> deliver, minus Kafka and Faust: validation and
+    routing (engine.routing.route_items), the routed envelope encoded and decoded
+    (streams.envelopes), 4 partitions each with its engine.correlate.CorrelateStage fed the
+    one source's marks, one batch per `advance_every` input events."""
     now0 = ctx["now"]
     ruleset: RuleSet = ctx["ruleset"]
     router = Router(ruleset)
     policy = InterimPolicy()
     nparts = 4
     batch = ctx["advance_every"]
-    dedups = {p: Deduplicator() for p in range(nparts)}
-    dedup_wm: dict[int, float] = {}
-    engines = {p: Engine(ruleset) for p in range(nparts)}
+    clocks = SourceWatermarks(0.0, 1.0, math.inf)
+    stages = {p: CorrelateStage(ruleset, ["bench:0"]) for p in range(nparts)}
     acc = alerts = routed_items = 0
     out_bytes = 0
 
@@ -235,60 +235,30 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
             n += len(orjson.dumps(body.model_dump(mode="json")))
         return n
 
-    newest = -math.inf
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        # stage 1: ingest (validate), batches to fusion.validated by event_id
-        validated: dict[int, list[Any]] = defaultdict(list)
+        routed: dict[int, list[RoutedItem]] = defaultdict(list)
         for off, it in enumerate(chunk, start):
             r = validate(it.raw, it.etype, now=now0, partners=PARTNERS)
             if isinstance(r, Rejection):
                 continue
             acc += 1
-            validated[partition_for(r.event_id, nparts)].append(
-                [r.doc, r.ts, now0, [it.etype, 0, off]]
-            )
-        vbatches = [(p, orjson.dumps(v)) for p, v in validated.items()]
-        # stage 2: dedup, late check, route to fusion.routed by key
-        routed: dict[int, list[Any]] = defaultdict(list)
-        for p, raw in vbatches:
-            dd = dedups[p]
-            wm = dedup_wm.get(p, -math.inf)
-            for doc, ts, t_in, _origin in orjson.loads(raw):
-                fact = Fact.from_doc(doc, ts)
-                if dd.seen(fact.event_id, now0):
-                    continue
-                rules = ruleset.rules_taking(fact)
-                if ruleset.late_reason(fact, wm, rules) is not None:
-                    continue
-                if ts > wm:
-                    wm = ts
-                for key, route in router.routes(fact, rules):
-                    routed[partition_for(key, nparts)].append(
-                        [route.kind, route.owner, doc, ts, t_in]
-                    )
-            dedup_wm[p] = wm
-        rbatches = [(p, orjson.dumps(v)) for p, v in routed.items()]
-        # stage 3: correlate per partition engine, deliver alerts
-        for p, raw in rbatches:
-            engine = engines[p]
-            for kind, owner, doc, ts, _t_in in orjson.loads(raw):
-                routed_items += 1
-                fact = Fact.from_doc(doc, ts)
-                if fact.ts > newest:
-                    newest = fact.ts
-                for a in engine.process(fact, Route(kind, owner), now=now0):
-                    alerts += 1
-                    out_bytes += deliver(a)
-        # the worker's 1 s timer
-        for engine in engines.values():
-            for a in engine.advance(_advance_clock(newest)):
+            clocks.observe("bench:0", r.ts, now0)
+            origin = Origin("bench", 0, off)
+            for q, item in route_items(r, router, ruleset.rules_taking(r), nparts, now0, origin):
+                routed[q].append(item)
+        marks = clocks.marks(now0)
+        for p in range(nparts):
+            batch_in = decode_routed(encode_routed(routed.get(p, []), marks))
+            routed_items += len(batch_in.items)
+            out = stages[p].take(batch_in.items, batch_in.marks)
+            for a, _ in out.alerts:
                 alerts += 1
                 out_bytes += deliver(a)
     return {
         "accepted": acc,
         "alerts": alerts,
-        "engines": engines,
+        "engines": {p: st.engine for p, st in stages.items()},
         "extra": {"routed_items": routed_items, "alert_bytes": out_bytes},
     }
 

@@ -23,10 +23,13 @@ SNAPSHOT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Which rules a routed copy of a fact is for: an entity key kind, or `geo` (with owner)."""
+    """Which rules a routed copy of a fact is for: an entity key kind, or `geo` (with owner),
+    and its routing key (geographic suppression is scoped to it, so that which regions share
+    a partition never changes which alerts are raised)."""
 
     kind: str
     owner: bool = True
+    key: str = ""
 
 
 @dataclass
@@ -117,7 +120,8 @@ class Engine:
                 continue
             st.facts += 1
             hits.extend(correlator.on_fact(fact, key, owner, wm))
-        return self._emit(hits, fact.ts if now is None else now)
+        scope = route.key if route is not None else ""
+        return self._emit(hits, fact.ts if now is None else now, scope)
 
     def advance(self, now: float) -> list[RawAlert]:
         """Move the watermark to `now` (if later); fire what waited for it and expire state."""
@@ -148,7 +152,7 @@ class Engine:
 
     # -- alerts --------------------------------------------------------------------------
 
-    def _emit(self, hits: list[Hit], now: float) -> list[RawAlert]:
+    def _emit(self, hits: list[Hit], now: float, scope: str = "") -> list[RawAlert]:
         if not hits:
             return []
         out: list[RawAlert] = []
@@ -162,7 +166,7 @@ class Engine:
                 continue
             last = ev[-1].ts
             if rule.suppress is not None:
-                skey = self._suppress_key(rule, hit)
+                skey = self._suppress_key(rule, hit, scope)
                 anchors = self._suppress[rule.id]
                 anchor = anchors.get(skey)
                 if anchor is not None and abs(last - anchor) < rule.suppress.for_:
@@ -190,9 +194,9 @@ class Engine:
             )
         return out
 
-    def _suppress_key(self, rule: RuleBase, hit: Hit) -> tuple[Any, ...]:
+    def _suppress_key(self, rule: RuleBase, hit: Hit, scope: str) -> tuple[Any, ...]:
         trigger = hit.evidence[-1]
-        parts: list[Any] = []
+        parts: list[Any] = [scope] if rule.geo else []
         for name in rule.suppress.by if rule.suppress else ():
             if name == "key":
                 parts.append(hit.key)
@@ -229,6 +233,11 @@ class Engine:
 
     def snapshot(self, meta: dict[str, Any] | None = None) -> bytes:
         """All state as compressed JSON: facts once by id, each rule's state by reference."""
+        doc = self.snapshot_doc(meta)
+        return zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
+
+    def snapshot_doc(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """All state as a JSON-able object (see `snapshot`)."""
         facts: dict[str, Any] = {}
         for c in self.correlators.values():
             for f in c.facts():
@@ -247,7 +256,7 @@ class Engine:
             "raised": list(self._raised.items()),
             "meta": meta or {},
         }
-        return zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
+        return doc
 
     def restore(self, blob: bytes) -> dict[str, Any]:
         """Load a snapshot; rules whose definition changed since start empty. Returns its meta."""
@@ -255,6 +264,10 @@ class Engine:
             doc = orjson.loads(zlib.decompress(blob))
         except (zlib.error, orjson.JSONDecodeError) as e:
             raise SnapshotError(f"snapshot is not readable: {e}") from e
+        return self.restore_doc(doc)
+
+    def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Load what `snapshot_doc` returned; returns its meta."""
         if doc.get("v") != SNAPSHOT_VERSION:
             raise SnapshotError(f"snapshot version {doc.get('v')} is not {SNAPSHOT_VERSION}")
         try:
@@ -264,11 +277,7 @@ class Engine:
         wm = doc.get("watermark")
         if wm is not None and wm > self.watermark:
             self.watermark = wm
-        same = {
-            r.id
-            for r in self.ruleset.rules
-            if doc["rules"].get(r.id) == self._rule_docs[r.id]
-        }
+        same = {r.id for r in self.ruleset.rules if doc["rules"].get(r.id) == self._rule_docs[r.id]}
         for rid in same:
             self.correlators[rid].restore(doc["state"][rid], facts)
             for k, a in doc["suppress"].get(rid, []):

@@ -1,8 +1,11 @@
-"""Offline replay: the worker's semantics over a JSON-lines stream, with no broker.
+"""Offline replay: the worker's stages over a JSON-lines file, with no broker.
 
-Per line, in order: validate (as the event's `event_type` topic would), drop duplicate ids,
-refuse events too late for every rule, correlate; at the end, decide what still waits.
-The clock is event time throughout, so the same input always gives the same output.
+Each line is validated as the topic of its `event_type` would validate it, then routed and
+correlated by the same stage code as the worker. A file is bounded, so every event is known
+before any is correlated: they go to the engine in event-time order, as the worker's
+watermark puts them when every event arrives within its partition's allowed disorder. So
+the same events give the same alerts, ids included, in replay and in the pipeline. At the
+end, what still waits (absences) is decided as if time ran on.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from typing import BinaryIO
 
 import orjson
 
-from engine.dedup import Deduplicator
-from engine.engine import Engine
+from engine.correlate import CorrelateOutput, CorrelateStage
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
 from engine.release import InterimPolicy, SharingPolicy, recipients, release
+from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
+
+EVENT_TYPES = ("detection", "suspect", "weapon", "track")
 
 
 @dataclass
@@ -29,6 +34,46 @@ class ReplayStats:
     duplicates: int = 0
     late: int = 0
     alerts: int = 0
+
+
+def correlate_file(
+    src: BinaryIO, ruleset: RuleSet, *, partners: frozenset[str]
+) -> tuple[list[RawAlert], ReplayStats]:
+    """The raw alerts the rules raise over a JSON-lines stream of events, and the counts."""
+    stats = ReplayStats()
+    router = Router(ruleset)
+    stage = CorrelateStage(ruleset, dedup_window_s=math.inf, dedup_max_ids=10**9)
+    alerts: list[RawAlert] = []
+
+    def collect(out: CorrelateOutput) -> None:
+        stats.duplicates += len(out.duplicates)
+        stats.late += len(out.late)
+        alerts.extend(a for a, _ in out.alerts)
+
+    for n, line in enumerate(src):
+        if not line.strip():
+            continue
+        stats.events += 1
+        try:
+            etype = orjson.loads(line).get("event_type")
+        except (orjson.JSONDecodeError, AttributeError):
+            etype = None
+        if etype not in EVENT_TYPES:
+            stats.rejected += 1
+            continue
+        res = validate(line.strip(), etype, now=math.inf, partners=partners)
+        if isinstance(res, Rejection):
+            stats.rejected += 1
+            continue
+        origin = Origin("replay", 0, n)
+        items = route_items(res, router, ruleset.rules_taking(res), 1, res.ts, origin)
+        out = stage.take(it for _, it in items)
+        collect(out)
+        if not out.duplicates:
+            stats.accepted += 1
+    collect(stage.drain())
+    stats.alerts = len(alerts)
+    return alerts, stats
 
 
 def replay(
@@ -42,48 +87,13 @@ def replay(
 ) -> ReplayStats:
     """Read events, write one released alert per line (per destination), return counts."""
     policy = policy or InterimPolicy()
-    engine = Engine(ruleset)
-    dedup = Deduplicator()
-    stats = ReplayStats()
-    clock = -math.inf
-
-    def emit(alerts: list[RawAlert]) -> None:
-        for a in alerts:
-            stats.alerts += 1
-            who = recipients(a, partners, policy)
-            for dest in who:
-                if destination and dest != destination.upper():
-                    continue
-                res = release(a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}")
-                if res is not None:
-                    out.write(orjson.dumps(res[0].model_dump(mode="json")) + b"\n")
-
-    for line in src:
-        if not line.strip():
-            continue
-        stats.events += 1
-        try:
-            etype = orjson.loads(line).get("event_type")
-        except (orjson.JSONDecodeError, AttributeError):
-            etype = None
-        if etype not in ("detection", "suspect", "weapon", "track"):
-            stats.rejected += 1
-            continue
-        res = validate(line.strip(), etype, now=math.inf, partners=partners)
-        if isinstance(res, Rejection):
-            stats.rejected += 1
-            continue
-        clock = max(clock, res.ts)
-        if dedup.seen(res.event_id, clock):
-            stats.duplicates += 1
-            continue
-        if ruleset.late_reason(res, engine.watermark) is not None:
-            stats.late += 1
-            continue
-        stats.accepted += 1
-        emit(engine.process(res, now=res.ts))
-        emit(engine.advance(engine.watermark))
-    if not math.isinf(clock):
-        emit(engine.advance(clock))
-        emit(engine.flush(clock))
+    alerts, stats = correlate_file(src, ruleset, partners=partners)
+    for a in alerts:
+        who = recipients(a, partners, policy)
+        for dest in who:
+            if destination and dest != destination.upper():
+                continue
+            res = release(a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}")
+            if res is not None:
+                out.write(orjson.dumps(res[0].model_dump(mode="json")) + b"\n")
     return stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any, NamedTuple
 
 from engine.engine import Route
 from engine.facts import Fact
@@ -65,3 +66,54 @@ class Router:
         dis = [0] + ([-1] if fi < margin_i else []) + ([1] if fi > 1 - margin_i else [])
         djs = [0] + ([-1] if fj < margin_j else []) + ([1] if fj > 1 - margin_j else [])
         return [(a, b) for a in dis for b in djs if a or b]
+
+
+class Origin(NamedTuple):
+    """Where an event was read: its input topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def source(self) -> str:
+        """The input partition as a watermark source name."""
+        return f"{self.topic}:{self.partition}"
+
+
+class RoutedItem(NamedTuple):
+    """One routed copy of an accepted event, as the correlate stage receives it."""
+
+    route: str
+    """The routing key: `<key name>:<value>` or `geo:<i>:<j>` (a 50 km region)."""
+    kind: str
+    """The key name, or `geo`: which rules the copy is for."""
+    owner: bool
+    """False for a copy sent to a neighbouring region (it is only there to be found)."""
+    primary: bool
+    """The event's first copy: it answers for the event (duplicates, late)."""
+    doc: dict[str, Any]
+    ts: float
+    ingested_at: float
+    origin: Origin
+
+    @property
+    def event_id(self) -> str:
+        return str(self.doc["event_id"])
+
+
+def route_items(
+    fact: Fact,
+    router: Router,
+    rules: list[RuleBase],
+    partitions: int,
+    ingested_at: float,
+    origin: Origin,
+) -> list[tuple[int, RoutedItem]]:
+    """Every routed copy of an accepted fact, with the partition it goes to."""
+    doc = fact.doc
+    out = []
+    for n, (key, route) in enumerate(router.routes(fact, rules)):
+        item = RoutedItem(key, route.kind, route.owner, n == 0, doc, fact.ts, ingested_at, origin)
+        out.append((partition_for(key, partitions), item))
+    return out

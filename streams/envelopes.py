@@ -1,50 +1,80 @@
-"""What travels on the pipeline's own topics: batches of events, and dead letters."""
+"""What travels on the pipeline's own topics: routed batches with their marks, and dead letters."""
 
 from __future__ import annotations
 
 import base64
+import math
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from engine.ingest import Rejection
+from engine.routing import Origin, RoutedItem
 from engine.rules import utc_from_ts
+from engine.watermarks import Mark
 from schemas.deadletter import DeadLetter, DeadLetterError
 
-# A validated item: [event JSON object, event time, ingest wall-clock time,
-#                    [topic, partition, offset]].
-# A routed item: [route kind, owner, event JSON object, event time, ingest wall-clock time].
-# Items of the first release lack the event time; they are still read.
-ValidatedItem = list[Any]
-RoutedItem = list[Any]
+
+class RoutedBatch(NamedTuple):
+    """One message of `fusion.routed`: routed copies, and the marks of the input partitions
+    the ingest stage read them from (sent to every partition, with or without copies, so
+    each partition's watermark follows every source)."""
+
+    items: list[RoutedItem]
+    marks: dict[str, Mark]
 
 
-def encode_batch(items: list[list[Any]]) -> bytes:
-    return orjson.dumps(items)
+def encode_routed(items: list[RoutedItem], marks: dict[str, Mark]) -> bytes:
+    return orjson.dumps(
+        {
+            "v": 2,
+            "items": [
+                [
+                    it.route,
+                    it.kind,
+                    it.owner,
+                    it.primary,
+                    it.doc,
+                    it.ts,
+                    it.ingested_at,
+                    list(it.origin),
+                ]
+                for it in items
+            ],
+            "marks": {s: [_num(m.watermark), m.idle] for s, m in marks.items()},
+        }
+    )
 
 
-def decode_batch(raw: bytes) -> list[list[Any]]:
-    items = orjson.loads(raw)
-    if not isinstance(items, list):
-        raise ValueError("an internal batch must be a JSON list")
-    return items
-
-
-def _event_time(doc: dict[str, Any]) -> float:
-    return datetime.fromisoformat(doc["occurred_at"]).timestamp()
-
-
-def validated_items(items: list[list[Any]]) -> list[list[Any]]:
-    """Validated items in the current shape."""
-    return [it if len(it) == 4 else [it[0], _event_time(it[0]), it[1], it[2]] for it in items]
-
-
-def routed_items(items: list[list[Any]]) -> list[list[Any]]:
-    """Routed items in the current shape."""
-    return [
-        it if len(it) == 5 else [it[0], it[1], it[2], _event_time(it[2]), it[3]] for it in items
+def decode_routed(raw: bytes) -> RoutedBatch:
+    """A routed message; one written by the previous release (a bare list of items, no
+    marks, no routing key) is read with the key kind as its route."""
+    doc = orjson.loads(raw)
+    if isinstance(doc, list):
+        return RoutedBatch([_legacy_item(it) for it in doc], {})
+    if not isinstance(doc, dict) or doc.get("v") != 2:
+        raise ValueError("a routed message must be a v2 JSON object")
+    items = [
+        RoutedItem(r, k, o, p, d, ts, t_in, Origin(*origin))
+        for r, k, o, p, d, ts, t_in, origin in doc["items"]
     ]
+    marks = {
+        s: Mark(-math.inf if w is None else float(w), bool(idle))
+        for s, (w, idle) in doc["marks"].items()
+    }
+    return RoutedBatch(items, marks)
+
+
+def _num(x: float) -> float | None:
+    """JSON has no infinities: a source with no event yet has watermark null."""
+    return None if math.isinf(x) else x
+
+
+def _legacy_item(it: list[Any]) -> RoutedItem:
+    kind, owner, doc = it[0], it[1], it[2]
+    ts = it[3] if len(it) == 5 else datetime.fromisoformat(doc["occurred_at"]).timestamp()
+    return RoutedItem(kind, kind, owner, owner, doc, ts, it[-1], Origin("", -1, -1))
 
 
 def dead_letter(

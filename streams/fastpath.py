@@ -1,11 +1,11 @@
-"""A Faust transport whose consumer hands whole fetched batches of the input topics to one
+"""A Faust transport whose consumer hands each whole fetch of the pipeline's topics to one
 handler, instead of routing each message through Faust's fetcher tasks, conductor, channel
 queue and stream (the per-message machinery that caps a stock agent at a few thousand
 events per second here).
 
 Everything else stays Faust's: group membership and rebalancing, offsets and commits (the
 handler acks each message through the consumer once its output is sent), flow control,
-the producer. Topics without a batch handler take the normal per-message path.
+the producer. Topics not in `batch_topics` take the normal per-message path.
 """
 
 from __future__ import annotations
@@ -18,17 +18,32 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-BatchHandler = Callable[[list[Any]], Awaitable[None]]
+BatchHandler = Callable[[dict[str, list[Any]]], Awaitable[None]]
+"""Takes one fetch: messages by topic, each partition's in offset order."""
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
-    """Faust's aiokafka consumer with a batch path for the topics in `batch_handlers`."""
+    """Faust's aiokafka consumer with a batch path for the topics in `batch_topics`."""
 
-    batch_handlers: dict[str, BatchHandler]
+    batch_topics: frozenset[str]
+    batch_handler: BatchHandler | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_handlers = {}
+        self.batch_topics = frozenset()
+        self.batch_handler = None
+
+    def caught_up(self, tp: Any) -> bool:
+        """Whether everything on the broker for `tp` has been handed over (as of the last
+        fetch response); False while that is not known."""
+        try:
+            client = self._thread._ensure_consumer()
+            state = client._subscription.subscription.assignment.state_value(tp)
+        except Exception:
+            return False
+        if state is None or not state.has_valid_position or state.highwater is None:
+            return False
+        return bool(state.position >= state.highwater)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - via worker
         # Faust's loop (faust/transport/consumer.py, Consumer._drain_messages), with the
@@ -43,7 +58,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         unset_flag = self.diag.unset_flag
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        handlers = self.batch_handlers
+        batch_topics = self.batch_topics
+        handler = self.batch_handler
         sleep = asyncio.sleep
         yield_every = 100
         num_since_yield = 0
@@ -62,8 +78,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         gap = offset - (r_offset or 0)
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
-                        handler = handlers.get(message.topic)
-                        if handler is not None:
+                        if message.topic in batch_topics:
                             batches.setdefault(message.topic, []).append(message)
                             set_read_offset(tp, offset)
                             continue
@@ -76,8 +91,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                             await self.commit()
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, offset)
-                    for topic, messages in batches.items():
-                        await handlers[topic](messages)
+                    if batches and handler is not None:
+                        await handler(batches)
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -51,9 +51,7 @@ class Settings(BaseSettings):
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
     alert_topic_prefix: str = "alerts."
-    topic_validated: str = "fusion.validated"
     topic_routed: str = "fusion.routed"
-    topic_state_dedup: str = "fusion.state.dedup"
     topic_state_engine: str = "fusion.state.engine"
 
     input_partitions: int = Field(default=4, ge=1, le=1024)
@@ -63,12 +61,32 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest event accepted."
     )
-    dedup_ttl_s: float = Field(default=86_400.0, gt=0)
+    dedup_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Event time behind the watermark within which a repeated event_id is "
+        "counted as a duplicate (older repeats are recognised by the rules' own state).",
+    )
     dedup_max_ids: int = Field(
-        default=500_000,
-        ge=1000,
-        description="Ids remembered per partition (oldest forgotten first, counted); bounds "
-        "memory and keeps the compressed dedup snapshot well under the 16 MiB message limit.",
+        default=200_000, ge=1000, description="Event ids remembered per partition for that."
+    )
+    out_of_orderness_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How far out of event-time order events may arrive within one input "
+        "partition and still be correlated in order (alerts wait this long for them).",
+    )
+    idle_after_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="An input partition caught up and with nothing new for this long stops "
+        "holding the watermark back, until its next event.",
+    )
+    idle_clock_lag_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="When every input partition is idle, event time follows the wall clock "
+        "this far behind, so absence rules still decide (unset: event time waits for data).",
     )
     snapshot_interval_s: float = Field(
         default=2.0, gt=0, description="Shortest time between two snapshots of a partition."
@@ -79,15 +97,9 @@ class Settings(BaseSettings):
     snapshot_cpu_share: float = Field(
         default=0.1, gt=0, le=1, description="At most this share of time goes to snapshots."
     )
-    idle_lag_s: float = Field(
-        default=60.0, ge=0, description="The watermark follows the wall clock this far behind."
+    batch_max: int = Field(
+        default=5000, ge=1, description="Most messages handed to the stages per fetch."
     )
-    batch_max: int = Field(default=2000, ge=1)
-    fast_path: bool = Field(
-        default=True,
-        description="Input topics in whole fetched batches (streams/fastpath.py), not per message.",
-    )
-    batch_within_s: float = Field(default=0.005, gt=0)
 
     session_timeout_s: float = Field(
         default=10.0,
@@ -109,7 +121,7 @@ class Settings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
 
-    @field_validator("pseudonym_keys_file", "pseudonym_keys", mode="before")
+    @field_validator("pseudonym_keys_file", "pseudonym_keys", "idle_clock_lag_s", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v

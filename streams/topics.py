@@ -38,7 +38,6 @@ def declared_topics(s: Settings) -> list[TopicSpec]:
             s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)}, "audit"
         ),
         *[TopicSpec(s.alert_topic(p), 1, outputs, "alerts") for p in s.partners],
-        TopicSpec(s.topic_validated, s.internal_partitions, internal, "internal"),
         TopicSpec(s.topic_routed, s.internal_partitions, internal, "internal"),
         *[
             TopicSpec(
@@ -52,7 +51,7 @@ def declared_topics(s: Settings) -> list[TopicSpec]:
                 },
                 "state",
             )
-            for t in (s.topic_state_dedup, s.topic_state_engine)
+            for t in (s.topic_state_engine,)
         ],
     ]
     # Faust's own assignor topic; created here because the app may not declare topics.

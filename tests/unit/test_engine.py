@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.border import default_border
-from engine.dedup import Deduplicator
 from engine.engine import Engine, Route
 from engine.errors import SnapshotError
 from engine.geo import Grid, haversine_km
@@ -127,16 +126,6 @@ def test_state_expires_as_event_time_advances():
     assert e.state_size()["coordinated-crossing"][1] == 3
     e.advance(DEFAULT_START.timestamp() + 86400)
     assert e.state_size()["coordinated-crossing"][1] == 0
-
-
-def test_dedup_ttl_and_cap():
-    d = Deduplicator(ttl_s=10, max_ids=3)
-    assert not d.seen("a", 0) and d.seen("a", 5) and not d.seen("a", 20)
-    for k in "bcde":
-        d.seen(k, 21)
-    assert len(d) == 3 and d.evictions >= 1
-    d.expire(40)
-    assert len(d) == 0
 
 
 def test_border_country_and_distance():

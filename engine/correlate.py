@@ -1,0 +1,177 @@
+"""The correlate stage, pure: routed copies in, alerts out, decided in event-time order.
+
+Copies wait in a buffer until the combined watermark passes them, then go to the engine in
+(event time, event id, route) order, so the engine sees the same sequence whatever the
+batching, partitioning, worker count or restarts, and raises the same alerts. A copy that
+arrives behind the watermark can no longer be put in order: it goes to the engine at once,
+which takes it for every rule whose allowed lateness it is within; a copy too late for
+every rule that could use it is reported (its primary copy only) to be dead-lettered.
+The worker and `fusion replay` both drive this class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.engine import Engine, Route
+from engine.errors import SnapshotError
+from engine.facts import Fact
+from engine.hits import RawAlert
+from engine.routing import Origin, RoutedItem
+from engine.rules import RuleSet
+from engine.watermarks import CombinedWatermark, Mark, ReorderBuffer
+
+STAGE_SNAPSHOT_VERSION = 2
+
+
+@dataclass
+class CorrelateOutput:
+    """What one call produced: alerts (with when their newest evidence was read), primary
+    copies too late for every rule (with the reason), duplicates, and copies taken behind
+    the watermark (out of event-time order, but within some rule's lateness)."""
+
+    alerts: list[tuple[RawAlert, float | None]] = field(default_factory=list)
+    late: list[tuple[RoutedItem, str]] = field(default_factory=list)
+    duplicates: list[RoutedItem] = field(default_factory=list)
+    behind: list[RoutedItem] = field(default_factory=list)
+
+
+class CorrelateStage:
+    """One internal partition's correlation: dedup, event-time buffer, engine."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        expected_sources: Iterable[str] = (),
+        *,
+        dedup_window_s: float = 600.0,
+        dedup_max_ids: int = 200_000,
+    ) -> None:
+        self.engine = Engine(ruleset)
+        self.watermark = CombinedWatermark(expected_sources)
+        self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
+        self.released_before = -math.inf
+        self._seen: dict[tuple[str, str], float] = {}
+        self._dedup_window = dedup_window_s
+        self._dedup_max = dedup_max_ids
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self.engine.ruleset
+
+    def take(
+        self, items: Iterable[RoutedItem], marks: dict[str, Mark] | None = None
+    ) -> CorrelateOutput:
+        """Take routed copies and the marks sent with them; release what the watermark allows."""
+        out = CorrelateOutput()
+        seen = self._seen
+        for it in items:
+            eid = it.event_id
+            k = (eid, it.route)
+            if k in seen:
+                if it.primary:
+                    out.duplicates.append(it)
+                continue
+            seen[k] = it.ts
+            if it.ts < self.released_before:
+                self._take_behind(it, out)
+            else:
+                self.buffer.push(it.ts, f"{eid}\0{it.route}", it)
+        if len(seen) > self._dedup_max:
+            for old in list(seen)[: len(seen) - self._dedup_max]:
+                del seen[old]
+        if marks:
+            for source, mark in marks.items():
+                self.watermark.update(source, mark)
+        self._release(out)
+        return out
+
+    def drain(self, now: float | None = None) -> CorrelateOutput:
+        """End of input (replay): release everything held, then decide what still waits."""
+        out = CorrelateOutput()
+        last = -math.inf
+        for it in self.buffer.release(math.inf):
+            self._process(it, out)
+            last = it.ts
+        if not math.isinf(last):
+            self.released_before = max(self.released_before, last)
+            self._emit(self.engine.advance(last), out)
+            self._emit(self.engine.flush(last if now is None else now), out)
+        return out
+
+    def _release(self, out: CorrelateOutput) -> None:
+        before, clock = self.watermark.value()
+        if before == -math.inf:
+            return
+        for it in self.buffer.release(before):
+            self._process(it, out)
+        if clock > self.released_before:
+            self.released_before = clock
+        if clock > self.engine.watermark:
+            self._emit(self.engine.advance(clock), out)
+            self._expire_seen()
+
+    def _process(self, it: RoutedItem, out: CorrelateOutput) -> None:
+        fact = Fact.from_doc(it.doc, it.ts)
+        alerts = self.engine.process(fact, Route(it.kind, it.owner, it.route), now=it.ts)
+        for a in alerts:
+            out.alerts.append((a, it.ingested_at))
+
+    def _take_behind(self, it: RoutedItem, out: CorrelateOutput) -> None:
+        fact = Fact.from_doc(it.doc, it.ts)
+        rs = self.engine.ruleset
+        if it.primary:
+            reason = rs.late_reason(fact, self.engine.watermark)
+            if reason is not None:
+                out.late.append((it, reason))
+                return
+        out.behind.append(it)
+        for a in self.engine.process(fact, Route(it.kind, it.owner, it.route), now=it.ts):
+            out.alerts.append((a, it.ingested_at))
+
+    def _emit(self, alerts: list[RawAlert], out: CorrelateOutput) -> None:
+        for a in alerts:
+            out.alerts.append((a, None))
+
+    def _expire_seen(self) -> None:
+        horizon = self.released_before - self._dedup_window
+        seen = self._seen
+        if not seen:
+            return
+        first = next(iter(seen.values()))
+        if first >= horizon:
+            return
+        for k in [k for k, ts in seen.items() if ts < horizon]:
+            del seen[k]
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot_doc(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The stage's state as a JSON-able object: the engine, the buffer and the marks."""
+        return {
+            "v": STAGE_SNAPSHOT_VERSION,
+            "engine": self.engine.snapshot_doc(),
+            "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
+            "marks": self.watermark.snapshot(),
+            "released_before": None if math.isinf(self.released_before) else self.released_before,
+            "meta": meta or {},
+        }
+
+    def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Load what `snapshot_doc` returned; returns its meta."""
+        if doc.get("v") != STAGE_SNAPSHOT_VERSION:
+            raise SnapshotError(f"snapshot version {doc.get('v')} is not {STAGE_SNAPSHOT_VERSION}")
+        meta: dict[str, Any] = self.engine.restore_doc(doc["engine"])
+        for raw in doc["buffer"]:
+            route, kind, owner, primary, d, ts, t_in, origin = raw
+            it = RoutedItem(route, kind, owner, primary, d, ts, t_in, Origin(*origin))
+            self._seen[(it.event_id, it.route)] = it.ts
+            self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
+        self.watermark.restore(doc["marks"])
+        rb = doc.get("released_before")
+        if rb is not None:
+            self.released_before = float(rb)
+        return dict(doc.get("meta") or meta)

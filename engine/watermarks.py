@@ -1,0 +1,173 @@
+"""Event-time watermarks: per input partition, carried downstream, combined by minimum.
+
+A *source* is one partition of one input topic (`"events.detections:2"`). Its watermark
+says: this source will send no more events with an event time before it, except late ones.
+The ingest stage keeps one `SourceClock` per source it reads (bounded out-of-orderness:
+the newest event time seen, less the allowed disorder) and sends each source's `Mark`
+downstream with the data. The correlate stage combines the marks of every source with
+`CombinedWatermark`: the minimum over the sources that are not idle.
+
+A source is *idle* when it is caught up (nothing left to read on the broker) and has had
+nothing new for a settable span of processing time: it then stops holding the watermark
+back, and rejoins with its next event. A partition with a backlog is never idle, so a
+backlog or a slow partition read last never turns the others' records into late ones.
+When every source is idle, nothing is in flight anywhere: everything held may go, and
+event time may follow the wall clock (less a lag) so that absence rules still decide.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+
+class Mark(NamedTuple):
+    """A source's progress as sent downstream: its watermark, and whether it is idle."""
+
+    watermark: float
+    idle: bool
+
+
+@dataclass(slots=True)
+class SourceClock:
+    """One source's event-time progress at the ingest stage."""
+
+    max_ts: float = -math.inf
+    last_new: float = -math.inf
+    idle: bool = False
+
+    def observe(self, ts: float, now: float) -> None:
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self.last_new = now
+        self.idle = False
+
+    def mark(self, out_of_orderness: float, clock_floor: float) -> Mark:
+        """The source's mark: while idle, its newest event time (or the wall-clock floor, if
+        later); otherwise the newest event time less the allowed disorder."""
+        if self.idle:
+            return Mark(max(self.max_ts, clock_floor), True)
+        return Mark(self.max_ts - out_of_orderness, False)
+
+
+class SourceWatermarks:
+    """The ingest stage's clocks, one per source it reads."""
+
+    def __init__(self, out_of_orderness: float, idle_after: float, clock_lag: float) -> None:
+        self.out_of_orderness = out_of_orderness
+        self.idle_after = idle_after
+        self.clock_lag = clock_lag
+        self.clocks: dict[str, SourceClock] = {}
+
+    def clock(self, source: str, now: float) -> SourceClock:
+        c = self.clocks.get(source)
+        if c is None:
+            c = self.clocks[source] = SourceClock(last_new=now)
+        return c
+
+    def observe(self, source: str, ts: float, now: float) -> None:
+        self.clock(source, now).observe(ts, now)
+
+    def update_idleness(self, caught_up: dict[str, bool], now: float) -> list[str]:
+        """Mark sources idle (caught up and quiet for `idle_after`) or active; returns the
+        sources whose state changed. A source missing from `caught_up` is not caught up."""
+        changed = []
+        for source, c in self.clocks.items():
+            idle = caught_up.get(source, False) and now - c.last_new >= self.idle_after
+            if idle != c.idle:
+                c.idle = idle
+                changed.append(source)
+        return changed
+
+    def marks(self, now: float, sources: Iterable[str] | None = None) -> dict[str, Mark]:
+        floor = now - self.clock_lag
+        names = self.clocks if sources is None else sources
+        return {
+            s: self.clocks[s].mark(self.out_of_orderness, floor) for s in names if s in self.clocks
+        }
+
+    def forget(self, sources: Iterable[str]) -> None:
+        for s in sources:
+            self.clocks.pop(s, None)
+
+
+class CombinedWatermark:
+    """The correlate stage's watermark over every source that feeds it.
+
+    `release_before`: every event with an earlier event time has arrived (or is late), so
+    it may be processed in event-time order. `clock`: the event time the engine may move
+    to (equal, except when every source is idle: then everything held may go).
+    """
+
+    def __init__(self, expected: Iterable[str] = ()) -> None:
+        self.expected: frozenset[str] = frozenset(expected)
+        self.marks: dict[str, Mark] = {}
+
+    def update(self, source: str, mark: Mark) -> None:
+        """A source's newest mark; its watermark never goes back (a restarted reader may
+        resend an older one)."""
+        old = self.marks.get(source)
+        if old is not None and old.watermark > mark.watermark:
+            mark = Mark(old.watermark, mark.idle)
+        self.marks[source] = mark
+
+    def value(self) -> tuple[float, float]:
+        """(release_before, clock)."""
+        marks = self.marks
+        if not self.expected <= marks.keys():
+            return -math.inf, -math.inf  # a source not heard from may still hold anything
+        active = [m.watermark for m in marks.values() if not m.idle]
+        if active:
+            w = min(active)
+            return w, w
+        if not marks:
+            return -math.inf, -math.inf
+        return math.inf, max(m.watermark for m in marks.values())
+
+    def waiting_for(self) -> list[str]:
+        """The expected sources not heard from yet (for logs and readiness)."""
+        return sorted(self.expected - self.marks.keys())
+
+    def snapshot(self) -> dict[str, list[object]]:
+        return {
+            s: [None if math.isinf(m.watermark) else m.watermark, m.idle]
+            for s, m in self.marks.items()
+        }
+
+    def restore(self, data: dict[str, list[object]]) -> None:
+        for s, (w, idle) in data.items():
+            wm = -math.inf if w is None else float(w)  # type: ignore[arg-type]
+            self.update(s, Mark(wm, bool(idle)))
+
+
+class ReorderBuffer(Generic[T]):
+    """Items held until the watermark passes them, then released in (ts, id) order."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str, int, T]] = []
+        self._seq = 0
+
+    def push(self, ts: float, order_id: str, item: T) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (ts, order_id, self._seq, item))
+
+    def release(self, before: float) -> Iterator[T]:
+        """Every item with event time before `before`, in (ts, id) order."""
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] < before:
+            yield pop(heap)[3]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def items(self) -> list[T]:
+        """The items held, in release order (for snapshots)."""
+        return [entry[3] for entry in sorted(self._heap)]

@@ -1,0 +1,55 @@
+"""Delivery: an alert released per destination, with its audit record, and its metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from engine.hits import RawAlert
+from engine.policy import Policy
+from engine.release import recipients, release
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
+"""Schedule one message: (topic, key, value, partition)."""
+
+
+class Delivery:
+    """Releases alerts to each partner's topic under the sharing policy, audited."""
+
+    def __init__(
+        self, settings: Settings, send: Send, metrics: Metrics, policy: Callable[[], Policy]
+    ) -> None:
+        self.settings = settings
+        self.send = send
+        self.metrics = metrics
+        self.policy = policy
+        self.partners = settings.partner_set
+        self.alert_topics = {p: settings.alert_topic(p) for p in settings.partners}
+
+    async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
+        now = time.time()
+        policy = self.policy()
+        who = recipients(alert, self.partners, policy)
+        metrics = self.metrics
+        metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+        key = alert.alert_id.encode()
+        for dest in who:
+            topic = self.alert_topics[dest]
+            out = release(alert, dest, who, policy, now=now, topic=topic)
+            if out is None:
+                continue
+            body, audit = out
+            await self.send(
+                self.settings.topic_audit, key, orjson.dumps(audit.model_dump(mode="json")), None
+            )
+            await self.send(topic, key, orjson.dumps(body.model_dump(mode="json")), None)
+            metrics.audit_records.labels(dest).inc()
+            metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
+        done = time.time()
+        metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
+        if ingested_at is not None:
+            metrics.ingest_to_alert.labels(alert.rule_id).observe(max(0.0, done - ingested_at))

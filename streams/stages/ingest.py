@@ -1,0 +1,149 @@
+"""Stage 1, ingest: validate each input message, dead-letter refusals, route accepted events
+under every correlation key their rules use, and carry each input partition's watermark.
+
+Input: whole fetched batches of the input topics. Output: one message per partition of
+`fusion.routed` (copies for it, and the marks of the input partitions read), dead letters.
+State: one event-time clock per input partition (it needs no snapshot: the correlate stage
+keeps the highest mark it has seen of each). The input is acked once its output is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.ingest import Rejection, validate
+from engine.routing import Origin, RoutedItem, Router, route_items
+from engine.rules import RuleSet
+from engine.watermarks import SourceWatermarks
+from streams.envelopes import dead_letter, encode_routed
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger("fusion.ingest")
+
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
+
+
+def source_name(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class IngestStage:
+    """Validation, dead letters, routing and per-partition watermarks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        send: Send,
+        rules: Callable[[], tuple[RuleSet, Router]],
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.send = send
+        self.rules = rules
+        self.clocks = SourceWatermarks(
+            settings.out_of_orderness_s,
+            settings.idle_after_s,
+            settings.idle_clock_lag_s if settings.idle_clock_lag_s is not None else float("inf"),
+        )
+        self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
+        self._last_marks_sent = 0.0
+
+    async def on_messages(self, messages: list[Any]) -> None:
+        """One fetch of input messages (any input topics): validate, route, send, mark."""
+        s = self.settings
+        now = time.time()
+        ruleset, router = self.rules()
+        n = s.internal_partitions
+        partners = s.partner_set
+        max_bytes = s.max_message_bytes
+        parts: dict[int, list[RoutedItem]] = defaultdict(list)
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        touched: set[str] = set()
+        clocks = self.clocks
+        for m in messages:
+            topic, partition, offset, value = m.topic, m.partition, m.offset, m.value
+            etype = self.topic_types[topic]
+            source = source_name(topic, partition)
+            touched.add(source)
+            try:
+                res = validate(value, etype, now=now, partners=partners, max_bytes=max_bytes)
+            except Exception as e:
+                log.exception(
+                    "validation failed unexpectedly on %s[%d]@%d", topic, partition, offset
+                )
+                res = Rejection(
+                    "internal",
+                    f"the pipeline failed on this message ({e!r}); "
+                    "it is kept here: report it to the pipeline's maintainers",
+                )
+            if isinstance(res, Rejection):
+                clocks.clock(source, now).last_new = now
+                await self.dead_letter(topic, partition, offset, value, res, now)
+                continue
+            clocks.observe(source, res.ts, now)
+            counts[(topic, etype, res.country)] += 1
+            origin = Origin(topic, partition, offset)
+            for q, item in route_items(res, router, ruleset.rules_taking(res), n, now, origin):
+                parts[q].append(item)
+        for (topic, etype, country), k in counts.items():
+            self.metrics.received.labels(topic, etype, country).inc(k)
+        await self.send_marks(now, touched, parts)
+
+    async def send_marks(
+        self,
+        now: float,
+        sources: set[str] | None = None,
+        parts: dict[int, list[RoutedItem]] | None = None,
+    ) -> None:
+        """Send the copies for each partition with the marks of `sources` (all if None) to
+        every partition of `fusion.routed`."""
+        marks = self.clocks.marks(now, sources)
+        if not marks and not parts:
+            return
+        topic = self.settings.topic_routed
+        for q in range(self.settings.internal_partitions):
+            items = parts.get(q, []) if parts else []
+            await self.send(topic, None, encode_routed(items, marks), q)
+        gauge = self.metrics.watermark
+        for source, mark in marks.items():
+            t, _, p = source.rpartition(":")
+            gauge.labels("ingest", t, p).set(mark.watermark)
+        if sources is None:
+            self._last_marks_sent = now
+
+    async def on_tick(self, caught_up: dict[str, bool]) -> None:
+        """Look at idleness (`caught_up`: per source read, whether nothing is left on the
+        broker); send every mark when a source turned idle or active, and every second."""
+        now = time.time()
+        changed = self.clocks.update_idleness(caught_up, now)
+        for source in changed:
+            t, _, p = source.rpartition(":")
+            self.metrics.input_idle.labels(t, p).set(1 if self.clocks.clocks[source].idle else 0)
+        if changed or now - self._last_marks_sent >= 1.0:
+            await self.send_marks(now)
+
+    def assigned(self, sources: list[str]) -> None:
+        """Start a clock for each newly assigned input partition (idle only once caught up)."""
+        now = time.time()
+        for source in sources:
+            self.clocks.clock(source, now)
+
+    def revoked(self, sources: list[str]) -> None:
+        self.clocks.forget(sources)
+
+    async def dead_letter(
+        self, topic: str, partition: int, offset: int, raw: bytes | None, why: Rejection, now: float
+    ) -> None:
+        self.metrics.rejected.labels(topic, why.kind).inc()
+        await self.send(
+            self.settings.topic_deadletter,
+            f"{topic}:{partition}:{offset}".encode(),
+            dead_letter(topic, partition, offset, raw, why, now),
+            None,
+        )
