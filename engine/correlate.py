@@ -92,12 +92,11 @@ class CorrelateStage:
     def drain(self, now: float | None = None) -> CorrelateOutput:
         """End of input (replay): release everything held, then decide what still waits."""
         out = CorrelateOutput()
-        last = -math.inf
         for it in self.buffer.release(math.inf):
             self._process(it, out)
-            last = it.ts
+            self.released_before = max(self.released_before, it.ts)
+        last = self.engine.watermark
         if not math.isinf(last):
-            self.released_before = max(self.released_before, last)
             self._emit(self.engine.advance(last), out)
             self._emit(self.engine.flush(last if now is None else now), out)
         return out

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import math
+
+from engine.watermarks import CombinedWatermark, Mark, ReorderBuffer, SourceWatermarks
+
+
+def test_a_source_mark_is_its_newest_event_time_less_the_allowed_disorder():
+    clocks = SourceWatermarks(out_of_orderness=2.0, idle_after=1.0, clock_lag=math.inf)
+    clocks.observe("t:0", 100.0, now=0.0)
+    clocks.observe("t:0", 90.0, now=0.1)  # out of order: the newest stays
+    assert clocks.marks(now=0.2) == {"t:0": Mark(98.0, False)}
+
+
+def test_a_source_is_idle_only_once_caught_up_and_quiet():
+    clocks = SourceWatermarks(0.0, idle_after=1.0, clock_lag=math.inf)
+    clocks.observe("t:0", 100.0, now=0.0)
+    clocks.clock("t:1", now=0.0)
+    assert clocks.update_idleness({"t:0": False, "t:1": True}, now=5.0) == ["t:1"]
+    assert clocks.marks(5.0)["t:1"] == Mark(-math.inf, True)
+    # a backlog (not caught up) is never idle, however long since its last event
+    assert not clocks.clocks["t:0"].idle
+    assert clocks.update_idleness({"t:0": True, "t:1": True}, now=5.5) == ["t:0"]
+    assert clocks.marks(5.5)["t:0"] == Mark(100.0, True)
+    clocks.observe("t:0", 101.0, now=6.0)  # rejoins with its next event
+    assert clocks.marks(6.0)["t:0"] == Mark(101.0, False)
+
+
+def test_an_idle_source_may_follow_the_wall_clock_when_asked():
+    clocks = SourceWatermarks(0.0, idle_after=1.0, clock_lag=60.0)
+    clocks.clock("t:0", now=0.0)
+    clocks.update_idleness({"t:0": True}, now=1000.0)
+    assert clocks.marks(1000.0)["t:0"] == Mark(940.0, True)
+
+
+def test_combined_watermark_is_the_minimum_over_active_sources():
+    w = CombinedWatermark(["a", "b", "c"])
+    w.update("a", Mark(100.0, False))
+    w.update("b", Mark(50.0, False))
+    assert w.value() == (-math.inf, -math.inf)  # c not heard from: it may hold anything
+    assert w.waiting_for() == ["c"]
+    w.update("c", Mark(10.0, True))
+    assert w.value() == (50.0, 50.0)  # the idle source does not hold it back
+    w.update("b", Mark(40.0, False))  # a restarted reader resends an older mark
+    assert w.value() == (50.0, 50.0)
+    w.update("a", Mark(100.0, True))
+    w.update("b", Mark(60.0, True))
+    assert w.value() == (math.inf, 100.0)  # all idle: everything held may go
+
+
+def test_combined_watermark_snapshot_round_trip():
+    w = CombinedWatermark(["a", "b"])
+    w.update("a", Mark(-math.inf, True))
+    w.update("b", Mark(5.0, False))
+    w2 = CombinedWatermark(["a", "b"])
+    w2.restore(w.snapshot())
+    assert w2.marks == w.marks
+
+
+def test_reorder_buffer_releases_in_event_time_then_id_order():
+    buf: ReorderBuffer[str] = ReorderBuffer()
+    for ts, i in [(3.0, "c"), (1.0, "b"), (1.0, "a"), (5.0, "d")]:
+        buf.push(ts, i, i)
+    assert list(buf.release(3.0)) == ["a", "b"]
+    assert buf.items() == ["c", "d"]
+    assert list(buf.release(math.inf)) == ["c", "d"]
+    assert len(buf) == 0
