@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from engine.border import default_border
 from schemas.events import EVENT_MODELS, Event, normalize_plate
 
@@ -14,12 +16,18 @@ _MISSING = object()
 class Fact:
     """One accepted event as the engine sees it: event time in epoch seconds, position, and
     the event itself, as a model (validated at ingest) or as its canonical JSON object (read
-    back from the pipeline's own topics, where it is trusted and not validated again)."""
+    back from the pipeline's own topics, where it is trusted and not validated again).
+
+    Once held in state (`settle`), a validated fact keeps its field values as plain dicts
+    and its message bytes, not the model: thousands of held models make every pass of
+    Python's garbage collector slow. The model is built again if asked for."""
 
     __slots__ = (
         "_derived",
         "_doc",
         "_event",
+        "_fields",
+        "_raw",
         "_taken",
         "country",
         "event_id",
@@ -29,8 +37,12 @@ class Fact:
         "ts",
     )
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, raw: bytes | None = None) -> None:
+        """A fact from a validated event; `raw`, the JSON it was validated from, lets a held
+        fact drop the model."""
         self._event: Event | None = event
+        self._raw = raw
+        self._fields: dict[str, Any] | None = None
         self._doc: dict[str, Any] | None = None
         self.event_id = event.event_id
         self.event_type = event.event_type
@@ -46,6 +58,8 @@ class Fact:
         """A fact from an event's canonical JSON object (`Fact.doc`), without validation."""
         f = cls.__new__(cls)
         f._event = None
+        f._raw = None
+        f._fields = doc
         f._doc = doc
         f.event_id = doc["event_id"]
         f.event_type = doc["event_type"]
@@ -62,17 +76,33 @@ class Fact:
     def event(self) -> Event:
         """The event model (built from the JSON object on first use)."""
         if self._event is None:
-            assert self._doc is not None
-            self._event = EVENT_MODELS[self.event_type].model_validate(self._doc)
+            model = EVENT_MODELS[self.event_type]
+            if self._raw is not None:  # validated at ingest from these bytes: validate again
+                self._event = model.model_validate(orjson.loads(self._raw))
+            else:
+                assert self._doc is not None
+                self._event = model.model_validate(self._doc)
         return self._event
 
     @property
     def doc(self) -> dict[str, Any]:
         """The event as its canonical JSON object (defaults filled, nulls left out)."""
         if self._doc is None:
-            assert self._event is not None
-            self._doc = self._event.model_dump(mode="json", exclude_none=True)
+            self._doc = self.event.model_dump(mode="json", exclude_none=True)
         return self._doc
+
+    def settle(self) -> None:
+        """The fact is being held in state: keep plain values, drop the model (if it can be
+        built again) and the per-event caches."""
+        self._taken = None
+        ev = self._event
+        if ev is None or self._raw is None:
+            return
+        fields = dict(ev.__dict__)
+        fields["source"] = ev.source.__dict__
+        fields["location"] = ev.location.__dict__
+        self._fields = fields
+        self._event = None
 
     def get(self, name: str) -> Any:
         """A field by name: event fields, `source.agency`, `source.country`, or a derived one.
@@ -92,8 +122,8 @@ class Fact:
         ev = self._event
         if ev is not None:
             return getattr(ev, name, None)
-        assert self._doc is not None
-        return self._doc.get(name)
+        assert self._fields is not None
+        return self._fields.get(name)
 
     def _compute(self, name: str) -> Any:
         if name == "plate":

@@ -83,7 +83,7 @@ def validate(
             f"source.country {event.source.country!r} is not a partner of this pipeline "
             f"(partners: {', '.join(sorted(partners))})",
         )
-    fact = Fact(event)
+    fact = Fact(event, raw)
     if fact.ts > now + MAX_FUTURE_S:
         return Rejection(
             "future",

@@ -1,85 +1,250 @@
-"""Bounded per-key state: caps on keys and items, oldest evicted first, and counted."""
+"""Bounded per-key state, ordered by event time: caps on keys and facts, counted evictions, and
+expiry from the old end through an index, so that no operation scans everything held."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
-from typing import Generic, TypeVar
+from bisect import bisect_left, bisect_right
+from collections.abc import Hashable, Iterator, KeysView
+from heapq import heapify, heappop, heappush
+from operator import attrgetter
+from typing import Generic, TypeVar, cast
 
 from engine.facts import Fact
 
 K = TypeVar("K", bound=Hashable)
 
+event_time = attrgetter("ts")
+"""The bisect key of a list of facts in event-time order."""
+
+
+def _order(f: Fact) -> tuple[float, str]:
+    return (f.ts, f.event_id)
+
+
+def insert(facts: list[Fact], fact: Fact) -> int:
+    """Insert into a list in (ts, event id) order; returns where. In-order input appends."""
+    t = fact.ts
+    if not facts or t > facts[-1].ts or (t == facts[-1].ts and fact.event_id >= facts[-1].event_id):
+        facts.append(fact)
+        return len(facts) - 1
+    i = bisect_right(facts, (t, fact.event_id), key=_order)
+    facts.insert(i, fact)
+    return i
+
+
+def with_fact(group: list[Fact], fact: Fact, held: bool) -> list[Fact]:
+    """`group` (in (ts, event id) order) with `fact` in its place, unless it is `held` there
+    already: a fact evicted at once from a full key still counts for its own arrival."""
+    if held:
+        return group
+    out = list(group)
+    insert(out, fact)
+    return out
+
+
+def between(facts: list[Fact], lo: float, hi: float) -> list[Fact]:
+    """Of facts in event-time order, those with `lo <= ts <= hi`."""
+    i = bisect_left(facts, lo, key=event_time)
+    return facts[i : bisect_right(facts, hi, i, key=event_time)]
+
+
+def near_bounds(facts: list[Fact], t: float, w: float) -> tuple[int, int]:
+    """Of facts in event-time order, the indexes [i, j) of those with `abs(ts - t) <= w`,
+    decided by that very test (t - w and t + w are rounded; the test is monotone in ts)."""
+    n = len(facts)
+    i = bisect_left(facts, t - w, key=event_time)
+    while i > 0 and abs(facts[i - 1].ts - t) <= w:
+        i -= 1
+    while i < n and abs(facts[i].ts - t) > w:
+        i += 1
+    j = bisect_right(facts, t + w, i, key=event_time)
+    while j < n and abs(facts[j].ts - t) <= w:
+        j += 1
+    while j > i and abs(facts[j - 1].ts - t) > w:
+        j -= 1
+    return i, j
+
 
 class KeyedFacts(Generic[K]):
-    """Facts per key, in arrival order, with caps; the least recently touched key goes first."""
+    """Facts per key in (event time, event id) order, each key's at most once, with caps: past
+    `max_keys` the least recently touched key goes, past `max_per_key` a key's oldest fact by
+    event time goes, each counted as an eviction.
 
-    __slots__ = ("_data", "evictions", "max_keys", "max_per_key")
+    Per key there is one list; which ids a key holds and in which order they came are in one
+    dict for the whole store, and expiry pops keys from a heap by their oldest event time.
+    With `keep_dropped`, the ids of facts that left (evicted or expired) are collected for
+    `take_dropped`. Facts are `settle`d as they are taken.
+    """
 
-    def __init__(self, max_keys: int, max_per_key: int) -> None:
+    __slots__ = (
+        "_count",
+        "_data",
+        "_dropped",
+        "_ids",
+        "_index",
+        "_seq",
+        "evictions",
+        "max_keys",
+        "max_per_key",
+    )
+
+    def __init__(self, max_keys: int, max_per_key: int, *, keep_dropped: bool = False) -> None:
         self._data: dict[K, list[Fact]] = {}
+        # (key, event id) -> when it came (a counter): membership and arrival order.
+        self._ids: dict[tuple[K, str], int] = {}
+        # (a key's oldest event time, or earlier, key); stale entries are skipped.
+        self._index: list[tuple[float, K]] = []
+        self._seq = 0
+        self._count = 0
+        self._dropped: list[str] | None = [] if keep_dropped else None
         self.max_keys = max_keys
         self.max_per_key = max_per_key
         self.evictions = 0
 
+    # -- reading ---------------------------------------------------------------------------
+
     def get(self, key: K) -> list[Fact]:
-        """The facts held for a key (empty if none)."""
-        return self._data.get(key, [])
+        """The facts held for a key in (ts, event id) order (empty if none); do not modify."""
+        return self._data.get(key) or []
 
-    def add(self, key: K, fact: Fact, *, unique: bool = True) -> bool:
-        """Hold a fact under a key, evicting the oldest state past the caps.
+    def holds(self, key: K, event_id: str) -> bool:
+        """Whether a fact with this event id is held under the key."""
+        return (key, event_id) in self._ids
 
-        With `unique`, a fact already held under the key (same event id) is not added twice;
-        returns whether it was added.
-        """
+    def arrival(self, key: K, fact: Fact) -> int:
+        """When a held fact came, relative to the others of the store."""
+        return self._ids[(key, fact.event_id)]
+
+    def between(self, key: K, lo: float, hi: float) -> list[Fact]:
+        """The facts of a key with `lo <= ts <= hi`, in (ts, event id) order."""
+        facts = self._data.get(key)
+        return between(facts, lo, hi) if facts else []
+
+    def near(self, key: K, t: float, w: float) -> list[Fact]:
+        """The facts of a key with `abs(ts - t) <= w`, in (ts, event id) order."""
+        facts = self._data.get(key)
+        if not facts:
+            return []
+        i, j = near_bounds(facts, t, w)
+        return facts[i:j]
+
+    # -- changing --------------------------------------------------------------------------
+
+    def add(self, key: K, fact: Fact) -> bool:
+        """Hold a fact under a key unless one with its event id is held there; evict past the
+        caps (the fact itself, if it is the oldest of a full key). Returns whether it was
+        added."""
+        ids = self._ids
+        slot = (key, fact.event_id)
+        if slot in ids:
+            return False
+        fact.settle()
         data = self._data
-        if unique:
-            held = data.get(key)
-            if held is not None and any(f.event_id == fact.event_id for f in held):
-                return False
-        items = data.pop(key, None)
-        if items is None:
-            items = []
+        facts = data.pop(key, None)  # re-inserted below: the least recently touched key is first
+        if facts is None:
             if len(data) >= self.max_keys:
-                oldest = next(iter(data))
-                self.evictions += len(data.pop(oldest))
-        items.append(fact)
-        if len(items) > self.max_per_key:
-            del items[0]
-            self.evictions += 1
-        data[key] = items
+                gone_key = next(iter(data))
+                self._lose(gone_key, data.pop(gone_key))
+            facts = []
+        data[key] = facts
+        self._seq += 1
+        ids[slot] = self._seq
+        self._count += 1
+        if insert(facts, fact) == 0:  # a new key, or an earlier oldest: index the key by it
+            index = self._index
+            heappush(index, (fact.ts, key))
+            if len(index) > 2 * len(data) + 1024:
+                self._reindex()
+        if len(facts) > self.max_per_key:
+            self._lose(key, [facts.pop(0)])
         return True
+
+    def _forget(self, key: K, facts: list[Fact]) -> None:
+        ids = self._ids
+        for f in facts:
+            del ids[(key, f.event_id)]
+        self._count -= len(facts)
+        if self._dropped is not None:
+            self._dropped.extend(f.event_id for f in facts)
+
+    def _lose(self, key: K, facts: list[Fact]) -> None:
+        self.evictions += len(facts)
+        self._forget(key, facts)
 
     def expire(self, before_ts: float) -> None:
         """Drop every fact with event time before `before_ts`."""
-        data = self._data
-        for key in list(data):
-            items = data[key]
-            kept = [f for f in items if f.ts >= before_ts]
-            if not kept:
+        index, data = self._index, self._data
+        while index and index[0][0] < before_ts:
+            key = heappop(index)[1]
+            facts = data.get(key)
+            if facts is None:
+                continue  # the key went since
+            n = bisect_left(facts, before_ts, key=event_time)
+            if n:
+                self._forget(key, facts[:n])
+                del facts[:n]
+            if facts:
+                heappush(index, (facts[0].ts, key))
+            else:
                 del data[key]
-            elif len(kept) != len(items):
-                data[key] = kept
+
+    def take_dropped(self) -> list[str]:
+        """The ids of facts evicted or expired since the last call (with `keep_dropped`)."""
+        out = self._dropped
+        if out is None:
+            return []
+        self._dropped = []
+        return out
+
+    def _reindex(self) -> None:
+        """Rebuild the expiry index from what is held, without stale entries."""
+        self._index = [(facts[0].ts, key) for key, facts in self._data.items()]
+        heapify(self._index)
+
+    # -- size and snapshots ----------------------------------------------------------------
 
     def keys(self) -> int:
         return len(self._data)
 
+    def key_view(self) -> KeysView[K]:
+        return self._data.keys()
+
     def items_count(self) -> int:
-        return sum(len(v) for v in self._data.values())
+        return self._count
 
     def facts(self) -> Iterator[Fact]:
-        for items in self._data.values():
-            yield from items
+        for facts in self._data.values():
+            yield from facts
 
     def snapshot(self) -> list[list[object]]:
-        """[[key, [event ids]], ...] in eviction order."""
-        return [[_key_out(k), [f.event_id for f in v]] for k, v in self._data.items()]
+        """[[key, [event ids in the order they came]], ...], keys in eviction order."""
+        return [[_key_out(k), self._ids_as_they_came(k, v)] for k, v in self._data.items()]
+
+    def _ids_as_they_came(self, key: K, facts: list[Fact]) -> list[str]:
+        ids = self._ids
+        return [f.event_id for f in sorted(facts, key=lambda f: ids[(key, f.event_id)])]
 
     def restore(self, data: list[list[object]], facts: dict[str, Fact]) -> None:
+        """Load what `snapshot` returned (ids in the order they came)."""
         self._data.clear()
-        for key, ids in data:
-            items = [facts[i] for i in ids if i in facts]  # type: ignore[attr-defined]
-            if items:
-                self._data[_key_in(key)] = items  # type: ignore[index]
+        self._ids.clear()
+        self._count = 0
+        if self._dropped is not None:
+            self._dropped = []
+        for raw_key, event_ids in data:
+            key = cast(K, _key_in(raw_key))
+            held: list[Fact] = []
+            for i in cast("list[str]", event_ids):
+                f = facts.get(i)
+                if f is not None and (key, i) not in self._ids:
+                    f.settle()
+                    self._seq += 1
+                    self._ids[(key, i)] = self._seq
+                    insert(held, f)
+            if held:
+                self._data[key] = held
+                self._count += len(held)
+        self._reindex()
 
 
 def _key_out(k: object) -> object:

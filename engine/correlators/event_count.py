@@ -10,6 +10,7 @@ from engine.correlators.base import KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeyedSelectRule
+from engine.state import with_fact
 
 
 class EventCountRule(KeyedSelectRule):
@@ -50,16 +51,12 @@ class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         if key is None:
             return []
-        held = self.events.get(key)
-        if any(f.event_id == fact.event_id for f in held):
+        events = self.events
+        if not events.add(key, fact):
             return []  # a redelivery: it was counted already
-        self.events.add(key, fact)
         rule = self.rule
         w = rule.window
-        group = sorted(
-            (f for f in self.events.get(key) if abs(f.ts - fact.ts) <= w),
-            key=lambda f: (f.ts, f.event_id),
-        )
+        group = with_fact(events.near(key, fact.ts, w), fact, events.holds(key, fact.event_id))
         if len(group) < rule.threshold:
             return []
         span = first_span(group, fact, w, rule.threshold)

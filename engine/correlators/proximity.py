@@ -13,7 +13,7 @@ from engine.geo import Grid, haversine_km
 from engine.hits import Hit
 from engine.rules import RuleBase
 from engine.selectors import Selector
-from engine.state import KeyedFacts
+from engine.state import KeyedFacts, near_bounds, with_fact
 
 
 class ProximityRule(RuleBase):
@@ -50,69 +50,93 @@ class ProximityCorrelator(Correlator[ProximityRule]):
     def __init__(self, rule: ProximityRule) -> None:
         super().__init__(rule)
         self.grid = Grid(rule.radius_km)
-        self.cells: KeyedFacts[tuple[int, int]] = KeyedFacts(rule.max_keys, rule.max_per_key)
+        self.cells: KeyedFacts[tuple[int, int]] = KeyedFacts(
+            rule.max_keys, rule.max_per_key, keep_dropped=True
+        )
+        # The kinds of every fact taken, by event id, until it expires (or, if evicted, until
+        # the next expiry): also what tells a redelivery.
         self.kinds: dict[str, tuple[str, ...]] = {}
-        self.held: set[str] = set()
         self.needed = rule.needed()
+        self._least = sum(self.needed.values())
+        self._select = tuple(rule.select.items())
 
-    def _kinds_of(self, fact: Fact) -> tuple[str, ...]:
-        k = self.kinds.get(fact.event_id)
-        if k is None:
-            k = self.kinds[fact.event_id] = tuple(
-                n for n, s in self.rule.select.items() if s.matches(fact)
-            )
-        return k
+    def _match(self, fact: Fact) -> tuple[str, ...]:
+        return tuple(n for n, s in self._select if s.matches(fact))
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         rule = self.rule
-        kinds = self._kinds_of(fact)
-        if not kinds:
-            return []
-        if fact.event_id not in self.held:
-            self.held.add(fact.event_id)
-            self.cells.add(self.grid.cell(fact.lat, fact.lon), fact, unique=False)
-        if not owner:
+        eid = fact.event_id
+        kinds = self.kinds.get(eid)
+        if kinds is None:
+            kinds = self._match(fact)
+            if not kinds:
+                return []
+            self.kinds[eid] = kinds
+            self.cells.add(self.grid.cell(fact.lat, fact.lon), fact)
+        if not kinds or not owner:
             return []
         w = rule.window
+        radius = rule.radius_km
+        lat, lon, t = fact.lat, fact.lon, fact.ts
+        in_cell = self.cells.get
         near: list[Fact] = []
-        for cell in self.grid.cells_within(fact.lat, fact.lon, rule.radius_km):
-            for f in self.cells.get(cell):
+        for cell in self.grid.cells_within(lat, lon, radius):
+            held = in_cell(cell)
+            if not held:
+                continue
+            i, j = near_bounds(held, t, w)
+            for f in held[i:j]:
                 if (
                     f is not fact
-                    and abs(f.ts - fact.ts) <= w
-                    and f.event_id != fact.event_id
-                    and haversine_km(fact.lat, fact.lon, f.lat, f.lon) <= rule.radius_km
+                    and f.event_id != eid
+                    and haversine_km(lat, lon, f.lat, f.lon) <= radius
                 ):
                     near.append(f)
-        if len(near) + 1 < sum(self.needed.values()):
+        if len(near) + 1 < self._least:
             return []
-        near.sort(key=lambda f: (f.ts, f.event_id))
-        near = near[-rule.max_candidates :]
-        group = sorted([*near, fact], key=lambda f: (f.ts, f.event_id))
-        for i, start in enumerate(group):
-            if start.ts > fact.ts:
-                break
-            if fact.ts - start.ts > w:
-                continue
-            span = [f for f in group[i:] if f.ts - start.ts <= w]
-            if self._satisfied(span):
-                lat = sum(f.lat for f in span) / len(span)
-                lon = sum(f.lon for f in span) / len(span)
-                return [Hit(rule.id, tuple(span), None, lat, lon)]
-        return []
+        near.sort(key=_order)
+        group = with_fact(near[-rule.max_candidates :], fact, False)
+        span = self._first_span(group, t, w)
+        if span is None:
+            return []
+        lat = sum(f.lat for f in span) / len(span)
+        lon = sum(f.lon for f in span) / len(span)
+        return [Hit(rule.id, tuple(span), None, lat, lon)]
 
-    def _satisfied(self, span: list[Fact]) -> bool:
+    def _first_span(self, group: list[Fact], t: float, w: float) -> list[Fact] | None:
+        """The earliest span [s, s + w] of `group` (sorted) holding time `t` with enough of
+        every kind."""
+        kinds = self.kinds
+        match = self._match
+        needed = tuple(self.needed.items())
         counts = dict.fromkeys(self.needed, 0)
-        for f in span:
-            for k in self._kinds_of(f):
-                counts[k] += 1
-        return all(counts[k] >= n for k, n in self.needed.items())
+        n = len(group)
+        s = 0
+        while s < n and t - group[s].ts > w:
+            s += 1
+        j = s
+        while s < n:
+            start = group[s]
+            st = start.ts
+            if st > t:
+                break
+            while j < n and group[j].ts - st <= w:
+                f = group[j]
+                for k in kinds.get(f.event_id) or match(f):
+                    counts[k] += 1
+                j += 1
+            if all(counts[k] >= m for k, m in needed):
+                return group[s:j]
+            for k in kinds.get(start.event_id) or match(start):
+                counts[k] -= 1
+            s += 1
+        return None
 
     def expire(self, watermark: float) -> None:
         self.cells.expire(watermark - self.rule.horizon)
-        if len(self.held) != self.cells.items_count():
-            self.held = {f.event_id for f in self.cells.facts()}
-            self.kinds = {k: v for k, v in self.kinds.items() if k in self.held}
+        kinds = self.kinds
+        for eid in self.cells.take_dropped():
+            kinds.pop(eid, None)
 
     def size(self) -> tuple[int, int]:
         return (self.cells.keys(), self.cells.items_count())
@@ -128,4 +152,8 @@ class ProximityCorrelator(Correlator[ProximityRule]):
 
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.cells.restore(data["cells"], facts)
-        self.held = {f.event_id for f in self.cells.facts()}
+        self.kinds = {f.event_id: self._match(f) for f in self.cells.facts()}
+
+
+def _order(f: Fact) -> tuple[float, str]:
+    return (f.ts, f.event_id)

@@ -96,10 +96,6 @@ class SequenceRule(RuleBase):
         return self.steps[-1] if self.steps[-1].absent else None
 
 
-def _order(f: Fact) -> tuple[float, str]:
-    return (f.ts, f.event_id)
-
-
 Pending = tuple[tuple[Fact, ...], float]
 """A complete chain of present steps waiting for its absence, and when that is due
 (the last present step's time + `within`; decided once the watermark passes due + lateness)."""
@@ -126,14 +122,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             return []
         hits: list[Hit] = []
         absence = self.absence
-        if absence is not None and absence.matches(fact):
-            if not _holds(self.absent_seen, key, fact):
-                self.absent_seen.add(key, fact)
-                self._cancel(key, fact)
+        if absence is not None and absence.matches(fact) and self.absent_seen.add(key, fact):
+            self._cancel(key, fact)
         positions: list[int] = []
         for i, step in enumerate(self.present):
-            if step.matches(fact) and not _holds(self.stores[i], key, fact):
-                self.stores[i].add(key, fact)
+            if step.matches(fact) and self.stores[i].add(key, fact):
                 positions.append(i)
         for i in positions:
             for chain in self._chains(fact, key, i):
@@ -148,7 +141,9 @@ class SequenceCorrelator(Correlator[SequenceRule]):
     def _seen_last(self, key: str, last: Fact) -> bool:
         """Whether a chain ending at this event was already reported, or is waiting."""
         waiting = self.pending.get(key)
-        return (waiting is not None and last.event_id in waiting) or _holds(self.decided, key, last)
+        return (waiting is not None and last.event_id in waiting) or self.decided.holds(
+            key, last.event_id
+        )
 
     def _cancel(self, key: str, b: Fact) -> None:
         """An absent-step event: cancel every waiting chain it falls within `within` of."""
@@ -174,8 +169,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         within = self.absence.within if self.absence is not None else None
         assert within is not None
         if any(
-            b.event_id != a.event_id and a.ts <= b.ts <= a.ts + within
-            for b in self.absent_seen.get(key)
+            b.event_id != a.event_id for b in self.absent_seen.between(key, a.ts, a.ts + within)
         ):
             self.decided.add(key, a)  # the absent-step event arrived first
             return
@@ -224,15 +218,9 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         if i == 0:
             return []
         lo = fact.ts - self.rule.window
+        eid = fact.event_id
         cands = [
-            sorted(
-                (
-                    g
-                    for g in self.stores[j].get(key)
-                    if g.event_id != fact.event_id and lo <= g.ts <= fact.ts
-                ),
-                key=_order,
-            )
+            [g for g in self.stores[j].between(key, lo, fact.ts) if g.event_id != eid]
             for j in range(i)
         ]
         # levels[j][n] = (latest possible first-step time of a chain ending at cands[j][n],
@@ -265,14 +253,9 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         layers: list[list[Fact]] = []
         for j in range(i + 1, m):
             within = self.present[j].within
-            cands = sorted(
-                (
-                    g
-                    for g in self.stores[j].get(key)
-                    if g.event_id != fact.event_id and fact.ts <= g.ts <= hi
-                ),
-                key=_order,
-            )
+            cands = [
+                g for g in self.stores[j].between(key, fact.ts, hi) if g.event_id != fact.event_id
+            ]
             layer: list[Fact] = []
             parent: list[int] = []
             n = -1
@@ -344,7 +327,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
     def size(self) -> tuple[int, int]:
         keys: set[str] = set(self.pending)
         for store in (*self.stores, self.absent_seen):
-            keys.update(store._data)
+            keys.update(store.key_view())
         items = sum(s.items_count() for s in (*self.stores, self.absent_seen, self.decided))
         return (len(keys), items + sum(len(w) for w in self.pending.values()))
 
@@ -385,10 +368,6 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             chain = tuple(facts[i] for i in ids)
             self.pending.setdefault(key, {})[chain[-1].event_id] = (chain, due)
             heapq.heappush(self._due, (due, next(self._tie), key, chain[-1].event_id))
-
-
-def _holds(store: KeyedFacts[str], key: str, fact: Fact) -> bool:
-    return any(f.event_id == fact.event_id for f in store.get(key))
 
 
 def _latest_before(

@@ -62,9 +62,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
         roles = [n for n in self.names if rule.kinds[n].matches(fact)]
         fresh = False
         for n in roles:
-            store = self.by_kind[n]
-            if not any(f.event_id == fact.event_id for f in store.get(key)):
-                store.add(key, fact)
+            if self.by_kind[n].add(key, fact):
                 fresh = True
         if not fresh:
             return []  # no kind it fills, or a redelivery
@@ -93,11 +91,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
         others = [n for n in self.names if n != role]
         cands: list[list[Fact]] = []
         for n in others:
-            c = [
-                f
-                for f in self.by_kind[n].get(key)
-                if f.event_id != fact.event_id and abs(f.ts - fact.ts) <= w
-            ]
+            c = [f for f in self.by_kind[n].near(key, fact.ts, w) if f.event_id != fact.event_id]
             if not c:
                 return None
             c.sort(key=lambda f: (abs(f.ts - fact.ts), f.ts, f.event_id))
@@ -133,7 +127,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
     def size(self) -> tuple[int, int]:
         keys: set[str] = set()
         for store in self.by_kind.values():
-            keys.update(store._data)
+            keys.update(store.key_view())
         return (len(keys), sum(s.items_count() for s in self.by_kind.values()))
 
     def evictions(self) -> int:

@@ -11,6 +11,7 @@ from engine.correlators.base import KeyedEventsCorrelator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeyedSelectRule
+from engine.state import with_fact
 
 
 class ValueCountRule(KeyedSelectRule):
@@ -34,13 +35,11 @@ class ValueCountCorrelator(KeyedEventsCorrelator[ValueCountRule]):
         rule = self.rule
         if key is None or _value(fact, rule.field) is None:
             return []
-        if any(f.event_id == fact.event_id for f in self.events.get(key)):
+        events = self.events
+        if not events.add(key, fact):
             return []  # a redelivery: it was counted already
-        self.events.add(key, fact)
-        w = rule.window
-        group = sorted(
-            (f for f in self.events.get(key) if abs(f.ts - fact.ts) <= w),
-            key=lambda f: (f.ts, f.event_id),
+        group = with_fact(
+            events.near(key, fact.ts, rule.window), fact, events.holds(key, fact.event_id)
         )
         span = self._first_span(group, fact)
         if span is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -12,7 +13,7 @@ from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeySpec, RuleBase
 from engine.selectors import Selector
-from engine.state import KeyedFacts
+from engine.state import KeyedFacts, event_time
 
 
 class WatchlistRule(RuleBase):
@@ -52,19 +53,32 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
         rule = self.rule
         ttl = rule.window
         hits: list[Hit] = []
+        t = fact.ts
         if rule.list_.matches(fact):
             self.entries.add(key, fact)
-            for s in self.sightings.get(key):
-                if fact.ts <= s.ts <= fact.ts + ttl:
-                    hits.append(Hit(rule.id, (fact, s), key, s.lat, s.lon))
+            # sightings s with t <= s.ts <= t + ttl, in the order they came
+            seen = sorted(self.sightings.between(key, t, t + ttl), key=self._sighted(key))
+            hits.extend(Hit(rule.id, (fact, s), key, s.lat, s.lon) for s in seen)
         if any(m.matches(fact) for m in rule.match):
             self.sightings.add(key, fact)
-            live = [e for e in self.entries.get(key) if e.ts <= fact.ts <= e.ts + ttl]
-            if live:
-                live.sort(key=lambda e: e.ts)
+            entries = self.entries.get(key)
+            # entries e with e.ts <= t <= e.ts + ttl, the latest last (equal times as they came)
+            j = bisect_right(entries, t, key=event_time)
+            i = bisect_left(entries, t - ttl, 0, j, key=event_time)
+            while i > 0 and t <= entries[i - 1].ts + ttl:  # t - ttl is rounded: settle exactly
+                i -= 1
+            while i < j and not t <= entries[i].ts + ttl:
+                i += 1
+            if i < j:
+                arrival = self.entries.arrival
+                live = sorted(entries[i:j], key=lambda e: (e.ts, arrival(key, e)))
                 ev = (*live[-rule.max_evidence_entries :], fact)
                 hits.append(Hit(rule.id, ev, key, fact.lat, fact.lon))
         return hits
+
+    def _sighted(self, key: str) -> Callable[[Fact], int]:
+        arrival = self.sightings.arrival
+        return lambda s: arrival(key, s)
 
     def expire(self, watermark: float) -> None:
         self.entries.expire(watermark - self.rule.horizon)
@@ -72,7 +86,7 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
 
     def size(self) -> tuple[int, int]:
         return (
-            len({*self.entries._data, *self.sightings._data}),
+            len(self.entries.key_view() | self.sightings.key_view()),
             self.entries.items_count() + self.sightings.items_count(),
         )
 

@@ -105,3 +105,15 @@ def test_random_objects_are_accepted_or_refused(doc):
     raw = json.dumps(doc).encode()
     res = check(raw)
     assert isinstance(res, Fact | Rejection)
+
+
+def test_a_held_fact_keeps_plain_values_and_builds_its_model_again():
+    res = check(det(plate="abc-12", count=3))
+    assert isinstance(res, Fact)
+    model = res.event
+    res.settle()  # as the engine's state does when it holds the fact
+    assert res._event is None
+    assert res.get("plate") == "ABC12" and res.get("count") == 3
+    assert res.get("source.country") == "MX" and res.get("location.lat") == 31.3
+    assert res.event == model
+    assert res.doc == model.model_dump(mode="json", exclude_none=True)
