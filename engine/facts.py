@@ -11,6 +11,7 @@ from engine.border import default_border
 from schemas.events import EVENT_MODELS, Event, normalize_plate
 
 _MISSING = object()
+_NESTED = ("source", "location")
 
 
 class Fact:
@@ -27,6 +28,7 @@ class Fact:
         "_doc",
         "_event",
         "_fields",
+        "_flat",
         "_raw",
         "_taken",
         "country",
@@ -43,6 +45,7 @@ class Fact:
         self._event: Event | None = event
         self._raw = raw
         self._fields: dict[str, Any] | None = None
+        self._flat = False
         self._doc: dict[str, Any] | None = None
         self.event_id = event.event_id
         self.event_type = event.event_type
@@ -60,6 +63,7 @@ class Fact:
         f._event = None
         f._raw = None
         f._fields = doc
+        f._flat = False
         f._doc = doc
         f.event_id = doc["event_id"]
         f.event_type = doc["event_type"]
@@ -74,15 +78,15 @@ class Fact:
 
     @property
     def event(self) -> Event:
-        """The event model (built from the JSON object on first use)."""
-        if self._event is None:
-            model = EVENT_MODELS[self.event_type]
-            if self._raw is not None:  # validated at ingest from these bytes: validate again
-                self._event = model.model_validate(orjson.loads(self._raw))
-            else:
-                assert self._doc is not None
-                self._event = model.model_validate(self._doc)
-        return self._event
+        """The event model. A fact holding plain values builds it on each call and does not
+        keep it (it is needed rarely: for the score of an alert)."""
+        if self._event is not None:
+            return self._event
+        model = EVENT_MODELS[self.event_type]
+        if self._raw is not None:  # validated at ingest from these bytes: validate them again
+            return model.model_validate(orjson.loads(self._raw))
+        assert self._doc is not None
+        return model.model_validate(self._doc)
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -98,10 +102,13 @@ class Fact:
         ev = self._event
         if ev is None or self._raw is None:
             return
-        fields = dict(ev.__dict__)
-        fields["source"] = ev.source.__dict__
-        fields["location"] = ev.location.__dict__
+        # Flat, with atomic values only: such a dict is not tracked by the garbage collector.
+        fields = {k: v for k, v in ev.__dict__.items() if k not in _NESTED}
+        for part in _NESTED:
+            for k, v in getattr(ev, part).__dict__.items():
+                fields[f"{part}.{k}"] = v
         self._fields = fields
+        self._flat = True
         self._event = None
 
     def get(self, name: str) -> Any:
@@ -122,8 +129,12 @@ class Fact:
         ev = self._event
         if ev is not None:
             return getattr(ev, name, None)
-        assert self._fields is not None
-        return self._fields.get(name)
+        fields = self._fields
+        assert fields is not None
+        if self._flat and name in _NESTED:
+            head = name + "."
+            return {k[len(head) :]: v for k, v in fields.items() if k.startswith(head)}
+        return fields.get(name)
 
     def _compute(self, name: str) -> Any:
         if name == "plate":
@@ -136,12 +147,13 @@ class Fact:
         if name in ("person_ref", "serial", "track_id"):
             raw = self._field(name)
             return raw.strip().upper() if isinstance(raw, str) and raw.strip() else None
-        if name.startswith("source."):
-            src = self._field("source")
-            return src.get(name[7:]) if isinstance(src, dict) else getattr(src, name[7:], None)
-        if name.startswith("location."):
-            loc = self._field("location")
-            return loc.get(name[9:]) if isinstance(loc, dict) else getattr(loc, name[9:], None)
+        head, dot, tail = name.partition(".")
+        if dot and head in _NESTED:
+            if self._flat:
+                assert self._fields is not None
+                return self._fields.get(name)
+            part = self._field(head)
+            return part.get(tail) if isinstance(part, dict) else getattr(part, tail, None)
         return self._field(name)
 
     def __repr__(self) -> str:
