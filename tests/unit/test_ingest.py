@@ -119,3 +119,105 @@ def test_a_held_fact_keeps_plain_values_and_builds_its_model_again():
     assert res.event == model and res.event is not res.event  # built on demand, not kept
     assert res.get("source") == {"agency": "GN", "country": "MX"}
     assert res.doc == model.model_dump(mode="json", exclude_none=True)
+
+
+# -- the one-pass path accepts exactly what decoding and then the model accept ------------------
+
+ODD_VALUES = [
+    None, True, False, 0, 1, -1, 2**63, 2**64, 1.5, -0.0, 1e308, 1e-320, float("nan"),
+    float("inf"), "", "x", "1", "1.5", "true", "2026-11-28T10:00:00Z", "2026-02-30T10:00:00Z",
+    "2026-11-28T10:00:00", "2026-11-28", "\ud800", "é", [], {}, [1], {"a": 1},
+    {"lat": 1, "lon": 2}, {"agency": "A", "country": "US"}, "person", "seizure", "high",
+]  # fmt: skip
+
+
+FIELDS = ["count", "plate", "confidence", "lat", "agency", "occurred_at", "extra", "event_id"]
+
+
+def reference(raw: bytes, etype: str):
+    """The definition of a valid event: decoded by orjson, then validated by its model."""
+    from pydantic import ValidationError
+
+    from schemas.events import EVENT_MODELS
+
+    try:
+        doc = orjson.loads(raw)
+        if isinstance(doc, dict) and doc.get("event_type") == etype:
+            return EVENT_MODELS[etype].model_validate(doc)
+    except (orjson.JSONDecodeError, ValidationError, RecursionError, ValueError):
+        pass
+    return None
+
+
+def agrees(raw: bytes, etype: str = "detection") -> None:
+    res = validate(raw, etype, now=NOW + 10**10, partners=frozenset({"US", "MX", "GT"}))
+    ref = reference(raw, etype)
+    if isinstance(res, Fact):
+        assert ref is not None and res.event == ref, raw
+    else:
+        assert ref is None or res.kind == "unknown_partner", raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["", "source", "location"]),
+            st.sampled_from(
+                [
+                    "count",
+                    "plate",
+                    "confidence",
+                    "lat",
+                    "agency",
+                    "occurred_at",
+                    "extra",
+                    "event_id",
+                ]
+            ),
+            st.sampled_from(ODD_VALUES),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_one_pass_agrees_on_odd_values(changes, ascii_only):
+    doc = orjson.loads(det(plate="ABC-1", count=2, confidence=0.5))
+    for where, key, value in changes:
+        (doc[where] if where else doc)[key] = value
+    agrees(json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_one_pass_agrees_on_damaged_bytes(data):
+    raw = bytearray(det(plate="ABC-1", count=2, confidence=0.5))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        what = data.draw(st.sampled_from(["set", "delete", "insert"]))
+        byte = data.draw(st.sampled_from(b'0123456789.eE+-"\\{}[],:tfnulN \x00\x01\xff\xef'))
+        if what == "set":
+            raw[at] = byte
+        elif what == "delete":
+            del raw[at]
+        else:
+            raw.insert(at, byte)
+    agrees(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        det(plate="X").replace(b'"X"', b'"\\ud800"'),
+        det(count=2).replace(b'"count":2', b'"count":2,"count":3'),
+        det(count=2).replace(b'"count":2', b'"count":02'),
+        det(confidence=0.5).replace(b"0.5", b"NaN"),
+        det().replace(b'"MX"', b'"M\\u0058"'),
+        b"\xef\xbb\xbf" + det(),
+        det() + b" x",
+        det(plate="A\x01"),
+    ],
+)
+def test_one_pass_agrees_on_edges_of_json(raw):
+    agrees(raw)
