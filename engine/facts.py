@@ -53,7 +53,7 @@ class Fact:
         self.lat = event.location.lat
         self.lon = event.location.lon
         self.country = event.source.country
-        self._derived: dict[str, Any] | None = None
+        self._derived: dict[str, Any] = {}
         self._taken: tuple[object, list[Any]] | None = None
 
     @classmethod
@@ -72,7 +72,7 @@ class Fact:
         f.lat = loc["lat"]
         f.lon = loc["lon"]
         f.country = doc["source"]["country"]
-        f._derived = None
+        f._derived = {}
         f._taken = None
         return f
 
@@ -118,8 +118,6 @@ class Fact:
         (the country whose territory holds the location).
         """
         d = self._derived
-        if d is None:
-            d = self._derived = {}
         value = d.get(name, _MISSING)
         if value is _MISSING:
             value = d[name] = self._compute(name)

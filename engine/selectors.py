@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -116,31 +117,47 @@ class Selector(BaseModel):
 
     def matches(self, fact: Fact) -> bool:
         """Whether the fact is of one of the types and passes every condition."""
-        entry = _COMPILED.get(id(self))
-        if entry is None or entry[0] is not self:
-            entry = _COMPILED[id(self)] = (self, _Compiled(self))
-        c = entry[1]
-        if fact.event_type not in c.types:
-            return False
-        get = fact.get
-        for name, test in c.tests:
-            if not test(get(name)):
-                return False
-        return True
+        return self.matcher(fact)
 
-
-class _Compiled:
-    """A selector as plain Python: attribute access on pydantic models is slow per event."""
-
-    __slots__ = ("tests", "types")
-
-    def __init__(self, sel: Selector) -> None:
-        self.types = frozenset(sel.type)
+    @cached_property
+    def matcher(self) -> Callable[[Fact], bool]:
+        """`matches` as a plain function, compiled once: attribute access on pydantic models
+        and the generic condition test are slow per event."""
+        types = frozenset(self.type)
         # Derived fields computed from geometry go last: most events fail a cheaper test first.
-        costly = ("border_km", "territory")
-        items = sorted(sel.where.items(), key=lambda kv: kv[0] in costly)
-        self.tests = tuple((name, c.predicate()) for name, c in items)
+        items = sorted(self.where.items(), key=lambda kv: kv[0] in _COSTLY)
+        tests = tuple((name, c.predicate()) for name, c in items)
+        if not tests:
+            return lambda f: f.event_type in types
+        if len(tests) == 1:
+            name, test = tests[0]
+            return lambda f: f.event_type in types and test(f.get(name))
+
+        def match(f: Fact) -> bool:
+            if f.event_type not in types:
+                return False
+            get = f.get
+            for name, test in tests:
+                if not test(get(name)):
+                    return False
+            return True
+
+        return match
 
 
-# id -> (selector, compiled); the selector is held so that its id is not reused.
-_COMPILED: dict[int, tuple[Selector, _Compiled]] = {}
+_COSTLY = frozenset({"border_km", "territory"})
+
+
+def any_of(selectors: Sequence[Selector]) -> Callable[[Fact], bool]:
+    """One function telling whether any of the selectors matches a fact."""
+    matchers = tuple(s.matcher for s in selectors)
+    if len(matchers) == 1:
+        return matchers[0]
+
+    def match(f: Fact) -> bool:
+        for m in matchers:
+            if m(f):
+                return True
+        return False
+
+    return match

@@ -58,10 +58,10 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         self.kinds: dict[str, tuple[str, ...]] = {}
         self.needed = rule.needed()
         self._least = sum(self.needed.values())
-        self._select = tuple(rule.select.items())
+        self._select = tuple((n, s.matcher) for n, s in rule.select.items())
 
     def _match(self, fact: Fact) -> tuple[str, ...]:
-        return tuple(n for n, s in self._select if s.matches(fact))
+        return tuple(n for n, matches in self._select if matches(fact))
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         rule = self.rule

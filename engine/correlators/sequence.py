@@ -13,7 +13,7 @@ from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import Duration, Frozen, KeySpec, RuleBase
-from engine.selectors import Selector
+from engine.selectors import Selector, any_of
 from engine.state import KeyedFacts
 
 
@@ -106,6 +106,8 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         super().__init__(rule)
         self.present = rule.present
         self.absence = rule.absence
+        self._takes = [any_of(step.select) for step in self.present]
+        self._cancels = any_of(self.absence.select) if self.absence is not None else None
         mk, mpk = rule.max_keys, rule.max_per_key
         self.stores: list[KeyedFacts[str]] = [KeyedFacts(mk, mpk) for _ in self.present]
         self.absent_seen: KeyedFacts[str] = KeyedFacts(mk, mpk)
@@ -122,11 +124,12 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             return []
         hits: list[Hit] = []
         absence = self.absence
-        if absence is not None and absence.matches(fact) and self.absent_seen.add(key, fact):
+        cancels = self._cancels
+        if cancels is not None and cancels(fact) and self.absent_seen.add(key, fact):
             self._cancel(key, fact)
         positions: list[int] = []
-        for i, step in enumerate(self.present):
-            if step.matches(fact) and self.stores[i].add(key, fact):
+        for i, takes in enumerate(self._takes):
+            if takes(fact) and self.stores[i].add(key, fact):
                 positions.append(i)
         for i in positions:
             for chain in self._chains(fact, key, i):

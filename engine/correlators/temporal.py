@@ -51,6 +51,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
     def __init__(self, rule: TemporalRule) -> None:
         super().__init__(rule)
         self.names = sorted(rule.kinds)
+        self._kinds = [(n, rule.kinds[n].matcher) for n in self.names]
         self.by_kind: dict[str, KeyedFacts[str]] = {
             n: KeyedFacts(rule.max_keys, rule.max_per_key) for n in self.names
         }
@@ -59,7 +60,7 @@ class TemporalCorrelator(Correlator[TemporalRule]):
         if key is None:
             return []
         rule = self.rule
-        roles = [n for n in self.names if rule.kinds[n].matches(fact)]
+        roles = [n for n, matches in self._kinds if matches(fact)]
         fresh = False
         for n in roles:
             if self.by_kind[n].add(key, fact):

@@ -12,7 +12,7 @@ from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeySpec, RuleBase
-from engine.selectors import Selector
+from engine.selectors import Selector, any_of
 from engine.state import KeyedFacts, event_time
 
 
@@ -46,6 +46,8 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
         super().__init__(rule)
         self.entries: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
         self.sightings: KeyedFacts[str] = KeyedFacts(rule.max_keys, rule.max_per_key)
+        self._lists = rule.list_.matcher
+        self._sighted_by = any_of(rule.match)
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         if key is None:
@@ -54,12 +56,12 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
         ttl = rule.window
         hits: list[Hit] = []
         t = fact.ts
-        if rule.list_.matches(fact):
+        if self._lists(fact):
             self.entries.add(key, fact)
             # sightings s with t <= s.ts <= t + ttl, in the order they came
             seen = sorted(self.sightings.between(key, t, t + ttl), key=self._sighted(key))
             hits.extend(Hit(rule.id, (fact, s), key, s.lat, s.lon) for s in seen)
-        if any(m.matches(fact) for m in rule.match):
+        if self._sighted_by(fact):
             self.sightings.add(key, fact)
             entries = self.entries.get(key)
             # entries e with e.ts <= t <= e.ts + ttl, the latest last (equal times as they came)
