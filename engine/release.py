@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
 from engine.border import default_border
 from engine.hits import RawAlert
-from engine.rules import utc_from_ts
-from schemas.alerts import Alert, Evidence, Point, PolicyRef, Redaction
-from schemas.audit import AuditRecord, FieldAction
+from schemas.alerts import Alert, PolicyRef
+from schemas.audit import AuditRecord
 from schemas.events import COMMON_FIELDS
 
 TLP_BY_SEVERITY = {
@@ -117,25 +117,39 @@ def release(
     topic: str,
 ) -> tuple[Alert, AuditRecord] | None:
     """The alert as released to `destination` and its audit record; None if nothing may go."""
-    evidence: list[Evidence] = []
-    redactions: list[Redaction] = []
-    actions: list[FieldAction] = []
+    out = release_json(alert, destination, all_recipients, policy, now=now, topic=topic)
+    if out is None:
+        return None
+    body, audit = out
+    return Alert.model_validate(body), AuditRecord.model_validate(audit)
+
+
+def release_json(
+    alert: RawAlert,
+    destination: str,
+    all_recipients: list[str],
+    policy: SharingPolicy,
+    *,
+    now: float,
+    topic: str,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """`release` as the JSON objects the models dump to, without building the models (the
+    worker's path; `release` validates the same objects, and tests hold the two equal)."""
+    evidence: list[dict[str, Any]] = []
+    redactions: list[dict[str, Any]] = []
+    actions: list[dict[str, Any]] = []
+    action = policy.action
     for fact in alert.evidence:
         origin = fact.country
+        etype = fact.event_type
         at = (fact.lat, fact.lon)
-        drop_action, drop_rule = policy.action(origin, destination, fact.event_type, "*", at=at)
+        drop_action, drop_rule = action(origin, destination, etype, "*", at=at)
         idx = len(evidence)
         if drop_action == "drop":
-            redactions.append(
-                Redaction(path=f"evidence[{fact.event_id}]", action="drop", policy_rule=drop_rule)
-            )
+            path = f"evidence[{fact.event_id}]"
+            redactions.append({"path": path, "action": "drop", "policy_rule": drop_rule})
             actions.append(
-                FieldAction(
-                    path=f"evidence[{fact.event_id}]",
-                    action="drop",
-                    policy_rule=drop_rule,
-                    origin=origin,
-                )
+                {"path": path, "action": "drop", "policy_rule": drop_rule, "origin": origin}
             )
             continue
         raw = fact.doc  # canonical JSON: no model round trip per fact and destination
@@ -143,74 +157,78 @@ def release(
         for name, value in raw.items():
             if name in COMMON_FIELDS:
                 continue
-            act, prule = policy.action(origin, destination, fact.event_type, name, at=at)
+            act, prule = action(origin, destination, etype, name, at=at)
             path = f"evidence[{idx}].fields.{name}"
-            actions.append(FieldAction(path=path, action=act, policy_rule=prule, origin=origin))
+            actions.append({"path": path, "action": act, "policy_rule": prule, "origin": origin})
             if act == "release":
                 fields[name] = value
                 continue
-            redactions.append(Redaction(path=path, action=act, policy_rule=prule))
+            redactions.append({"path": path, "action": act, "policy_rule": prule})
             if act in ("pseudonymize", "generalize"):
                 fields[name] = policy.transform(act, name, value, destination)
+        src = raw["source"]
         evidence.append(
-            Evidence.model_validate(
-                {
-                    "event_id": fact.event_id,
-                    "event_type": fact.event_type,
-                    "occurred_at": raw["occurred_at"],
-                    "source": raw["source"],
-                    "fields": fields,
-                }
-            )
+            {
+                "event_id": fact.event_id,
+                "event_type": etype,
+                "occurred_at": raw["occurred_at"],
+                "source": {"agency": src["agency"], "country": src["country"]},
+                "fields": fields,
+            }
         )
     if not evidence:
         return None
     lat, lon = alert.lat, alert.lon
     loc_origins = sorted({f.country for f in alert.evidence})
     loc_actions = {
-        o: policy.action(o, destination, "*", "location", at=(alert.lat, alert.lon))
-        for o in loc_origins
+        o: action(o, destination, "*", "location", at=(alert.lat, alert.lon)) for o in loc_origins
     }
     # An alert always has a location: any action but release coarsens it.
     held = [rule for act, rule in loc_actions.values() if act != "release"]
     if held:
         g = policy.transform("generalize", "location", {"lat": lat, "lon": lon}, destination)
         lat, lon = g["lat"], g["lon"]
-        redactions.append(Redaction(path="location", action="generalize", policy_rule=held[0]))
+        redactions.append({"path": "location", "action": "generalize", "policy_rule": held[0]})
     for o, (_, rule) in loc_actions.items():
         actions.append(
-            FieldAction(
-                path="location",
-                action="generalize" if held else "release",
-                policy_rule=held[0] if held else rule,
-                origin=o,
-            )
+            {
+                "path": "location",
+                "action": "generalize" if held else "release",
+                "policy_rule": held[0] if held else rule,
+                "origin": o,
+            }
         )
     ref = policy.ref
-    out = Alert(
-        alert_id=alert.alert_id,
-        rule_id=alert.rule_id,
-        title=alert.title,
-        severity=alert.severity,
-        score=alert.score,
-        raised_at=utc_from_ts(alert.raised_at),
-        first_seen=utc_from_ts(alert.first_seen),
-        last_seen=utc_from_ts(alert.last_seen),
-        location=Point(lat=round(lat, 6), lon=round(lon, 6)),
-        recipient=destination,
-        recipients=all_recipients,
-        tlp=policy.tlp(alert.rule_id, alert.severity),
-        evidence=evidence,
-        redactions=redactions,
-        policy=ref,
-    )
-    audit = AuditRecord(
-        alert_id=alert.alert_id,
-        rule_id=alert.rule_id,
-        destination=destination,
-        topic=topic,
-        released_at=utc_from_ts(now),
-        policy=ref,
-        actions=actions,
-    )
-    return out, audit
+    ref_doc = {"id": ref.id, "version": ref.version, "sha256": ref.sha256}
+    body = {
+        "alert_id": alert.alert_id,
+        "rule_id": alert.rule_id,
+        "title": alert.title,
+        "severity": alert.severity,
+        "score": alert.score,
+        "raised_at": iso_z(alert.raised_at),
+        "first_seen": iso_z(alert.first_seen),
+        "last_seen": iso_z(alert.last_seen),
+        "location": {"lat": round(lat, 6), "lon": round(lon, 6)},
+        "recipient": destination,
+        "recipients": list(all_recipients),
+        "tlp": policy.tlp(alert.rule_id, alert.severity),
+        "evidence": evidence,
+        "redactions": redactions,
+        "policy": ref_doc,
+    }
+    audit = {
+        "alert_id": alert.alert_id,
+        "rule_id": alert.rule_id,
+        "destination": destination,
+        "topic": topic,
+        "released_at": iso_z(now),
+        "policy": dict(ref_doc),
+        "actions": actions,
+    }
+    return body, audit
+
+
+def iso_z(ts: float) -> str:
+    """Epoch seconds as the models dump an aware UTC datetime (`...Z`)."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -19,7 +19,7 @@ import orjson
 from engine.correlate import CorrelateOutput, CorrelateStage
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
-from engine.release import InterimPolicy, SharingPolicy, recipients, release
+from engine.release import InterimPolicy, SharingPolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
 
@@ -93,7 +93,9 @@ def replay(
         for dest in who:
             if destination and dest != destination.upper():
                 continue
-            res = release(a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}")
+            res = release_json(
+                a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}"
+            )
             if res is not None:
-                out.write(orjson.dumps(res[0].model_dump(mode="json")) + b"\n")
+                out.write(orjson.dumps(res[0]) + b"\n")
     return stats

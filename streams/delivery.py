@@ -9,7 +9,7 @@ import orjson
 
 from engine.hits import RawAlert
 from engine.policy import Policy
-from engine.release import recipients, release
+from engine.release import recipients, release_json
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -39,14 +39,12 @@ class Delivery:
         key = alert.alert_id.encode()
         for dest in who:
             topic = self.alert_topics[dest]
-            out = release(alert, dest, who, policy, now=now, topic=topic)
+            out = release_json(alert, dest, who, policy, now=now, topic=topic)
             if out is None:
                 continue
             body, audit = out
-            await self.send(
-                self.settings.topic_audit, key, orjson.dumps(audit.model_dump(mode="json")), None
-            )
-            await self.send(topic, key, orjson.dumps(body.model_dump(mode="json")), None)
+            await self.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
+            await self.send(topic, key, orjson.dumps(body), None)
             metrics.audit_records.labels(dest).inc()
             metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
         done = time.time()

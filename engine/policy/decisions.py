@@ -82,6 +82,7 @@ class Policy:
         self._tlp_rule: dict[str, str] = dict(doc.tlp.by_rule)
         self._tlp_severity: dict[str, str] = {k: v for k, v in doc.tlp.by_severity.items()}
         self._decisions: dict[tuple[str, str, str, str, str], tuple[str, str]] = {}
+        self._zones: dict[tuple[float, float], ZoneName] = {}
 
     def __repr__(self) -> str:
         return f"Policy({self._ref.id} v{self._ref.version} from {self.file})"
@@ -92,8 +93,15 @@ class Policy:
 
     def zone_at(self, lat: float, lon: float) -> ZoneName:
         """`inside` within `border_zone_km` of the border, else `outside`."""
-        km = _border_km(self.border, lat, lon)
-        return "inside" if km <= self.doc.border_zone_km else "outside"
+        zones = self._zones
+        zone = zones.get((lat, lon))
+        if zone is None:
+            km = _border_km(self.border, lat, lon)
+            zone = "inside" if km <= self.doc.border_zone_km else "outside"
+            if len(zones) >= 100_000:
+                zones.clear()
+            zones[(lat, lon)] = zone
+        return zone
 
     def action(
         self,
@@ -106,13 +114,16 @@ class Policy:
         """(action, policy rule) for one field (`*`: the whole event) of an event from `origin`
         going to `destination`; `at` is where the event is (for the alert's own location,
         asked with event type `*`: where the alert is), None if unknown."""
-        zones: tuple[ZoneName, ...] = (
-            (self.zone_at(*at),) if at is not None else ("inside", "outside")
-        )
-        act, rule = max(
-            (self._decide(origin, destination, event_type, field, z) for z in zones),
-            key=lambda d: STRICTNESS[d[0]],
-        )
+        if at is not None:
+            act, rule = self._decide(origin, destination, event_type, field, self.zone_at(*at))
+        else:
+            act, rule = max(
+                (
+                    self._decide(origin, destination, event_type, field, z)
+                    for z in ("inside", "outside")
+                ),
+                key=lambda d: STRICTNESS[d[0]],
+            )
         if event_type == "*" and field == "location" and act != "release":
             if act != "generalize":
                 rule = f"{rule}; an alert's location is generalized, never withheld"

@@ -799,3 +799,34 @@ def test_released_alerts_leak_no_foreign_identifiers_and_account_for_every_field
             f.country for f in alert.evidence
         }
         assert out.policy == audit.policy == policy.ref
+
+
+def test_the_workers_json_release_is_exactly_what_the_models_dump() -> None:
+    """The worker writes `release_json`'s objects without building the models: they must be
+    valid alerts and audit records, and dump back to themselves."""
+    import io
+
+    from engine.release import release_json
+    from engine.replay import correlate_file
+    from streams.simulator import Simulator
+
+    sim = Simulator(seed=5, scenario_share=0.3, run_id="rj")
+    clock = iter(range(1_780_000_000, 1_780_000_000 + 9000, 3))
+    lines = [
+        orjson.dumps(ev)
+        for (_, ev), _ in zip(sim.stream(lambda: float(next(clock))), range(2500), strict=False)
+    ]
+    alerts, _ = correlate_file(
+        io.BytesIO(b"\n".join(lines)),
+        load_rules([REPO / "rules"]),
+        partners=frozenset({"US", "MX"}),
+    )
+    assert len({a.rule_id for a in alerts}) >= 2
+    for a in alerts:
+        who = recipients(a, frozenset({"US", "MX"}), DEFAULT)
+        for dest in who:
+            out = release_json(a, dest, who, DEFAULT, now=1_780_000_123.5, topic="alerts.x")
+            models = release(a, dest, who, DEFAULT, now=1_780_000_123.5, topic="alerts.x")
+            assert out is not None and models is not None
+            assert models[0].model_dump(mode="json") == out[0]
+            assert models[1].model_dump(mode="json") == out[1]
