@@ -121,10 +121,8 @@ class Worker:
             await self.guarded("correlate", msg, self.correlate.on_message(msg))
 
     async def _ingest(self, messages: list[Any]) -> None:
-        await self.ingest.on_messages(messages)
-        ack = self.app.consumer.ack
-        for m in messages:
-            ack(m)
+        await self.ingest.on_messages(messages, self.caught_up())
+        self.app.batch_consumer().ack_batch(messages)
 
     async def guarded(self, stage: str, msg: Any, work: Awaitable[None]) -> None:
         """Run a stage's work. If it fails (a bug, or a broker outage outlasting the retries),
@@ -150,20 +148,23 @@ class Worker:
 
     # -- time ------------------------------------------------------------------------------
 
-    async def watch_inputs(self) -> None:
-        """Often (every half idle span): which input partitions are idle, and their marks."""
+    def caught_up(self) -> dict[str, bool]:
+        """Per input partition assigned here: whether the broker holds nothing more for it."""
         consumer = self.app.batch_consumer()
         try:
             assigned = consumer.assignment()
         except Exception:
-            return
+            return {}
         inputs = self.input_topic_names
-        caught = {
+        return {
             source_name(tp.topic, tp.partition): consumer.caught_up(tp)
             for tp in assigned
             if tp.topic in inputs
         }
-        await self.ingest.on_tick(caught)
+
+    async def watch_inputs(self) -> None:
+        """Often (every half idle span): which input partitions are idle, and their marks."""
+        await self.ingest.on_tick(self.caught_up())
 
     async def tick(self) -> None:
         """Once a second: reloads, due snapshots, metrics."""

@@ -33,6 +33,25 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.batch_topics = frozenset()
         self.batch_handler = None
 
+    def ack_batch(self, messages: list[Any]) -> None:
+        """`ack` for a whole handed-over batch (each partition's messages in offset order):
+        the same bookkeeping, per partition at once rather than per message."""
+        per_tp: dict[Any, list[int]] = {}
+        for m in messages:
+            if not m.acked:
+                m.acked = True
+                per_tp.setdefault(m.tp, []).append(m.offset)
+        acked, index, committed = self._acked, self._acked_index, self._committed_offset
+        for tp, offsets in per_tp.items():
+            done = committed[tp]
+            if done is not None:
+                offsets = [o for o in offsets if o >= done]
+            seen = index[tp]
+            fresh = [o for o in offsets if o not in seen]
+            acked[tp].extend(fresh)
+            seen.update(fresh)
+            self._n_acked += len(fresh)
+
     def caught_up(self, tp: Any) -> bool:
         """Whether everything on the broker for `tp` has been handed over (as of the last
         fetch response); False while that is not known."""

@@ -54,8 +54,11 @@ class IngestStage:
         self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         self._last_marks_sent = 0.0
 
-    async def on_messages(self, messages: list[Any]) -> None:
-        """One fetch of input messages (any input topics): validate, route, send, mark."""
+    async def on_messages(self, messages: list[Any], caught_up: dict[str, bool]) -> None:
+        """One fetch of input messages (any input topics): validate, route, send, mark.
+
+        `caught_up` is as of this fetch: a source the fetch shows data for, even if not in
+        this batch, is not idle when the marks go out, so it holds the watermark back."""
         s = self.settings
         now = time.time()
         ruleset, router = self.rules()
@@ -93,7 +96,9 @@ class IngestStage:
                 parts[q].append(item)
         for (topic, etype, country), k in counts.items():
             self.metrics.received.labels(topic, etype, country).inc(k)
-        await self.send_marks(now, touched, parts)
+        changed = clocks.update_idleness(caught_up, now)
+        self._export_idle(changed)
+        await self.send_marks(now, touched | set(changed), parts)
 
     async def send_marks(
         self,
@@ -122,11 +127,14 @@ class IngestStage:
         broker); send every mark when a source turned idle or active, and every second."""
         now = time.time()
         changed = self.clocks.update_idleness(caught_up, now)
-        for source in changed:
-            t, _, p = source.rpartition(":")
-            self.metrics.input_idle.labels(t, p).set(1 if self.clocks.clocks[source].idle else 0)
+        self._export_idle(changed)
         if changed or now - self._last_marks_sent >= 1.0:
             await self.send_marks(now)
+
+    def _export_idle(self, sources: list[str]) -> None:
+        for source in sources:
+            t, _, p = source.rpartition(":")
+            self.metrics.input_idle.labels(t, p).set(1 if self.clocks.clocks[source].idle else 0)
 
     def assigned(self, sources: list[str]) -> None:
         """Start a clock for each newly assigned input partition (idle only once caught up)."""
