@@ -204,9 +204,7 @@ class Lab:
             "FUSION_TOPIC_DEADLETTER": self.topics["deadletter"],
             "FUSION_TOPIC_AUDIT": self.topics["audit"],
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{suffix}.",
-            "FUSION_TOPIC_VALIDATED": f"fusion.validated.{suffix}",
             "FUSION_TOPIC_ROUTED": f"fusion.routed.{suffix}",
-            "FUSION_TOPIC_STATE_DEDUP": f"fusion.state.dedup.{suffix}",
             "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{suffix}",
             "FUSION_LOG_LEVEL": "info",
             "FUSION_SNAPSHOT_INTERVAL_S": "0.5",
@@ -233,6 +231,28 @@ class Lab:
         w = Worker(e, self.tmp / f"worker-{len(self.workers)}.log")
         self.workers.append(w)
         return w
+
+    def run_env(self, name: str) -> dict[str, str]:
+        """Settings for a separate run over the same input topics: its own group, internal
+        topics and outputs (create them with `create_run_topics`)."""
+        tag = f"{self.suffix}-{name}"
+        return {
+            "FUSION_APP_ID": f"fusion-{tag}",
+            "FUSION_TOPIC_ROUTED": f"fusion.routed.{tag}",
+            "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{tag}",
+            "FUSION_TOPIC_DEADLETTER": f"events.deadletter.{tag}",
+            "FUSION_TOPIC_AUDIT": f"audit.sharing.{tag}",
+            "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{tag}.",
+        }
+
+    def create_run_topics(self, env: dict[str, str]) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "streams.cli", "topics"],
+            env={**self.env, **env},
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
 
     def send(
         self,
