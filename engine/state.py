@@ -4,7 +4,7 @@ expiry from the old end through an index, so that no operation scans everything 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Iterator, KeysView
+from collections.abc import Hashable, Iterator, KeysView, Mapping
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
 from typing import Generic, TypeVar, cast
@@ -106,6 +106,11 @@ class KeyedFacts(Generic[K]):
     def get(self, key: K) -> list[Fact]:
         """The facts held for a key in (ts, event id) order (empty if none); do not modify."""
         return self._data.get(key) or []
+
+    @property
+    def by_key(self) -> Mapping[K, list[Fact]]:
+        """Every key's facts in (ts, event id) order (no key maps to an empty list); read only."""
+        return self._data
 
     def holds(self, key: K, event_id: str) -> bool:
         """Whether a fact with this event id is held under the key."""

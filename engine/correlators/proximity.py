@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -9,7 +10,7 @@ from pydantic import Field, model_validator
 
 from engine.correlators.base import Correlator
 from engine.facts import Fact
-from engine.geo import Grid, haversine_km
+from engine.geo import EARTH_RADIUS_KM, Grid, haversine_km
 from engine.hits import Hit
 from engine.rules import RuleBase
 from engine.selectors import Selector
@@ -58,6 +59,9 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         self.kinds: dict[str, tuple[str, ...]] = {}
         self.needed = rule.needed()
         self._least = sum(self.needed.values())
+        # A great circle is at least as long as its difference in latitude: farther apart in
+        # latitude than this (with room for rounding), two points are farther than the radius.
+        self._max_dlat = math.degrees(rule.radius_km / EARTH_RADIUS_KM) * (1 + 1e-9)
         self._select = tuple((n, s.matcher) for n, s in rule.select.items())
 
     def _match(self, fact: Fact) -> tuple[str, ...]:
@@ -78,17 +82,32 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         w = rule.window
         radius = rule.radius_km
         lat, lon, t = fact.lat, fact.lon, fact.ts
-        in_cell = self.cells.get
-        near: list[Fact] = []
+        # The facts of the cells around within the window of time, first; then those near.
+        in_cell = self.cells.by_key.get
+        ranges: list[list[Fact]] = []
+        count = 0
         for cell in self.grid.cells_within(lat, lon, radius):
             held = in_cell(cell)
-            if not held:
+            if held is None:
                 continue
-            i, j = near_bounds(held, t, w)
-            for f in held[i:j]:
+            if abs(held[0].ts - t) <= w and abs(held[-1].ts - t) <= w:
+                ranges.append(held)  # all of it (what the test takes is contiguous)
+                count += len(held)
+            else:
+                i, j = near_bounds(held, t, w)
+                if i < j:
+                    ranges.append(held[i:j])
+                    count += j - i
+        if count + 1 < self._least:
+            return []  # too few even before the distance test
+        near: list[Fact] = []
+        max_dlat = self._max_dlat
+        for held in ranges:
+            for f in held:
                 if (
                     f is not fact
                     and f.event_id != eid
+                    and abs(f.lat - lat) <= max_dlat
                     and haversine_km(lat, lon, f.lat, f.lon) <= radius
                 ):
                     near.append(f)
