@@ -84,7 +84,10 @@ class Fact:
             return self._event
         model = EVENT_MODELS[self.event_type]
         if self._raw is not None:  # validated at ingest from these bytes: validate them again
-            return model.model_validate(orjson.loads(self._raw))
+            try:  # as ingest does: the JSON validator, then decode-and-validate
+                return model.__pydantic_validator__.validate_json(self._raw)  # type: ignore[no-any-return]
+            except ValueError:
+                return model.model_validate(orjson.loads(self._raw))
         assert self._doc is not None
         return model.model_validate(self._doc)
 
