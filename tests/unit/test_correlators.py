@@ -756,3 +756,37 @@ def test_absence_same_alerts_in_any_arrival_order(order: list[int]) -> None:
     got = {a.evidence[0].event_id for a in alerts}
     assert all(len(a.evidence) == 1 for a in alerts)
     assert got == _absence_oracle() == {"a2", "a3"}
+
+
+# -- watchlist: what depends on arrival order ------------------------------------------------
+
+WATCH = """
+id: plate-watch
+type: watchlist
+title: A watched plate
+severity: high
+key: plate
+list: {type: suspect, where: {plate: {exists: true}}}
+match: {type: detection, where: {plate: {exists: true}}}
+window: 30d
+suppress: {by: [key], for: 6h}
+"""
+
+
+def suspect(eid: str, at: str, plate: str = "ABC123") -> Fact:
+    return ev(eid, "suspect", at, person_ref="P-1", watchlist="w", risk="high", plate=plate)
+
+
+def test_watchlist_late_entry_fires_on_sightings_in_the_order_they_came() -> None:
+    eng = engine(WATCH)
+    # sightings arrive out of event-time order; the entry is published after them
+    assert feed(eng, [det("d2", "3h"), det("d1", "2h"), det("d3", "4h")]) == []
+    # one alert per burst: the first sighting to have arrived wins the suppression window
+    assert feed(eng, [suspect("s1", "1h")]) == [["d2", "s1"]]
+
+
+def test_watchlist_evidence_takes_the_latest_entries() -> None:
+    text = WATCH.replace("suppress: {by: [key], for: 6h}\n", "max_evidence_entries: 2\n")
+    eng = engine(text)
+    feed(eng, [suspect("s3", "3m"), suspect("s1", "1m"), suspect("s2", "2m"), suspect("s0", "0m")])
+    assert feed(eng, [det("d1", "1h")]) == [["d1", "s2", "s3"]]
