@@ -49,9 +49,10 @@ class CorrelateStage:
         *,
         dedup_window_s: float = 600.0,
         dedup_max_ids: int = 200_000,
+        grace_s: float = 0.0,
     ) -> None:
         self.engine = Engine(ruleset)
-        self.watermark = CombinedWatermark(expected_sources)
+        self.watermark = CombinedWatermark(expected_sources, grace_s)
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
@@ -63,9 +64,13 @@ class CorrelateStage:
         return self.engine.ruleset
 
     def take(
-        self, items: Iterable[RoutedItem], marks: dict[str, Mark] | None = None
+        self,
+        items: Iterable[RoutedItem],
+        marks: dict[str, Mark] | None = None,
+        now: float | None = None,
     ) -> CorrelateOutput:
-        """Take routed copies and the marks sent with them; release what the watermark allows."""
+        """Take routed copies and the marks sent with them; release what the watermark allows
+        (`now`: processing time, for the grace given to idle inputs; None: no grace)."""
         out = CorrelateOutput()
         seen = self._seen
         for it in items:
@@ -86,7 +91,7 @@ class CorrelateStage:
         if marks:
             for source, mark in marks.items():
                 self.watermark.update(source, mark)
-        self._release(out)
+        self._release(out, now)
         return out
 
     def drain(self, now: float | None = None) -> CorrelateOutput:
@@ -101,8 +106,8 @@ class CorrelateStage:
             self._emit(self.engine.flush(last if now is None else now), out)
         return out
 
-    def _release(self, out: CorrelateOutput) -> None:
-        before, clock = self.watermark.value()
+    def _release(self, out: CorrelateOutput, now: float | None) -> None:
+        before, clock = self.watermark.value(now)
         if before == -math.inf:
             return
         for it in self.buffer.release(before):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
@@ -102,11 +103,18 @@ class CombinedWatermark:
     `release_before`: every event with an earlier event time has arrived (or is late), so
     it may be processed in event-time order. `clock`: the event time the engine may move
     to (equal, except when every source is idle: then everything held may go).
+
+    While some sources are idle, the watermark passes a point only `grace` seconds of
+    processing time after it could first have: data landing on an idle partition a moment
+    after another partition's (a burst written to several partitions at once) is still
+    put in order rather than found behind the watermark.
     """
 
-    def __init__(self, expected: Iterable[str] = ()) -> None:
+    def __init__(self, expected: Iterable[str] = (), grace: float = 0.0) -> None:
         self.expected: frozenset[str] = frozenset(expected)
+        self.grace = grace
         self.marks: dict[str, Mark] = {}
+        self._history: deque[tuple[float, float, float]] = deque()
 
     def update(self, source: str, mark: Mark) -> None:
         """A source's newest mark; its watermark never goes back (a restarted reader may
@@ -116,18 +124,38 @@ class CombinedWatermark:
             mark = Mark(old.watermark, mark.idle)
         self.marks[source] = mark
 
-    def value(self) -> tuple[float, float]:
-        """(release_before, clock)."""
+    def _candidate(self) -> tuple[float, float, bool]:
         marks = self.marks
         if not self.expected <= marks.keys():
-            return -math.inf, -math.inf  # a source not heard from may still hold anything
+            return -math.inf, -math.inf, False  # a source not heard from may still hold anything
         active = [m.watermark for m in marks.values() if not m.idle]
+        if len(active) == len(marks):
+            w = min(active) if active else -math.inf
+            return w, w, False
         if active:
             w = min(active)
-            return w, w
-        if not marks:
-            return -math.inf, -math.inf
-        return math.inf, max(m.watermark for m in marks.values())
+            return w, w, True
+        newest = max(m.watermark for m in marks.values())
+        return math.nextafter(newest, math.inf), newest, True  # all idle: all that arrived
+
+    def value(self, now: float | None = None) -> tuple[float, float]:
+        """(release_before, clock) at processing time `now` (None: no grace).
+
+        With idle sources excluded, the value is the lowest the combination has been over
+        the last `grace` seconds, so it passes a moment's worth of data still landing."""
+        before, clock, idle_excluded = self._candidate()
+        history = self._history
+        if now is None or self.grace <= 0 or not idle_excluded:
+            history.clear()
+            if now is not None:
+                history.append((now, before, clock))
+            return before, clock
+        if not history or history[-1][1:] != (before, clock):
+            history.append((now, before, clock))
+        start = now - self.grace
+        while len(history) > 1 and history[1][0] <= start:
+            history.popleft()  # the entry in force at the window's start stays
+        return min(h[1] for h in history), min(h[2] for h in history)
 
     def waiting_for(self) -> list[str]:
         """The expected sources not heard from yet (for logs and readiness)."""

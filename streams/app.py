@@ -99,6 +99,7 @@ class Worker:
             self.expected_sources(),
             dedup_window_s=s.dedup_window_s,
             dedup_max_ids=s.dedup_max_ids,
+            grace_s=s.idle_after_s,
         )
 
     # -- the fetch loop's handler ----------------------------------------------------------

@@ -124,11 +124,13 @@ class Checkpoints:
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         return None
 
-    def applied(self, cp: PartitionCheckpoint, offset: int, token: Any) -> None:
-        """The stage has applied the message at `offset`; ack it once a snapshot covers it."""
+    def applied(self, cp: PartitionCheckpoint, offset: int, token: Any, changed: bool) -> None:
+        """The stage has applied the message at `offset`; ack it once a snapshot covers it.
+        A message that changed nothing (marks that moved no watermark) waits for the next
+        snapshot rather than causing one, so an idle pipeline does not snapshot."""
         cp.applied = offset
         cp.pending.append(token)
-        cp.dirty = True
+        cp.dirty = cp.dirty or changed
 
     async def maybe_snapshot(self, p: int, force: bool = False) -> None:
         """Snapshot partition p if due (`force`: now, and wait until written and acked).

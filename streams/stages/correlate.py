@@ -50,9 +50,12 @@ class CorrelateShell:
             self.ack(msg)
             return
         batch = decode_routed(msg.value)
-        out = cp.stage.take(batch.items, batch.marks)
+        stage = cp.stage
+        was = (stage.released_before, len(stage.buffer))
+        out = stage.take(batch.items, batch.marks, time.time())
         await self.send_output(out)
-        self.checkpoints.applied(cp, msg.offset, msg)
+        changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
+        self.checkpoints.applied(cp, msg.offset, msg, changed)
         self.metrics.reordered.labels(str(msg.partition)).set(len(cp.stage.buffer))
         before = cp.stage.released_before
         if before > float("-inf"):

@@ -53,6 +53,7 @@ class IngestStage:
         )
         self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         self._last_marks_sent = 0.0
+        self._last_change = 0.0
 
     async def on_messages(self, messages: list[Any], caught_up: dict[str, bool]) -> None:
         """One fetch of input messages (any input topics): validate, route, send, mark.
@@ -98,6 +99,7 @@ class IngestStage:
             self.metrics.received.labels(topic, etype, country).inc(k)
         changed = clocks.update_idleness(caught_up, now)
         self._export_idle(changed)
+        self._last_change = now
         await self.send_marks(now, touched | set(changed), parts)
 
     async def send_marks(
@@ -124,11 +126,17 @@ class IngestStage:
 
     async def on_tick(self, caught_up: dict[str, bool]) -> None:
         """Look at idleness (`caught_up`: per source read, whether nothing is left on the
-        broker); send every mark when a source turned idle or active, and every second."""
+        broker); send every mark when a source turned idle or active, and often while some
+        source is idle (the correlate stage lets the watermark pass idle sources only after
+        a grace period, and needs a message to notice it ended)."""
         now = time.time()
         changed = self.clocks.update_idleness(caught_up, now)
         self._export_idle(changed)
-        if changed or now - self._last_marks_sent >= 1.0:
+        if changed:
+            self._last_change = now
+        recent = now - self._last_change < 1.0
+        every = self.settings.idle_after_s / 2 if recent else 1.0
+        if changed or now - self._last_marks_sent >= every:
             await self.send_marks(now)
 
     def _export_idle(self, sources: list[str]) -> None:

@@ -45,7 +45,8 @@ def test_combined_watermark_is_the_minimum_over_active_sources():
     assert w.value() == (50.0, 50.0)
     w.update("a", Mark(100.0, True))
     w.update("b", Mark(60.0, True))
-    assert w.value() == (math.inf, 100.0)  # all idle: everything held may go
+    before, clock = w.value()  # all idle: everything that arrived may go
+    assert clock == 100.0 and 100.0 < before < 100.001
 
 
 def test_combined_watermark_snapshot_round_trip():
@@ -65,3 +66,26 @@ def test_reorder_buffer_releases_in_event_time_then_id_order():
     assert buf.items() == ["c", "d"]
     assert list(buf.release(math.inf)) == ["c", "d"]
     assert len(buf) == 0
+
+
+def test_with_idle_sources_the_watermark_passes_a_point_only_after_the_grace():
+    w = CombinedWatermark(["a", "b"], grace=0.2)
+    w.update("a", Mark(10.0, True))
+    w.update("b", Mark(-math.inf, True))
+    before, clock = w.value(now=0.0)  # everything is idle: all that arrived may go
+    assert clock == 10.0 and 10.0 < before < 10.001
+    w.update("a", Mark(50.0, False))  # a burst lands on a
+    assert w.value(now=1.0)[0] < 10.001  # the point in force until now holds it
+    w.update("a", Mark(60.0, False))
+    assert w.value(now=1.1)[0] < 10.001  # b may still be landing the same burst
+    assert w.value(now=1.25) == (50.0, 50.0)
+    assert w.value(now=1.35) == (60.0, 60.0)
+    w.update("b", Mark(55.0, False))  # all active: exact at once
+    assert w.value(now=1.4) == (55.0, 55.0)
+
+
+def test_without_a_clock_there_is_no_grace():
+    w = CombinedWatermark(["a", "b"], grace=0.2)
+    w.update("a", Mark(50.0, False))
+    w.update("b", Mark(9.0, True))
+    assert w.value() == (50.0, 50.0)
