@@ -42,7 +42,13 @@ class BorderLine:
         best = math.inf
         kx = KM_PER_DEG_LAT * math.cos(math.radians(lat))
         ky = KM_PER_DEG_LAT
-        for (la1, lo1), (la2, lo2) in pairwise(self.line):
+        near = (lat, lon)
+        for la1, lo1, la2, lo2, la_lo, la_hi, lo_lo, lo_hi in _segments(self.line):
+            # a lower bound from the segment's bounding box: skip it if it cannot be nearer
+            gy = (la_lo - lat if lat < la_lo else lat - la_hi if lat > la_hi else 0.0) * ky
+            gx = (lo_lo - lon if lon < lo_lo else lon - lo_hi if lon > lo_hi else 0.0) * kx
+            if gx >= best or gy >= best:
+                continue
             ax, ay = (lo1 - lon) * kx, (la1 - lat) * ky
             bx, by = (lo2 - lon) * kx, (la2 - lat) * ky
             dx, dy = bx - ax, by - ay
@@ -56,6 +62,17 @@ class BorderLine:
         if best < 50:
             return haversine_km(lat, lon, near[0], near[1])
         return best
+
+
+@lru_cache(maxsize=8)
+def _segments(
+    line: tuple[tuple[float, float], ...],
+) -> tuple[tuple[float, float, float, float, float, float, float, float], ...]:
+    """Each segment of a line with its bounding box."""
+    return tuple(
+        (la1, lo1, la2, lo2, min(la1, la2), max(la1, la2), min(lo1, lo2), max(lo1, lo2))
+        for (la1, lo1), (la2, lo2) in pairwise(line)
+    )
 
 
 @lru_cache(maxsize=1)

@@ -55,7 +55,7 @@ def score(rule: RuleBase, evidence: tuple[Fact, ...]) -> int:
     bonus = min(s.max_bonus, s.per_event * max(0, len(evidence) - 2))
     value = float(base + bonus)
     if s.confidence:
-        confs = [c for f in evidence if (c := getattr(f.event, "confidence", None)) is not None]
+        confs = [c for f in evidence if (c := f.get("confidence")) is not None]
         if confs:
             value *= 0.5 + 0.5 * (sum(confs) / len(confs))
     return max(0, min(100, round(value)))
