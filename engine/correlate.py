@@ -63,6 +63,11 @@ class CorrelateStage:
     def ruleset(self) -> RuleSet:
         return self.engine.ruleset
 
+    @property
+    def dedup_ids(self) -> int:
+        """Event ids remembered to recognise duplicates."""
+        return len(self._seen)
+
     def take(
         self,
         items: Iterable[RoutedItem],

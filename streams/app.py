@@ -36,6 +36,7 @@ from streams.fastpath import BatchingApp
 from streams.metrics import Metrics
 from streams.reload import Rules, SharingPolicy
 from streams.settings import Settings
+from streams.snapshots import SnapshotReader
 from streams.stages.correlate import CorrelateShell
 from streams.stages.ingest import IngestStage, source_name
 
@@ -56,6 +57,7 @@ class Worker:
         self._evictions_seen: dict[str, int] = {}
         self._late_seen: dict[str, int] = {}
         self._suppressed_seen: dict[str, int] = {}
+        self.snapshots = SnapshotReader(settings)
         self.delivery = Delivery(settings, self.send, metrics, self.policy.current)
         self.ingest = IngestStage(settings, metrics, self.send, self.rules.current)
         self.checkpoints = Checkpoints(
@@ -63,6 +65,7 @@ class Worker:
             metrics,
             new_stage=lambda: self.new_stage(self.rules.ruleset),
             owns=lambda p: TP(settings.topic_routed, p) in app.consumer.assignment(),
+            read=lambda p: self.snapshots.latest(settings.topic_state_engine, p),
             send=lambda blob, p: self.send(
                 settings.topic_state_engine, f"engine:{p}".encode(), blob, p
             ),
@@ -212,6 +215,7 @@ class Worker:
             for rid, rs in engine.stats.rules.items():
                 counters["late"][rid] = counters["late"].get(rid, 0) + rs.late
                 counters["suppressed"][rid] = counters["suppressed"].get(rid, 0) + rs.suppressed
+        m.dedup_ids.set(sum(cp.stage.dedup_ids for cp in self.checkpoints.partitions.values()))
         for rid in self.rules.ruleset.by_id:
             m.state_keys.labels(rid).set(keys.get(rid, 0))
             m.state_partials.labels(rid).set(partials.get(rid, 0))

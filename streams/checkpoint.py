@@ -25,7 +25,6 @@ from engine.correlate import CorrelateStage
 from engine.errors import FusionError
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.snapshots import SnapshotReader
 
 log = logging.getLogger("fusion.checkpoint")
 
@@ -53,6 +52,7 @@ class Checkpoints:
         *,
         new_stage: Callable[[], CorrelateStage],
         owns: Callable[[int], bool],
+        read: Callable[[int], Awaitable[bytes | None]],
         send: Callable[[bytes, int], Awaitable[object]],
         flush: Callable[[], Awaitable[None]],
         ack: Callable[[Any], None],
@@ -61,10 +61,10 @@ class Checkpoints:
         self.metrics = metrics
         self.new_stage = new_stage
         self.owns = owns
+        self.read = read
         self.send = send
         self.flush = flush
         self.ack = ack
-        self.reader = SnapshotReader(settings)
         self.partitions: dict[int, PartitionCheckpoint] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -88,7 +88,10 @@ class Checkpoints:
             if blob is not None:
                 try:
                     doc = orjson.loads(zlib.decompress(blob))
-                    meta = cp.stage.restore_doc(doc)
+                    if doc.get("v") == 1:  # the engine alone, as the previous release wrote it
+                        meta = cp.stage.engine.restore_doc(doc)
+                    else:
+                        meta = cp.stage.restore_doc(doc)
                     cp.applied = int(meta.get("applied", -1))
                 except (
                     zlib.error,
@@ -113,10 +116,9 @@ class Checkpoints:
             return cp
 
     async def _read(self, p: int) -> bytes | None:
-        topic = self.settings.topic_state_engine
         for attempt in range(1, 11):
             try:
-                return await self.reader.latest(topic, p)
+                return await self.read(p)
             except Exception as e:
                 if attempt == 10:
                     raise
@@ -202,5 +204,3 @@ class Checkpoints:
             cp.stage = remake(cp.stage)
             cp.dirty = True
 
-    async def close(self) -> None:
-        await self.reader.close()
