@@ -60,7 +60,7 @@ from engine.correlate import CorrelateStage  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.facts import Fact  # noqa: E402
 from engine.ingest import Rejection, validate  # noqa: E402
-from engine.release import InterimPolicy, recipients, release  # noqa: E402
+from engine.release import InterimPolicy, recipients, release_json  # noqa: E402
 from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rules import RuleSet, load_rules  # noqa: E402
 from engine.watermarks import SourceWatermarks  # noqa: E402
@@ -227,12 +227,12 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
         who = recipients(a, PARTNERS, policy)
         n = 0
         for dest in who:
-            res = release(a, dest, who, policy, now=now0, topic=f"alerts.{dest.lower()}")
+            res = release_json(a, dest, who, policy, now=now0, topic=f"alerts.{dest.lower()}")
             if res is None:
                 continue
             body, audit = res
-            n += len(orjson.dumps(audit.model_dump(mode="json")))
-            n += len(orjson.dumps(body.model_dump(mode="json")))
+            n += len(orjson.dumps(audit))
+            n += len(orjson.dumps(body))
         return n
 
     for start in range(0, len(items), batch):

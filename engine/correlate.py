@@ -146,14 +146,14 @@ class CorrelateStage:
             out.alerts.append((a, None))
 
     def _expire_seen(self) -> None:
+        """Forget ids from the oldest remembered while they are behind the dedup window (they
+        are remembered in about event-time order: a straggler is forgotten a little late)."""
         horizon = self.released_before - self._dedup_window
         seen = self._seen
-        if not seen:
-            return
-        first = next(iter(seen.values()))
-        if first >= horizon:
-            return
-        for k in [k for k, ts in seen.items() if ts < horizon]:
+        while seen:
+            k = next(iter(seen))
+            if seen[k] >= horizon:
+                break
             del seen[k]
 
     # -- snapshots -------------------------------------------------------------------------
