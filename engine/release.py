@@ -59,8 +59,8 @@ class SharingPolicy(Protocol):
 
 @dataclass(frozen=True)
 class InterimPolicy:
-    """Until the sharing-policy file lands: a country gets its own data as is; another
-    country's `person_ref` and `plate` are withheld; everything else is released."""
+    """A policy with no file, for replay and tests: a country gets its own data as is;
+    another country's `person_ref` and `plate` are withheld; everything else is released."""
 
     withheld: tuple[str, ...] = ("person_ref", "plate")
 
