@@ -104,10 +104,10 @@ class CombinedWatermark:
     it may be processed in event-time order. `clock`: the event time the engine may move
     to (equal, except when every source is idle: then everything held may go).
 
-    While some sources are idle, the watermark passes a point only `grace` seconds of
-    processing time after it could first have: data landing on an idle partition a moment
-    after another partition's (a burst written to several partitions at once) is still
-    put in order rather than found behind the watermark.
+    When an idle source wakes up (new data after a quiet spell), the watermark for `grace`
+    seconds of processing time is the lowest it has been over the last `grace` seconds:
+    a burst written to several partitions lands on them a moment apart, and the partitions
+    still idle when the first one wakes must not find their share behind the watermark.
     """
 
     def __init__(self, expected: Iterable[str] = (), grace: float = 0.0) -> None:
@@ -115,46 +115,49 @@ class CombinedWatermark:
         self.grace = grace
         self.marks: dict[str, Mark] = {}
         self._history: deque[tuple[float, float, float]] = deque()
+        self._woke = False
+        self._last_wake = -math.inf
 
     def update(self, source: str, mark: Mark) -> None:
         """A source's newest mark; its watermark never goes back (a restarted reader may
         resend an older one)."""
         old = self.marks.get(source)
-        if old is not None and old.watermark > mark.watermark:
-            mark = Mark(old.watermark, mark.idle)
+        if old is not None:
+            if old.watermark > mark.watermark:
+                mark = Mark(old.watermark, mark.idle)
+            if old.idle and not mark.idle:
+                self._woke = True
         self.marks[source] = mark
 
-    def _candidate(self) -> tuple[float, float, bool]:
+    def _candidate(self) -> tuple[float, float]:
         marks = self.marks
         if not self.expected <= marks.keys():
-            return -math.inf, -math.inf, False  # a source not heard from may still hold anything
+            return -math.inf, -math.inf  # a source not heard from may still hold anything
         active = [m.watermark for m in marks.values() if not m.idle]
-        if len(active) == len(marks):
-            w = min(active) if active else -math.inf
-            return w, w, False
         if active:
             w = min(active)
-            return w, w, True
+            return w, w
+        if not marks:
+            return -math.inf, -math.inf
         newest = max(m.watermark for m in marks.values())
-        return math.nextafter(newest, math.inf), newest, True  # all idle: all that arrived
+        return math.nextafter(newest, math.inf), newest  # all idle: all that arrived
 
     def value(self, now: float | None = None) -> tuple[float, float]:
-        """(release_before, clock) at processing time `now` (None: no grace).
-
-        With idle sources excluded, the value is the lowest the combination has been over
-        the last `grace` seconds, so it passes a moment's worth of data still landing."""
-        before, clock, idle_excluded = self._candidate()
-        history = self._history
-        if now is None or self.grace <= 0 or not idle_excluded:
-            history.clear()
-            if now is not None:
-                history.append((now, before, clock))
+        """(release_before, clock) at processing time `now` (None: no grace)."""
+        before, clock = self._candidate()
+        if now is None or self.grace <= 0:
             return before, clock
+        history = self._history
         if not history or history[-1][1:] != (before, clock):
             history.append((now, before, clock))
         start = now - self.grace
         while len(history) > 1 and history[1][0] <= start:
             history.popleft()  # the entry in force at the window's start stays
+        if self._woke:
+            self._woke = False
+            self._last_wake = now
+        if now - self._last_wake >= self.grace:
+            return before, clock
         return min(h[1] for h in history), min(h[2] for h in history)
 
     def waiting_for(self) -> list[str]:

@@ -70,10 +70,10 @@ class Worker:
                 settings.topic_state_engine, f"engine:{p}".encode(), blob, p
             ),
             flush=app.producer.flush,
-            ack=app.consumer.ack,
+            ack=self.ack,
         )
         self.correlate = CorrelateShell(
-            settings, metrics, self.checkpoints, self.delivery, app.consumer.ack
+            settings, metrics, self.checkpoints, self.delivery, self.ack
         )
 
     async def send(
@@ -107,26 +107,30 @@ class Worker:
 
     # -- the fetch loop's handler ----------------------------------------------------------
 
-    async def on_fetch(self, batches: dict[str, list[Any]]) -> None:
-        """One fetch: input messages through ingest, then routed messages through correlate.
-        Messages fetched before a rebalance are skipped (read again from the committed
-        offset by whoever owns them now)."""
-        app = self.app
-        gen = app.consumer_generation_id
+    async def on_fetch(self, batch: dict[TP, list[Any]]) -> None:
+        """One fetch: input records through ingest, then routed records through correlate."""
         routed = self.settings.topic_routed
-        inputs = [
-            m for t, ms in batches.items() if t != routed for m in ms if m.generation_id == gen
-        ]
+        inputs = [r for tp, recs in batch.items() if tp.topic != routed for r in recs]
         if inputs:
-            await self.guarded("ingest", inputs[0], self._ingest(inputs))
-        for msg in batches.get(routed, ()):
-            if msg.generation_id != gen:
+            await self.guarded("ingest", inputs[0], self._ingest(batch, inputs))
+        for tp, recs in batch.items():
+            if tp.topic != routed:
                 continue
-            await self.guarded("correlate", msg, self.correlate.on_message(msg))
+            for rec in recs:
+                await self.guarded("correlate", rec, self.correlate.on_message(rec))
 
-    async def _ingest(self, messages: list[Any]) -> None:
-        await self.ingest.on_messages(messages, self.caught_up())
-        self.app.batch_consumer().ack_batch(messages)
+    async def _ingest(self, batch: dict[TP, list[Any]], records: list[Any]) -> None:
+        await self.ingest.on_messages(records, self.caught_up())
+        consumer = self.app.batch_consumer()
+        routed = self.settings.topic_routed
+        for tp, recs in batch.items():
+            if tp.topic != routed:
+                consumer.ack_offsets(tp, [r.offset for r in recs])
+
+    def ack(self, record: Any) -> None:
+        """Acknowledge one routed record (its offset becomes committable)."""
+        tp = TP(record.topic, record.partition)
+        self.app.batch_consumer().ack_offsets(tp, [record.offset])
 
     async def guarded(self, stage: str, msg: Any, work: Awaitable[None]) -> None:
         """Run a stage's work. If it fails (a bug, or a broker outage outlasting the retries),
@@ -139,9 +143,11 @@ class Worker:
             raise
         except Exception:
             log.critical(
-                "%s failed on %s offset %d; stopping the worker to resume from the last checkpoint",
+                "%s failed on %s[%d] offset %d; stopping the worker to resume from the last "
+                "checkpoint",
                 stage,
-                msg.tp,
+                msg.topic,
+                msg.partition,
                 msg.offset,
                 exc_info=True,
             )

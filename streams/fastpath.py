@@ -18,12 +18,16 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-BatchHandler = Callable[[dict[str, list[Any]]], Awaitable[None]]
-"""Takes one fetch: messages by topic, each partition's in offset order."""
+Batch = dict[Any, list[Any]]
+"""One fetch of the batch topics: per partition (a Faust `TP`), aiokafka's records (`topic`,
+`partition`, `offset`, `key`, `value`) in offset order, none read before."""
+BatchHandler = Callable[[Batch], Awaitable[None]]
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
-    """Faust's aiokafka consumer with a batch path for the topics in `batch_topics`."""
+    """Faust's aiokafka consumer with a batch path for the topics in `batch_topics`: their
+    records go to `batch_handler` per fetch as aiokafka returned them, without a Faust
+    message object, an async iteration or an ack per record."""
 
     batch_topics: frozenset[str]
     batch_handler: BatchHandler | None
@@ -33,24 +37,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self.batch_topics = frozenset()
         self.batch_handler = None
 
-    def ack_batch(self, messages: list[Any]) -> None:
-        """`ack` for a whole handed-over batch (each partition's messages in offset order):
-        the same bookkeeping, per partition at once rather than per message."""
-        per_tp: dict[Any, list[int]] = {}
-        for m in messages:
-            if not m.acked:
-                m.acked = True
-                per_tp.setdefault(m.tp, []).append(m.offset)
-        acked, index, committed = self._acked, self._acked_index, self._committed_offset
-        for tp, offsets in per_tp.items():
-            done = committed[tp]
-            if done is not None:
-                offsets = [o for o in offsets if o >= done]
-            seen = index[tp]
-            fresh = [o for o in offsets if o not in seen]
-            acked[tp].extend(fresh)
-            seen.update(fresh)
-            self._n_acked += len(fresh)
+    def ack_offsets(self, tp: Any, offsets: list[int]) -> None:
+        """`ack` for records handed over by the batch path (Faust's bookkeeping, per
+        partition at once): their offsets become committable."""
+        done = self._committed_offset[tp]
+        if done is not None:
+            offsets = [o for o in offsets if o >= done]
+        seen = self._acked_index[tp]
+        fresh = [o for o in offsets if o not in seen]
+        self._acked[tp].extend(fresh)
+        seen.update(fresh)
+        self._n_acked += len(fresh)
 
     def caught_up(self, tp: Any) -> bool:
         """Whether everything on the broker for `tp` has been handed over (as of the last
@@ -64,54 +61,69 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             return False
         return bool(state.position >= state.highwater)
 
+    async def _take_new(self, tp: Any, records: list[Any]) -> list[Any]:
+        """The records not read before, noting gaps (compaction, transaction markers) as
+        Faust does so that commits can pass them; advances the read offset."""
+        read = self._read_offset[tp]
+        if read is not None:
+            records = [r for r in records if r.offset >= read]
+        if not records:
+            return records
+        if read and self.app.topics.acks_enabled_for(tp.topic):
+            prev = read
+            for r in records:
+                if r.offset - prev > 1:
+                    await self._add_gap(tp, prev + 1, r.offset)
+                prev = r.offset
+        self._read_offset[tp] = records[-1].offset
+        return records
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - via worker
-        # Faust's loop (faust/transport/consumer.py, Consumer._drain_messages), with the
-        # batch path added; keep the two in step when upgrading faust-streaming.
+        # Faust's loop (faust/transport/consumer.py: Consumer._drain_messages and getmany),
+        # with the batch path; keep them in step when upgrading faust-streaming.
         callback = self.callback
-        getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         set_flag = self.diag.set_flag
         unset_flag = self.diag.unset_flag
         commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
         batch_topics = self.batch_topics
         handler = self.batch_handler
-        sleep = asyncio.sleep
-        yield_every = 100
-        num_since_yield = 0
+        app = self.app
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                ait = getmany(timeout=1.0)
+                records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
-                batches: dict[str, list[Any]] = {}
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is not None and offset < r_offset:
-                            continue
-                        gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)
-                        if message.topic in batch_topics:
-                            batches.setdefault(message.topic, []).append(message)
-                            set_read_offset(tp, offset)
-                            continue
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
+                if records is None or self.should_stop:
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                generation = app.consumer_generation_id
+                batch: Batch = {}
+                for tp, recs in records.items():
+                    if not (active is None or tp in active or tp in self._buffered_partitions):
+                        continue
+                    if tp.topic in batch_topics:
+                        fresh = await self._take_new(tp, recs)
+                        if fresh:
+                            batch[tp] = fresh
+                        continue
+                    for rec in await self._take_new(tp, recs):
+                        if app.consumer_generation_id != generation:
+                            break
                         if commit_every is not None and self._n_acked >= commit_every:  # type: ignore[has-type]
                             self._n_acked = 0
                             await self.commit()
+                        message = self._to_message(tp, rec)
                         await self.wait_first(callback(message), self.suspend_flow.wait())
-                        set_read_offset(tp, offset)
-                    if batches and handler is not None:
-                        await handler(batches)
+                        set_read_offset(tp, rec.offset)
+                if batch and handler is not None and app.consumer_generation_id == generation:
+                    await handler(batch)
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         "partition and still be correlated in order (alerts wait this long for them).",
     )
     idle_after_s: float = Field(
-        default=0.2,
+        default=1.0,
         gt=0,
         description="An input partition caught up and with nothing new for this long stops "
         "holding the watermark back, until its next event.",

@@ -134,7 +134,7 @@ class IngestStage:
         self._export_idle(changed)
         if changed:
             self._last_change = now
-        recent = now - self._last_change < 1.0
+        recent = now - self._last_change < 2 * self.settings.idle_after_s
         every = self.settings.idle_after_s / 2 if recent else 1.0
         if changed or now - self._last_marks_sent >= every:
             await self.send_marks(now)

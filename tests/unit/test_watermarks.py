@@ -68,20 +68,28 @@ def test_reorder_buffer_releases_in_event_time_then_id_order():
     assert len(buf) == 0
 
 
-def test_with_idle_sources_the_watermark_passes_a_point_only_after_the_grace():
-    w = CombinedWatermark(["a", "b"], grace=0.2)
-    w.update("a", Mark(10.0, True))
+def test_when_an_idle_source_wakes_the_watermark_holds_for_the_grace():
+    w = CombinedWatermark(["a", "b", "c"], grace=0.2)
+    w.update("a", Mark(-math.inf, True))
     w.update("b", Mark(-math.inf, True))
-    before, clock = w.value(now=0.0)  # everything is idle: all that arrived may go
-    assert clock == 10.0 and 10.0 < before < 10.001
-    w.update("a", Mark(50.0, False))  # a burst lands on a
-    assert w.value(now=1.0)[0] < 10.001  # the point in force until now holds it
-    w.update("a", Mark(60.0, False))
-    assert w.value(now=1.1)[0] < 10.001  # b may still be landing the same burst
-    assert w.value(now=1.25) == (50.0, 50.0)
-    assert w.value(now=1.35) == (60.0, 60.0)
-    w.update("b", Mark(55.0, False))  # all active: exact at once
-    assert w.value(now=1.4) == (55.0, 55.0)
+    w.update("c", Mark(-math.inf, True))
+    assert w.value(now=0.0)[1] == -math.inf  # nothing yet
+    w.update("a", Mark(50.0, False))  # a burst wakes a...
+    assert w.value(now=1.0)[0] < 0  # ...while b may still be landing its share
+    w.update("b", Mark(40.0, False))
+    assert w.value(now=1.1)[0] < 0
+    assert w.value(now=1.35) == (40.0, 40.0)  # the grace is over: exact again
+    w.update("c", Mark(45.0, True))  # c had a few, and is quiet again
+    assert w.value(now=1.4) == (40.0, 40.0)
+
+
+def test_steady_sources_are_exact_even_with_others_idle():
+    w = CombinedWatermark(["a", "b"], grace=0.2)
+    w.update("a", Mark(10.0, False))
+    w.update("b", Mark(-math.inf, True))
+    assert w.value(now=5.0) == (10.0, 10.0)
+    w.update("a", Mark(11.0, False))
+    assert w.value(now=5.01) == (11.0, 11.0)
 
 
 def test_without_a_clock_there_is_no_grace():
