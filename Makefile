@@ -58,8 +58,8 @@ schemas: setup ## regenerate the JSON Schema files
 bench: setup ## engine benchmark (no broker)
 	$(BIN)/python bench/engine_bench.py
 
-bench-e2e: setup ## end-to-end benchmark through the local broker
-	$(BIN)/python bench/e2e_bench.py
+bench-e2e: setup ## peers and the worker on one broker it starts (ARGS="--quick" for a smoke run)
+	$(BIN)/python bench/e2e_bench.py $(ARGS)
 
 broker-start: setup ## start the local Kafka broker on 127.0.0.1:9092
 	$(BROKER) start

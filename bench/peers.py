@@ -682,7 +682,7 @@ def render_table(results: Sequence[PeerResult], info: PreloadInfo | None = None)
             continue
         ratio = f"{r.eps / quix.eps:.2f}x" if quix is not None and quix.eps else "-"
         windows = f"{r.windows:,}"
-        if info is not None and r.windows != info.expected_windows:
+        if info is not None and r.name in ALL_PEERS and r.windows != info.expected_windows:
             windows += f" (expected {info.expected_windows:,})"
         lines.append(
             f"| {r.title} | {r.eps:,.0f} | {ratio} | {windows} | {r.seconds:.2f} | "
