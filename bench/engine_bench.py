@@ -62,7 +62,8 @@ from engine.facts import Fact  # noqa: E402
 from engine.ingest import Rejection, validate  # noqa: E402
 from engine.release import InterimPolicy, recipients, release_json  # noqa: E402
 from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
-from engine.rules import RuleSet, load_rules  # noqa: E402
+from engine.rulefiles import load_rules  # noqa: E402
+from engine.rules import RuleSet  # noqa: E402
 from engine.watermarks import SourceWatermarks  # noqa: E402
 from streams.envelopes import decode_routed, encode_routed  # noqa: E402
 

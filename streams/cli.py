@@ -178,7 +178,7 @@ def _policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay
-    from engine.rules import load_rules
+    from engine.rulefiles import load_rules
 
     s = _settings()
     ruleset = load_rules([args.rules or s.rules_path])
@@ -200,7 +200,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from engine.rules import load_rules
+    from engine.rulefiles import load_rules
     from engine.ruletests import run_all
 
     s = _settings()

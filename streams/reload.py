@@ -11,7 +11,8 @@ from pathlib import Path
 from engine.errors import PolicyError, RuleSetError
 from engine.policy import Keyring, Policy, load_policy, reload_policy
 from engine.routing import Router
-from engine.rules import RuleSet, load_rules
+from engine.rulefiles import load_rules
+from engine.rules import RuleSet
 from engine.ruletests import run_all
 from streams.keys import keyring_from_sources
 from streams.metrics import Metrics

@@ -15,7 +15,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from engine.replay import correlate_file
-from engine.rules import load_rules
+from engine.rulefiles import load_rules
 from engine.ruletests import DEFAULT_START, build_event
 from streams.simulator import Simulator
 from tests.integration.conftest import REPO, Lab, Worker

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from engine.replay import replay
-from engine.rules import load_rules
+from engine.rulefiles import load_rules
 from tests.integration.conftest import REPO, BrokerControl, Lab
 from tests.integration.test_pipeline import crossing, event
 

@@ -19,7 +19,8 @@ from engine.correlate import CorrelateStage
 from engine.ingest import Rejection, validate
 from engine.replay import correlate_file
 from engine.routing import Origin, RoutedItem, Router, route_items
-from engine.rules import RuleSet, load_rules
+from engine.rulefiles import load_rules
+from engine.rules import RuleSet
 from engine.watermarks import Mark, SourceWatermarks
 from streams.simulator import Simulator
 

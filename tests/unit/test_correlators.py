@@ -17,7 +17,8 @@ from engine.engine import Engine
 from engine.errors import RuleSetError
 from engine.facts import Fact
 from engine.hits import RawAlert
-from engine.rules import RuleSet, parse_rules_text
+from engine.rulefiles import parse_rules_text
+from engine.rules import RuleSet
 from engine.ruletests import DEFAULT_START, build_event
 
 T0 = DEFAULT_START.timestamp()

@@ -13,7 +13,7 @@ from engine.errors import SnapshotError
 from engine.geo import Grid, haversine_km
 from engine.release import InterimPolicy, recipients, release
 from engine.routing import Router, partition_for
-from engine.rules import load_rules
+from engine.rulefiles import load_rules
 from engine.ruletests import DEFAULT_START, build_event, run_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def test_corrupt_snapshot_is_refused():
 
 
 def test_state_caps_evict_oldest_and_count():
-    from engine.rules import parse_rules_text
+    from engine.rulefiles import parse_rules_text
 
     rs = parse_rules_text(
         (REPO / "rules" / "watchlist-plate.yaml").read_text() + "max_keys: 3\nmax_per_key: 2\n"

@@ -34,7 +34,7 @@ from engine.policy import (
     same_subject,
 )
 from engine.release import recipients, release
-from engine.rules import load_rules
+from engine.rulefiles import load_rules
 from engine.ruletests import DEFAULT_START, build_event
 from schemas.events import COMMON_FIELDS, normalize_plate
 

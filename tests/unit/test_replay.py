@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from engine.replay import replay
-from engine.rules import load_rules
+from engine.rulefiles import load_rules
 from streams.cli import main
 from streams.simulator import Simulator
 

@@ -6,7 +6,7 @@ import pytest
 
 from engine.durations import parse_duration
 from engine.errors import RuleSetError
-from engine.rules import load_rules, parse_rules_text
+from engine.rulefiles import load_rules, parse_rules_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,8 @@ def test_rule_types_import_without_a_loop():
 
     for first in ("engine.rules", "engine.correlators", "engine.correlators.sequence"):
         code = (
-            f"import {first}\nfrom engine.rules import parse_rules_text\nparse_rules_text({GOOD!r})"
+            f"import {first}\n"
+            f"from engine.rulefiles import parse_rules_text\nparse_rules_text({GOOD!r})"
         )
         subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from engine.correlate import CorrelateStage
 from engine.routing import Router
-from engine.rules import parse_rules_text
+from engine.rulefiles import parse_rules_text
 from streams.checkpoint import Checkpoints
 from streams.delivery import Delivery
 from streams.envelopes import decode_routed
