@@ -6,7 +6,7 @@ import math
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,8 +21,7 @@ SEVERITY_BASE = {"low": 30, "medium": 50, "high": 70, "critical": 90}
 SNAPSHOT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """Which rules a routed copy of a fact is for: an entity key kind, or `geo` (with owner),
     and its routing key (geographic suppression is scoped to it, so that which regions share
     a partition never changes which alerts are raised)."""

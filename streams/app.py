@@ -79,11 +79,11 @@ class Worker:
     async def send(
         self, topic: str, key: bytes | None, value: bytes, partition: int | None
     ) -> Awaitable[object]:
-        """Schedule one message (the broker acknowledges it later; Faust flushes the producer
-        before committing offsets, and checkpoints flush before snapshotting)."""
-        fut: Awaitable[object] = await self.app.producer.send(
-            topic, key, value, partition, None, None
-        )
+        """Schedule one message on the app's aiokafka producer (the broker acknowledges it
+        later; Faust flushes the producer before committing offsets, and checkpoints flush
+        before snapshotting). Faust's own send wrapper adds only monitoring per message."""
+        producer = self.app.producer._ensure_producer()
+        fut: Awaitable[object] = await producer.send(topic, value, key=key, partition=partition)
         return fut
 
     def expected_sources(self) -> list[str]:
