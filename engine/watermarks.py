@@ -9,7 +9,11 @@ downstream with the data. The correlate stage combines the marks of every source
 
 A source is *idle* when it is caught up (nothing left to read on the broker) and has had
 nothing new for a settable span of processing time: it then stops holding the watermark
-back, and rejoins with its next event. A partition with a backlog is never idle, so a
+back, and rejoins with its next event. A source that is caught up but busy holds it back at
+most a settable span behind the wall clock: a feed whose records are about the past (a
+watchlist entry made days ago, an agency's batch upload) must not hold every alert back by
+as much; its records that arrive behind the watermark are still taken, out of order,
+within each rule's allowed lateness. A partition with a backlog is never idle, so a
 backlog or a slow partition read last never turns the others' records into late ones.
 When every source is idle, nothing is in flight anywhere: everything held may go, and
 event time may follow the wall clock (less a lag) so that absence rules still decide.
@@ -41,6 +45,7 @@ class SourceClock:
     max_ts: float = -math.inf
     last_new: float = -math.inf
     idle: bool = False
+    caught_up: bool = False
 
     def observe(self, ts: float, now: float) -> None:
         if ts > self.max_ts:
@@ -48,21 +53,32 @@ class SourceClock:
         self.last_new = now
         self.idle = False
 
-    def mark(self, out_of_orderness: float, clock_floor: float) -> Mark:
+    def mark(self, out_of_orderness: float, caught_up_floor: float, idle_floor: float) -> Mark:
         """The source's mark: while idle, its newest event time (or the wall-clock floor, if
-        later); otherwise the newest event time less the allowed disorder."""
+        later); otherwise the newest event time less the allowed disorder, but, once caught up
+        with the broker, no further back than `caught_up_floor`."""
         if self.idle:
-            return Mark(max(self.max_ts, clock_floor), True)
-        return Mark(self.max_ts - out_of_orderness, False)
+            return Mark(max(self.max_ts, idle_floor), True)
+        w = self.max_ts - out_of_orderness
+        if self.caught_up and caught_up_floor > w:
+            w = caught_up_floor
+        return Mark(w, False)
 
 
 class SourceWatermarks:
     """The ingest stage's clocks, one per source it reads."""
 
-    def __init__(self, out_of_orderness: float, idle_after: float, clock_lag: float) -> None:
+    def __init__(
+        self,
+        out_of_orderness: float,
+        idle_after: float,
+        clock_lag: float,
+        caught_up_lag: float = math.inf,
+    ) -> None:
         self.out_of_orderness = out_of_orderness
         self.idle_after = idle_after
         self.clock_lag = clock_lag
+        self.caught_up_lag = caught_up_lag
         self.clocks: dict[str, SourceClock] = {}
 
     def clock(self, source: str, now: float) -> SourceClock:
@@ -79,18 +95,20 @@ class SourceWatermarks:
         sources whose state changed. A source missing from `caught_up` is not caught up."""
         changed = []
         for source, c in self.clocks.items():
-            idle = caught_up.get(source, False) and now - c.last_new >= self.idle_after
+            c.caught_up = caught_up.get(source, False)
+            idle = c.caught_up and now - c.last_new >= self.idle_after
             if idle != c.idle:
                 c.idle = idle
                 changed.append(source)
         return changed
 
     def marks(self, now: float, sources: Iterable[str] | None = None) -> dict[str, Mark]:
-        floor = now - self.clock_lag
-        names = self.clocks if sources is None else sources
-        return {
-            s: self.clocks[s].mark(self.out_of_orderness, floor) for s in names if s in self.clocks
-        }
+        idle_floor = now - self.clock_lag
+        caught_up_floor = now - self.caught_up_lag
+        ooo = self.out_of_orderness
+        clocks = self.clocks
+        names = clocks if sources is None else sources
+        return {s: clocks[s].mark(ooo, caught_up_floor, idle_floor) for s in names if s in clocks}
 
     def forget(self, sources: Iterable[str]) -> None:
         for s in sources:

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         description="An input partition caught up and with nothing new for this long stops "
         "holding the watermark back, until its next event.",
     )
+    caught_up_lag_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="An input partition with nothing left to read on the broker holds the "
+        "watermark back at most this far behind the wall clock (a partition with a backlog "
+        "holds it back as far as its records go); its records later than that are taken out "
+        "of order, within each rule's allowed lateness.",
+    )
     idle_clock_lag_s: float | None = Field(
         default=None,
         ge=0,

@@ -50,6 +50,7 @@ class IngestStage:
             settings.out_of_orderness_s,
             settings.idle_after_s,
             settings.idle_clock_lag_s if settings.idle_clock_lag_s is not None else float("inf"),
+            settings.caught_up_lag_s,
         )
         self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         self._last_marks_sent = 0.0
