@@ -12,6 +12,7 @@ The worker and `fusion replay` both drive this class.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class CorrelateStage:
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
+        self._seen_order: deque[tuple[str, str]] = deque()
         self._dedup_window = dedup_window_s
         self._dedup_max = dedup_max_ids
 
@@ -86,13 +88,14 @@ class CorrelateStage:
                     out.duplicates.append(it)
                 continue
             seen[k] = it.ts
+            self._seen_order.append(k)
             if it.ts < self.released_before:
                 self._take_behind(it, out)
             else:
                 self.buffer.push(it.ts, f"{eid}\0{it.route}", it)
-        if len(seen) > self._dedup_max:
-            for old in list(seen)[: len(seen) - self._dedup_max]:
-                del seen[old]
+        order = self._seen_order
+        while len(order) > self._dedup_max:
+            del seen[order.popleft()]
         if marks:
             for source, mark in marks.items():
                 self.watermark.update(source, mark)
@@ -149,12 +152,9 @@ class CorrelateStage:
         """Forget ids from the oldest remembered while they are behind the dedup window (they
         are remembered in about event-time order: a straggler is forgotten a little late)."""
         horizon = self.released_before - self._dedup_window
-        seen = self._seen
-        while seen:
-            k = next(iter(seen))
-            if seen[k] >= horizon:
-                break
-            del seen[k]
+        seen, order = self._seen, self._seen_order
+        while order and seen[order[0]] < horizon:
+            del seen[order.popleft()]
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -178,6 +178,7 @@ class CorrelateStage:
             route, kind, owner, primary, d, ts, t_in, origin = raw
             it = RoutedItem(route, kind, owner, primary, d, ts, t_in, Origin(*origin))
             self._seen[(it.event_id, it.route)] = it.ts
+            self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
         self.watermark.restore(doc["marks"])
         rb = doc.get("released_before")
