@@ -168,7 +168,7 @@ def test_a_stalled_broker_slows_intake_instead_of_buffering(
                                 track_id=f"T-{i % 500}", subject_kind="vessel",
                                 where=(30.9, -110.6), country="MX"))
     lab.flush()
-    w = lab.worker()
+    w = lab.worker(FUSION_BATCH_MAX="2000")
     w.wait_ready()
     pid = int((REPO / ".broker-test" / "broker.pid").read_text().strip())
 
