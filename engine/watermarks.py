@@ -10,11 +10,12 @@ downstream with the data. The correlate stage combines the marks of every source
 A source is *idle* when it is caught up (nothing left to read on the broker) and has had
 nothing new for a settable span of processing time: it then stops holding the watermark
 back, and rejoins with its next event. A source that is caught up but busy holds it back at
-most a settable span behind the wall clock: a feed whose records are about the past (a
-watchlist entry made days ago, an agency's batch upload) must not hold every alert back by
-as much; its records that arrive behind the watermark are still taken, out of order,
-within each rule's allowed lateness. A partition with a backlog is never idle, so a
-backlog or a slow partition read last never turns the others' records into late ones.
+most a span behind the wall clock set per feed: a feed of records about the past (watchlist
+entries made days ago, weapon traces) must not hold every alert back by as much; its records
+that arrive behind the watermark are still taken, out of order, within each rule's allowed
+lateness. Sensor feeds get a long span, so a slow one is waited for and stays in order.
+A partition with a backlog is never idle, so a backlog or a slow partition read last never
+turns the others' records into late ones.
 When every source is idle, nothing is in flight anywhere: everything held may go, and
 event time may follow the wall clock (less a lag) so that absence rules still decide.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -46,6 +47,7 @@ class SourceClock:
     last_new: float = -math.inf
     idle: bool = False
     caught_up: bool = False
+    caught_up_lag: float = math.inf
 
     def observe(self, ts: float, now: float) -> None:
         if ts > self.max_ts:
@@ -53,15 +55,15 @@ class SourceClock:
         self.last_new = now
         self.idle = False
 
-    def mark(self, out_of_orderness: float, caught_up_floor: float, idle_floor: float) -> Mark:
+    def mark(self, out_of_orderness: float, now: float, idle_floor: float) -> Mark:
         """The source's mark: while idle, its newest event time (or the wall-clock floor, if
         later); otherwise the newest event time less the allowed disorder, but, once caught up
-        with the broker, no further back than `caught_up_floor`."""
+        with the broker, no further back than its `caught_up_lag` behind `now`."""
         if self.idle:
             return Mark(max(self.max_ts, idle_floor), True)
         w = self.max_ts - out_of_orderness
-        if self.caught_up and caught_up_floor > w:
-            w = caught_up_floor
+        if self.caught_up and now - self.caught_up_lag > w:
+            w = now - self.caught_up_lag
         return Mark(w, False)
 
 
@@ -73,7 +75,7 @@ class SourceWatermarks:
         out_of_orderness: float,
         idle_after: float,
         clock_lag: float,
-        caught_up_lag: float = math.inf,
+        caught_up_lag: Callable[[str], float] = lambda source: math.inf,
     ) -> None:
         self.out_of_orderness = out_of_orderness
         self.idle_after = idle_after
@@ -84,7 +86,9 @@ class SourceWatermarks:
     def clock(self, source: str, now: float) -> SourceClock:
         c = self.clocks.get(source)
         if c is None:
-            c = self.clocks[source] = SourceClock(last_new=now)
+            c = self.clocks[source] = SourceClock(
+                last_new=now, caught_up_lag=self.caught_up_lag(source)
+            )
         return c
 
     def observe(self, source: str, ts: float, now: float) -> None:
@@ -104,11 +108,10 @@ class SourceWatermarks:
 
     def marks(self, now: float, sources: Iterable[str] | None = None) -> dict[str, Mark]:
         idle_floor = now - self.clock_lag
-        caught_up_floor = now - self.caught_up_lag
         ooo = self.out_of_orderness
         clocks = self.clocks
         names = clocks if sources is None else sources
-        return {s: clocks[s].mark(ooo, caught_up_floor, idle_floor) for s in names if s in clocks}
+        return {s: clocks[s].mark(ooo, now, idle_floor) for s in names if s in clocks}
 
     def forget(self, sources: Iterable[str]) -> None:
         for s in sources:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CAUGHT_UP_LAG_S = {"detection": 600.0, "track": 600.0, "suspect": 2.0, "weapon": 2.0}
 
 
 class Settings(BaseSettings):
@@ -82,14 +83,27 @@ class Settings(BaseSettings):
         description="An input partition caught up and with nothing new for this long stops "
         "holding the watermark back, until its next event.",
     )
-    caught_up_lag_s: float = Field(
-        default=2.0,
-        gt=0,
-        description="An input partition with nothing left to read on the broker holds the "
-        "watermark back at most this far behind the wall clock (a partition with a backlog "
-        "holds it back as far as its records go); its records later than that are taken out "
-        "of order, within each rule's allowed lateness.",
+    caught_up_lag_s: dict[str, float] = Field(
+        default_factory=lambda: dict(CAUGHT_UP_LAG_S),
+        description="Per event type's topic: how far behind the wall clock an input partition "
+        "with nothing left to read on the broker may hold the watermark (a partition with a "
+        "backlog holds it back as far as its records go). Long for sensor feeds, so that a "
+        "slow one is waited for and correlated in order; short for feeds of records about the "
+        "past (watchlist entries, weapon traces), whose records are then taken out of order "
+        "within each rule's allowed lateness. JSON; types not named keep their default.",
     )
+
+    @field_validator("caught_up_lag_s")
+    @classmethod
+    def _lags(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"detection", "track", "suspect", "weapon"}
+        unknown = sorted(set(v) - known)
+        if unknown or any(x <= 0 for x in v.values()):
+            raise ValueError(
+                f"caught_up_lag_s takes positive seconds per event type ({sorted(known)}); got {v}"
+            )
+        return {**CAUGHT_UP_LAG_S, **v}
+
     idle_clock_lag_s: float | None = Field(
         default=None,
         ge=0,

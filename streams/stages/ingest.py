@@ -50,11 +50,15 @@ class IngestStage:
             settings.out_of_orderness_s,
             settings.idle_after_s,
             settings.idle_clock_lag_s if settings.idle_clock_lag_s is not None else float("inf"),
-            settings.caught_up_lag_s,
+            self._caught_up_lag,
         )
         self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         self._last_marks_sent = 0.0
         self._last_change = 0.0
+
+    def _caught_up_lag(self, source: str) -> float:
+        etype = self.topic_types.get(source.rpartition(":")[0], "")
+        return self.settings.caught_up_lag_s.get(etype, float("inf"))
 
     async def on_messages(self, messages: list[Any], caught_up: dict[str, bool]) -> None:
         """One fetch of input messages (any input topics): validate, route, send, mark.

@@ -100,7 +100,7 @@ def test_without_a_clock_there_is_no_grace():
 
 
 def test_a_caught_up_busy_source_holds_the_watermark_at_most_its_lag_behind_the_clock():
-    clocks = SourceWatermarks(0.0, idle_after=1.0, clock_lag=math.inf, caught_up_lag=2.0)
+    clocks = SourceWatermarks(0.0, 1.0, math.inf, caught_up_lag=lambda source: 2.0)
     clocks.observe("watchlist:0", 1_000.0, now=5_000.0)  # an entry made long ago, published now
     clocks.update_idleness({"watchlist:0": False}, now=5_000.0)
     assert clocks.marks(5_000.0)["watchlist:0"] == Mark(1_000.0, False)  # a backlog: its own time
