@@ -164,9 +164,10 @@ def test_a_stalled_broker_slows_intake_instead_of_buffering(
 
     n = 20_000
     for i in range(n):
+        # with a plate, so that rules take them and the worker has output to hold it back
         lab.send("track", event("track", at=-60, eid=f"bp-{lab.suffix}-{i}",
                                 track_id=f"T-{i % 500}", subject_kind="vessel",
-                                where=(30.9, -110.6), country="MX"))
+                                plate=f"BP-{i % 500}", where=(30.9, -110.6), country="MX"))
     lab.flush()
     w = lab.worker(FUSION_BATCH_MAX="2000")
     w.wait_ready()
@@ -189,8 +190,9 @@ def test_a_stalled_broker_slows_intake_instead_of_buffering(
         stalled_after = w.metric("fusion_events_received_total")
     finally:
         os.kill(pid, signal.SIGCONT)
-    # intake stops within one fetched batch of the stall, and memory does not grow with it
-    assert stalled_after - stalled_at <= 2 * 2000, (stalled_at, stalled_after)
+    # intake stops within a few fetched batches of the stall (the producer holds one batch in
+    # flight and one waiting per partition), and memory does not grow with it
+    assert stalled_after - stalled_at <= 3 * 2000, (stalled_at, stalled_after)
     assert peak - base < 150_000, f"RSS grew by {peak - base} kB while stalled"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and w.metric("fusion_events_received_total") < n:
