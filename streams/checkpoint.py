@@ -38,6 +38,7 @@ class PartitionCheckpoint:
     pending: list[Any] = field(default_factory=list)
     dirty: bool = False
     last_snapshot: float = 0.0
+    last_applied: float = 0.0
     next_interval: float = 0.0
     writing: asyncio.Future[None] | None = None
 
@@ -133,13 +134,15 @@ class Checkpoints:
         cp.applied = offset
         cp.pending.append(token)
         cp.dirty = cp.dirty or changed
+        cp.last_applied = time.monotonic()
 
     async def maybe_snapshot(self, p: int, force: bool = False) -> None:
         """Snapshot partition p if due (`force`: now, and wait until written and acked).
 
         Snapshots are spaced out as state grows, so that they take at most
         `snapshot_cpu_share` of the time: the cost is more input to re-read after a crash,
-        never lost input."""
+        never lost input. A partition whose input has gone quiet is snapshotted at once, so
+        its input is committed soon after it is processed."""
         cp = self.partitions.get(p)
         if cp is None:
             return
@@ -149,7 +152,9 @@ class Checkpoints:
             await cp.writing
         if not cp.dirty:
             return
-        if not force and time.monotonic() - cp.last_snapshot < cp.next_interval:
+        now = time.monotonic()
+        quiet = now - cp.last_applied >= self.settings.snapshot_interval_s
+        if not force and not quiet and now - cp.last_snapshot < cp.next_interval:
             return
         began = time.perf_counter()
         doc = cp.stage.snapshot_doc({"applied": cp.applied})
