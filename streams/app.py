@@ -309,6 +309,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     consumer = app.batch_consumer()
     consumer.batch_topics = frozenset([*settings.input_topics.values(), settings.topic_routed])
     consumer.batch_handler = worker.on_fetch
+    consumer.fetch_min_bytes = settings.fetch_min_bytes
+    consumer.fetch_max_wait_ms = settings.fetch_max_wait_ms
 
     # The agents only hold the subscriptions: the batch path above takes every message.
     raw = {"value_serializer": "raw", "key_serializer": "raw"}

@@ -40,6 +40,8 @@ class PartitionCheckpoint:
     last_snapshot: float = 0.0
     last_applied: float = 0.0
     next_interval: float = 0.0
+    items_since: int = 0
+    items_held: int = 0
     writing: asyncio.Future[None] | None = None
 
 
@@ -127,7 +129,9 @@ class Checkpoints:
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         return None
 
-    def applied(self, cp: PartitionCheckpoint, offset: int, token: Any, changed: bool) -> None:
+    def applied(
+        self, cp: PartitionCheckpoint, offset: int, token: Any, changed: bool, items: int = 0
+    ) -> None:
         """The stage has applied the message at `offset`; ack it once a snapshot covers it.
         A message that changed nothing (marks that moved no watermark) waits for the next
         snapshot rather than causing one, so an idle pipeline does not snapshot."""
@@ -135,14 +139,17 @@ class Checkpoints:
         cp.pending.append(token)
         cp.dirty = cp.dirty or changed
         cp.last_applied = time.monotonic()
+        cp.items_since += items
 
     async def maybe_snapshot(self, p: int, force: bool = False) -> None:
         """Snapshot partition p if due (`force`: now, and wait until written and acked).
 
         Snapshots are spaced out as state grows, so that they take at most
         `snapshot_cpu_share` of the time: the cost is more input to re-read after a crash,
-        never lost input. A partition whose input has gone quiet is snapshotted at once, so
-        its input is committed soon after it is processed."""
+        never lost input; and a busy partition is snapshotted only once it has taken at least
+        half as many events as the last snapshot held, so that their cost is proportional to
+        the work. A partition whose input has gone quiet is snapshotted at once, so its input
+        is committed soon after it is processed."""
         cp = self.partitions.get(p)
         if cp is None:
             return
@@ -153,12 +160,18 @@ class Checkpoints:
         if not cp.dirty:
             return
         now = time.monotonic()
-        quiet = now - cp.last_applied >= self.settings.snapshot_interval_s
-        if not force and not quiet and now - cp.last_snapshot < cp.next_interval:
-            return
+        if not force:
+            s = self.settings
+            elapsed = now - cp.last_snapshot
+            quiet = now - cp.last_applied >= s.snapshot_interval_s
+            worth = elapsed >= cp.next_interval and 2 * cp.items_since >= cp.items_held
+            if not (quiet or worth or elapsed >= s.snapshot_max_interval_s):
+                return
         began = time.perf_counter()
         doc = cp.stage.snapshot_doc({"applied": cp.applied})
         blob = zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
+        cp.items_held = len(doc["engine"]["facts"]) + len(doc["buffer"])
+        cp.items_since = 0
         to_ack, cp.pending = cp.pending, []
         cp.dirty = False
         cp.last_snapshot = time.monotonic()

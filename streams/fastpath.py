@@ -24,6 +24,18 @@ Batch = dict[Any, list[Any]]
 BatchHandler = Callable[[Batch], Awaitable[None]]
 
 
+class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """Faust's consumer thread, whose aiokafka consumer waits for a little data per fetch
+    (`fetch_min_bytes`, at most `fetch_max_wait_ms`) rather than answering every record
+    alone: at low rates, many one-record fetches cost more than the records."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        client = super()._create_worker_consumer(transport)
+        client._fetch_min_bytes = self.consumer.fetch_min_bytes
+        client._fetch_max_wait_ms = self.consumer.fetch_max_wait_ms
+        return client
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer with a batch path for the topics in `batch_topics`: their
     records go to `batch_handler` per fetch as aiokafka returned them, without a Faust
@@ -31,11 +43,16 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     batch_topics: frozenset[str]
     batch_handler: BatchHandler | None
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 1500
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch_topics = frozenset()
         self.batch_handler = None
+
+    def _new_consumer_thread(self) -> BatchingConsumerThread:
+        return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack_offsets(self, tp: Any, offsets: list[int]) -> None:
         """`ack` for records handed over by the batch path (Faust's bookkeeping, per

@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     snapshot_cpu_share: float = Field(
         default=0.1, gt=0, le=1, description="At most this share of time goes to snapshots."
     )
+    fetch_min_bytes: int = Field(
+        default=32 * 1024,
+        ge=1,
+        description="A fetch waits for this much data (or fetch_max_wait_ms): fewer, fuller "
+        "fetches at low rates.",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=10, ge=0, le=1500, description="The longest a fetch waits for fetch_min_bytes."
+    )
     batch_max: int = Field(
         default=5000, ge=1, description="Most messages handed to the stages per fetch."
     )

@@ -55,7 +55,7 @@ class CorrelateShell:
         out = stage.take(batch.items, batch.marks, time.time())
         await self.send_output(out)
         changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
-        self.checkpoints.applied(cp, msg.offset, msg, changed)
+        self.checkpoints.applied(cp, msg.offset, msg, changed, len(batch.items))
         self.metrics.reordered.labels(str(msg.partition)).set(len(cp.stage.buffer))
         before = cp.stage.released_before
         if before > float("-inf"):

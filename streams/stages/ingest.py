@@ -25,6 +25,8 @@ from streams.settings import Settings
 
 log = logging.getLogger("fusion.ingest")
 
+MARKS_EVERY_S = 0.05
+
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 
 
@@ -55,6 +57,8 @@ class IngestStage:
         self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
         self._last_marks_sent = 0.0
         self._last_change = 0.0
+        self._last_to: dict[int, float] = {}
+        self._unsent: dict[int, set[str]] = {}
 
     def _caught_up_lag(self, source: str) -> float:
         etype = self.topic_types.get(source.rpartition(":")[0], "")
@@ -113,17 +117,29 @@ class IngestStage:
         sources: set[str] | None = None,
         parts: dict[int, list[RoutedItem]] | None = None,
     ) -> None:
-        """Send the copies for each partition with the marks of `sources` (all if None) to
-        every partition of `fusion.routed`."""
-        marks = self.clocks.marks(now, sources)
-        if not marks and not parts:
-            return
+        """Send each partition of `fusion.routed` its copies with the marks of `sources` (all
+        if None). A partition with no copies this time hears of the marks at most every
+        `MARKS_EVERY_S` (they wait for its next message), so that many small fetches do not
+        each cost a message per partition."""
         topic = self.settings.topic_routed
+        unsent = self._unsent
         for q in range(self.settings.internal_partitions):
             items = parts.get(q, []) if parts else []
+            if sources is None:
+                names: set[str] | None = None
+                unsent.pop(q, None)
+            elif items or now - self._last_to.get(q, 0.0) >= MARKS_EVERY_S:
+                names = sources | unsent.pop(q, set())
+            else:
+                unsent.setdefault(q, set()).update(sources)
+                continue
+            marks = self.clocks.marks(now, names)
+            if not marks and not items:
+                continue
             await self.send(topic, None, encode_routed(items, marks), q)
+            self._last_to[q] = now
         gauge = self.metrics.watermark
-        for source, mark in marks.items():
+        for source, mark in self.clocks.marks(now, sources).items():
             t, _, p = source.rpartition(":")
             gauge.labels("ingest", t, p).set(mark.watermark)
         if sources is None:
@@ -143,6 +159,8 @@ class IngestStage:
         every = self.settings.idle_after_s / 2 if recent else 1.0
         if changed or now - self._last_marks_sent >= every:
             await self.send_marks(now)
+        elif self._unsent:
+            await self.send_marks(now, set().union(*self._unsent.values()))
 
     def _export_idle(self, sources: list[str]) -> None:
         for source in sources:
