@@ -57,6 +57,7 @@ class CorrelateStage:
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
+        self._origins: dict[str, tuple[int, set[str]]] = {}
         self._seen_order: deque[tuple[str, str]] = deque()
         self._dedup_window = dedup_window_s
         self._dedup_max = dedup_max_ids
@@ -80,9 +81,25 @@ class CorrelateStage:
         (`now`: processing time, for the grace given to idle inputs; None: no grace)."""
         out = CorrelateOutput()
         seen = self._seen
+        origins = self._origins
         for it in items:
             eid = it.event_id
             k = (eid, it.route)
+            source, offset = it.origin.source, it.origin.offset
+            last = origins.get(source) if offset >= 0 else None
+            if last is not None and (
+                offset < last[0] or (offset == last[0] and it.route in last[1])
+            ):
+                # read again upstream (a restart or a rebalance re-reads uncommitted input):
+                # this partition has taken it already
+                if it.primary:
+                    out.duplicates.append(it)
+                continue
+            if offset >= 0:
+                if last is None or offset > last[0]:
+                    origins[source] = (offset, {it.route})
+                else:
+                    last[1].add(it.route)
             if k in seen:
                 if it.primary:
                     out.duplicates.append(it)
@@ -165,6 +182,7 @@ class CorrelateStage:
             "engine": self.engine.snapshot_doc(),
             "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
             "marks": self.watermark.snapshot(),
+            "origins": {src: [off, sorted(routes)] for src, (off, routes) in self._origins.items()},
             "released_before": None if math.isinf(self.released_before) else self.released_before,
             "meta": meta or {},
         }
@@ -181,6 +199,8 @@ class CorrelateStage:
             self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
         self.watermark.restore(doc["marks"])
+        for src, (off, routes) in (doc.get("origins") or {}).items():
+            self._origins[src] = (int(off), set(routes))
         rb = doc.get("released_before")
         if rb is not None:
             self.released_before = float(rb)

@@ -217,3 +217,21 @@ def test_an_event_behind_the_watermark_is_taken_if_a_rule_allows_it_else_dead_le
     stage2.take([], {"a": Mark(fact.ts + 40 * 86400, False)})
     out = stage2.take(items)
     assert len(out.late) == 1 and "behind the pipeline's event-time watermark" in out.late[0][1]
+
+
+def test_input_read_again_after_a_restart_is_taken_once():
+    """A restarted ingest re-reads its uncommitted input and sends it again: the partition
+    knows, per input partition, how far it has taken, snapshot included."""
+    pipe = Pipeline(1)
+    batch = [(0, i, e) for i, e in enumerate(EVENTS[:200])]
+    pipe.ingest(batch)
+    stage = pipe.stages[0]
+    doc = orjson.loads(orjson.dumps(stage.snapshot_doc(), option=orjson.OPT_NON_STR_KEYS))
+    fresh = CorrelateStage(RULES, [f"in:{s}" for s in range(SOURCES)])
+    fresh.restore_doc(doc)
+    pipe.stages[0] = fresh
+    before = set(pipe.alerts)
+    pipe.ingest(batch[100:])  # read again from an older committed offset
+    assert pipe.alerts == before
+    out = fresh.take([])
+    assert not out.alerts
