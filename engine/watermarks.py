@@ -62,7 +62,7 @@ class SourceClock:
         if self.idle:
             return Mark(max(self.max_ts, idle_floor), True)
         w = self.max_ts - out_of_orderness
-        if self.caught_up and now - self.caught_up_lag > w:
+        if self.caught_up and self.max_ts > -math.inf and now - self.caught_up_lag > w:
             w = now - self.caught_up_lag
         return Mark(w, False)
 
@@ -140,12 +140,13 @@ class CombinedWatermark:
         self._last_wake = -math.inf
 
     def update(self, source: str, mark: Mark) -> None:
-        """A source's newest mark; its watermark never goes back (a restarted reader may
-        resend an older one)."""
+        """A source's newest mark. An active source's watermark never goes back (a restarted
+        reader may resend an older one); an idle source's mark is its newest event time, as
+        sent (when every source is idle, everything that arrived goes, up to the newest)."""
         old = self.marks.get(source)
         if old is not None:
-            if old.watermark > mark.watermark:
-                mark = Mark(old.watermark, mark.idle)
+            if old.watermark > mark.watermark and not mark.idle:
+                mark = Mark(old.watermark, False)
             if old.idle and not mark.idle:
                 self._woke = True
         self.marks[source] = mark
