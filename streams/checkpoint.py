@@ -82,12 +82,13 @@ class Checkpoints:
             cp = self.partitions.get(p)
             if cp is not None:
                 return cp
+            blob = await self._read(p)
+            # The stage is made after the read: rules reloaded while it waited apply to it.
             cp = PartitionCheckpoint(
                 self.new_stage(),
                 last_snapshot=time.monotonic(),
                 next_interval=self.settings.snapshot_interval_s,
             )
-            blob = await self._read(p)
             if blob is not None:
                 try:
                     doc = orjson.loads(zlib.decompress(blob))
