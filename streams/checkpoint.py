@@ -139,8 +139,9 @@ class Checkpoints:
         cp.applied = offset
         cp.pending.append(token)
         cp.dirty = cp.dirty or changed
-        cp.last_applied = time.monotonic()
-        cp.items_since += items
+        if items:
+            cp.last_applied = time.monotonic()
+            cp.items_since += items
 
     async def maybe_snapshot(self, p: int, force: bool = False) -> None:
         """Snapshot partition p if due (`force`: now, and wait until written and acked).
@@ -159,6 +160,12 @@ class Checkpoints:
                 return
             await cp.writing
         if not cp.dirty:
+            # what it has taken since its last snapshot changed nothing (marks that moved no
+            # watermark): ack it as it is
+            if cp.pending and (cp.writing is None or cp.writing.done()):
+                to_ack, cp.pending = cp.pending, []
+                for token in to_ack:
+                    self.ack(token)
             return
         now = time.monotonic()
         if not force:
