@@ -64,22 +64,11 @@ from provenance import tree_state  # noqa: E402
 
 from streams.simulator import Simulator  # noqa: E402
 from tests.integration.conftest import Lab, Worker  # noqa: E402
+from tests.integration.test_event_time import PLATE_RULE as SINGLE_RULE  # noqa: E402
 
 PARTS = 4  # input and internal partitions (the settings' defaults)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASES = ("peers", "single", "backlog", "rates")
-SINGLE_RULE = """\
-id: plate-reads
-type: event_count
-title: Five reads of one plate within ten minutes
-severity: low
-select: {type: detection, where: {plate: {exists: true}}}
-key: plate
-threshold: 5
-window: 10m
-lateness: 10m
-suppress: {by: [key], for: 10m}
-"""
 Plan = list[tuple[str, float, float]]  # (step, events/s, seconds)
 
 
