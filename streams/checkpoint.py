@@ -84,11 +84,7 @@ class Checkpoints:
                 return cp
             blob = await self._read(p)
             # The stage is made after the read: rules reloaded while it waited apply to it.
-            cp = PartitionCheckpoint(
-                self.new_stage(),
-                last_snapshot=time.monotonic(),
-                next_interval=self.settings.snapshot_interval_s,
-            )
+            cp = self._fresh()
             if blob is not None:
                 try:
                     doc = orjson.loads(zlib.decompress(blob))
@@ -110,14 +106,17 @@ class Checkpoints:
                         "(its input is read again from the committed offset)",
                         p,
                     )
-                    cp = PartitionCheckpoint(
-                        self.new_stage(),
-                        last_snapshot=time.monotonic(),
-                        next_interval=self.settings.snapshot_interval_s,
-                    )
+                    cp = self._fresh()
             log.info("partition %d ready (resuming after offset %d)", p, cp.applied)
             self.partitions[p] = cp
             return cp
+
+    def _fresh(self) -> PartitionCheckpoint:
+        return PartitionCheckpoint(
+            self.new_stage(),
+            last_snapshot=time.monotonic(),
+            next_interval=self.settings.snapshot_interval_s,
+        )
 
     async def _read(self, p: int) -> bytes | None:
         for attempt in range(1, 11):
