@@ -49,6 +49,37 @@ class PolicyRef(WireModel):
     sha256: str = Field(description="SHA-256 of the policy as loaded.")
 
 
+class EvidenceReason(WireModel):
+    """Why one piece of evidence counts: the selector it matched and the conditions it met."""
+
+    event_id: str = Field(description="The event's id (as in `evidence`).")
+    role: str = Field(description="The rule's name for what the event is, e.g. `seizure`.")
+    met: list[str] = Field(
+        description="Each condition the event met, in words, with the measured value."
+    )
+
+
+class Explanation(WireModel):
+    """Why the rule fired, from the engine's own record of the match. Matched values are not
+    repeated here: `key_path` points at the field as released to this destination."""
+
+    rule_type: str = Field(description="The rule's type, e.g. `proximity`.")
+    summary: str = Field(description="The rule's conditions, in words.")
+    window_start: AwareDatetime = Field(description="Start of the event-time window examined.")
+    window_end: AwareDatetime = Field(description="End of the event-time window examined.")
+    key: str | None = Field(description="The entity key the rule correlates by, if any.")
+    key_path: str | None = Field(
+        description="Where the matched key's value is in this alert, e.g. "
+        "`evidence[0].fields.plate` (a pseudonym where the policy says so)."
+    )
+    conditions: list[str] = Field(description="Each condition of the rule, as it held.")
+    absence_checked_until: AwareDatetime | None = Field(
+        default=None,
+        description="For a rule that fires on an absence: event time up to which it was checked.",
+    )
+    evidence: list[EvidenceReason] = Field(description="Per evidence event, why it counts.")
+
+
 class Alert(WireModel):
     """One alert, released to one destination country."""
 
@@ -69,3 +100,6 @@ class Alert(WireModel):
     evidence: list[Evidence] = Field(description="The evidence, as released to this destination.")
     redactions: list[Redaction] = Field(description="Every field not released as is.")
     policy: PolicyRef = Field(description="The sharing policy applied.")
+    explanation: Explanation | None = Field(
+        default=None, description="Why the rule fired (`fusion explain` prints it)."
+    )
