@@ -179,6 +179,7 @@ def release_json(
     if not evidence:
         return None
     lat, lon = alert.lat, alert.lon
+    precision_m = None
     loc_origins = sorted({f.country for f in alert.evidence})
     loc_actions = {
         o: action(o, destination, "*", "location", at=(alert.lat, alert.lon)) for o in loc_origins
@@ -187,7 +188,7 @@ def release_json(
     held = [rule for act, rule in loc_actions.values() if act != "release"]
     if held:
         g = policy.transform("generalize", "location", {"lat": lat, "lon": lon}, destination)
-        lat, lon = g["lat"], g["lon"]
+        lat, lon, precision_m = g["lat"], g["lon"], g["precision_m"]
         redactions.append({"path": "location", "action": "generalize", "policy_rule": held[0]})
     for o, (_, rule) in loc_actions.items():
         actions.append(
@@ -209,13 +210,14 @@ def release_json(
         "raised_at": iso_z(alert.raised_at),
         "first_seen": iso_z(alert.first_seen),
         "last_seen": iso_z(alert.last_seen),
-        "location": {"lat": round(lat, 6), "lon": round(lon, 6)},
+        "location": {"lat": round(lat, 6), "lon": round(lon, 6), "precision_m": precision_m},
         "recipient": destination,
         "recipients": list(all_recipients),
         "tlp": policy.tlp(alert.rule_id, alert.severity),
         "evidence": evidence,
         "redactions": redactions,
         "policy": ref_doc,
+        "explanation": None,
     }
     audit = {
         "alert_id": alert.alert_id,

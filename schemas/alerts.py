@@ -19,6 +19,11 @@ class Point(WireModel):
 
     lat: float = Field(ge=-90, le=90, description="Latitude, WGS-84 degrees.")
     lon: float = Field(ge=-180, le=180, description="Longitude, WGS-84 degrees.")
+    precision_m: int | None = Field(
+        default=None,
+        description="Set when the position was generalized: it is the centre of a grid cell "
+        "this many metres wide.",
+    )
 
 
 class Evidence(WireModel):
