@@ -139,6 +139,21 @@ class Settings(BaseSettings):
         description="How soon the group hands a dead worker's partitions to the others.",
     )
 
+    console_host: str = Field(
+        default="127.0.0.1", description="Address the per-country consoles listen on."
+    )
+    console_port: int = Field(
+        default=8800,
+        ge=1,
+        le=65535,
+        description="The first partner's console port; each next partner's is one higher.",
+    )
+    console_public_url: str | None = Field(
+        default=None,
+        description="How others (TAK clients, reports) reach the consoles, with `{cc}` for the "
+        "country in lower case, e.g. https://ops-{cc}.example.org/ (unset: http://host:port/).",
+    )
+
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
     log_level: str = "info"
@@ -198,6 +213,21 @@ class Settings(BaseSettings):
     def alert_topic(self, country: str) -> str:
         """The alert topic of a partner: `alerts.<iso2 lower>`."""
         return f"{self.alert_topic_prefix}{country.lower()}"
+
+    def console_port_of(self, country: str) -> int:
+        """The port of a partner's console."""
+        return self.console_port + self.partners.index(country.upper())
+
+    def console_url(self, country: str) -> str:
+        """Where a partner's console is reached (ends with `/`)."""
+        if self.console_public_url:
+            url = self.console_public_url.replace("{cc}", country.lower())
+            return url if url.endswith("/") else url + "/"
+        return f"http://{self.console_host}:{self.console_port_of(country)}/"
+
+    def alert_url(self, country: str, alert_id: str) -> str:
+        """A link to one alert in a partner's console."""
+        return f"{self.console_url(country)}#alert={alert_id}"
 
     @property
     def partner_set(self) -> frozenset[str]:
