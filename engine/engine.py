@@ -12,6 +12,7 @@ import orjson
 
 from engine.correlators import CORRELATORS, Correlator
 from engine.errors import SnapshotError
+from engine.explain import explain_hit
 from engine.facts import Fact
 from engine.geo import Grid
 from engine.hits import Hit, RawAlert, alert_id
@@ -47,8 +48,23 @@ class EngineStats:
     rules: dict[str, RuleStats] = field(default_factory=lambda: defaultdict(RuleStats))
 
 
+# The Admiralty grade of a tip as a factor on the score: one per source reliability (A-F)
+# times one per information credibility (1-6). "Fairly reliable" (C) and "possibly true" (3)
+# are neutral, and so is "cannot be judged" (F, 6): an ungraded tip neither raises nor
+# lowers the score. From A1 (x1.44) to E5 (x0.49); never zero.
+RELIABILITY_FACTOR = {"A": 1.2, "B": 1.1, "C": 1.0, "D": 0.85, "E": 0.7, "F": 1.0}
+CREDIBILITY_FACTOR = {1: 1.2, 2: 1.1, 3: 1.0, 4: 0.85, 5: 0.7, 6: 1.0}
+
+
+def grade_factor(reliability: str, credibility: int) -> float:
+    """The score factor of one tip's Admiralty grade (`RELIABILITY_FACTOR` x
+    `CREDIBILITY_FACTOR`)."""
+    return RELIABILITY_FACTOR.get(reliability, 1.0) * CREDIBILITY_FACTOR.get(credibility, 1.0)
+
+
 def score(rule: RuleBase, evidence: tuple[Fact, ...]) -> int:
-    """0-100 from the rule's severity and fixed factors of the evidence (never `eval`)."""
+    """0-100 from the rule's severity and fixed factors of the evidence (never `eval`): the
+    confidence of the events that carry one, and the mean grade factor of the tips."""
     s = rule.score
     base = s.base if s.base is not None else SEVERITY_BASE[rule.severity]
     bonus = min(s.max_bonus, s.per_event * max(0, len(evidence) - 2))
@@ -57,6 +73,14 @@ def score(rule: RuleBase, evidence: tuple[Fact, ...]) -> int:
         confs = [c for f in evidence if (c := f.get("confidence")) is not None]
         if confs:
             value *= 0.5 + 0.5 * (sum(confs) / len(confs))
+    if s.grade:
+        grades = [
+            grade_factor(r, c)
+            for f in evidence
+            if (r := f.get("reliability")) is not None and (c := f.get("credibility")) is not None
+        ]
+        if grades:
+            value *= sum(grades) / len(grades)
     return max(0, min(100, round(value)))
 
 
@@ -189,6 +213,7 @@ class Engine:
                     evidence=ev,
                     key=hit.key,
                     extra_recipients=tuple(rule.recipients),
+                    explanation=explain_hit(rule, hit, ev),
                 )
             )
         return out

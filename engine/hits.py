@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from engine.facts import Fact
 
@@ -36,6 +37,8 @@ class RawAlert:
     evidence: tuple[Fact, ...]
     key: str | None
     extra_recipients: tuple[str, ...]
+    explanation: dict[str, Any] | None = None
+    """Why the rule fired (`engine.explain.explain_hit`), before release."""
 
 
 def alert_id(rule_id: str, evidence_ids: list[str] | tuple[str, ...]) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from engine.border import default_border
+from engine.facts import Fact
 from engine.hits import RawAlert
 from schemas.alerts import Alert, PolicyRef
 from schemas.audit import AuditRecord
@@ -138,6 +139,8 @@ def release_json(
     evidence: list[dict[str, Any]] = []
     redactions: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
+    key_fields: list[dict[str, Any]] = []
+    key = alert.key
     action = policy.action
     for fact in alert.evidence:
         origin = fact.country
@@ -151,6 +154,12 @@ def release_json(
             actions.append(
                 {"path": path, "action": "drop", "policy_rule": drop_rule, "origin": origin}
             )
+            if key is not None:
+                for name, value in fact.doc.items():
+                    if name not in COMMON_FIELDS and _holds_key(fact, name, value, key):
+                        key_fields.append(
+                            {"path": f"{path}.fields.{name}", "origin": origin, "action": "drop"}
+                        )
             continue
         raw = fact.doc  # canonical JSON: no model round trip per fact and destination
         fields: dict[str, Any] = {}
@@ -160,6 +169,8 @@ def release_json(
             act, prule = action(origin, destination, etype, name, at=at)
             path = f"evidence[{idx}].fields.{name}"
             actions.append({"path": path, "action": act, "policy_rule": prule, "origin": origin})
+            if key is not None and _holds_key(fact, name, value, key):
+                key_fields.append({"path": path, "origin": origin, "action": act})
             if act == "release":
                 fields[name] = value
                 continue
@@ -217,7 +228,7 @@ def release_json(
         "evidence": evidence,
         "redactions": redactions,
         "policy": ref_doc,
-        "explanation": None,
+        "explanation": released_explanation(alert.explanation, evidence),
     }
     audit = {
         "alert_id": alert.alert_id,
@@ -227,8 +238,46 @@ def release_json(
         "released_at": iso_z(now),
         "policy": dict(ref_doc),
         "actions": actions,
+        "match": None if key is None else {"fields": key_fields},
     }
     return body, audit
+
+
+def released_explanation(
+    raw: dict[str, Any] | None, evidence: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The engine's explanation for one destination: only the evidence it received, and the
+    matched key pointed at where this destination's copy holds it (as released)."""
+    if raw is None:
+        return None
+    at = {e["event_id"]: i for i, e in enumerate(evidence)}
+    key_path = None
+    for eid, name in raw["key_fields"].items():
+        i = at.get(eid)
+        if i is not None and name in evidence[i]["fields"]:
+            key_path = f"evidence[{i}].fields.{name}"
+            break
+    until = raw["absence_checked_until"]
+    return {
+        "rule_type": raw["rule_type"],
+        "summary": raw["summary"],
+        "window_start": iso_z(raw["window_start"]),
+        "window_end": iso_z(raw["window_end"]),
+        "key": raw["key"],
+        "key_path": key_path,
+        "conditions": list(raw["conditions"]),
+        "absence_checked_until": None if until is None else iso_z(until),
+        "evidence": [e for e in raw["evidence"] if e["event_id"] in at],
+    }
+
+
+def _holds_key(fact: Fact, name: str, value: Any, key: str) -> bool:
+    """Whether a field of the fact holds the correlation key (compared as the rules read it:
+    plates and identifiers normalised). Only text fields hold keys."""
+    if not isinstance(value, str):
+        return False
+    held = fact.get(name)
+    return held is not None and str(held) == key
 
 
 def iso_z(ts: float) -> str:

@@ -1,4 +1,5 @@
-"""`fusion`: run the worker, create topics, simulate events, tail alerts, replay, test rules."""
+"""`fusion`: run the worker, create topics, simulate events, publish a tip, tail alerts, serve a
+console, replay, test rules."""
 
 from __future__ import annotations
 
@@ -112,6 +113,65 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+TIP_AGENCIES = {"US": "CBP-TIPS", "MX": "FGR-DENUNCIA"}
+
+
+def tip_event(args: argparse.Namespace) -> dict[str, Any]:
+    """The tip `fusion tip` publishes, validated (a pydantic ValidationError if not valid)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from schemas.events import Tip
+
+    grade = args.grade.strip().upper()
+    country = args.country.upper()
+    doc: dict[str, Any] = {
+        "event_id": args.id or f"tip-{uuid.uuid4().hex[:16]}",
+        "event_type": "tip",
+        "occurred_at": args.at or datetime.now(tz=UTC).isoformat(),
+        "source": {"agency": args.agency or TIP_AGENCIES.get(country, ""), "country": country},
+        "location": {"lat": args.lat, "lon": args.lon},
+        "uncertainty_m": args.uncertainty_m,
+        "category": args.category,
+        "text": args.text,
+        "channel": args.channel,
+        "reliability": grade[:1],
+        "credibility": int(grade[1:]) if grade[1:].isdigit() else grade[1:],
+    }
+    if args.plate:
+        doc["plate"] = args.plate
+    if args.person_ref:
+        doc["person_ref"] = args.person_ref
+    return Tip.model_validate(doc).model_dump(mode="json", exclude_none=True)
+
+
+def cmd_tip(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+    from pydantic import ValidationError
+
+    from streams.clients import kafka_python_config
+
+    s = _settings()
+    try:
+        doc = tip_event(args)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        print(f"fusion tip: not a valid tip: {problems}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(orjson.dumps(doc).decode())
+        return 0
+    producer = KafkaProducer(acks="all", **kafka_python_config(s))
+    try:
+        producer.send(s.topic_tips, orjson.dumps(doc)).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"sent tip {doc['event_id']} to {s.topic_tips}")
+    return 0
+
+
 def format_alert(a: dict[str, Any]) -> str:
     """One readable line per alert."""
     ev = ", ".join(
@@ -156,6 +216,31 @@ def cmd_tail(args: argparse.Namespace) -> int:
         pass
     finally:
         consumer.close()
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from streams.console.server import run
+    from streams.console.since import parse_since
+
+    s = _settings()
+    country = args.country.upper()
+    if country not in s.partners:
+        print(
+            f"fusion console: {args.country!r} is not a partner (FUSION_PARTNERS: "
+            f"{', '.join(s.partners)})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        since_s = parse_since(args.since)
+    except ValueError as e:
+        print(f"fusion console: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    run(s, country, host=args.host, port=args.port, since_s=since_s)
     return 0
 
 
@@ -252,6 +337,12 @@ def cmd_acls(args: argparse.Namespace) -> int:
     return acls_main(args.rest)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from streams.explain_show import main as explain_main
+
+    return explain_main(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from streams.keys import main as keys_main
 
@@ -280,6 +371,36 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument("--timeout", type=float, default=0, help="stop after this many idle seconds")
     tail.set_defaults(fn=cmd_tail)
 
+    con = sub.add_parser("console", help="one country's live operations console (a web page)")
+    con.add_argument("country", help="partner code, e.g. mx or us")
+    con.add_argument("--host", help="address to listen on (default FUSION_CONSOLE_HOST)")
+    con.add_argument("--port", type=int, help="port (default: the partner's console port)")
+    con.add_argument(
+        "--since", default="24h", help="read back alerts this far (15m, 24h, 7d, all)"
+    )
+    con.set_defaults(fn=cmd_console)
+
+    tip = sub.add_parser("tip", help="publish one community tip to the tips topic")
+    tip.add_argument("category", choices=("drugs", "weapons", "people", "money"))
+    tip.add_argument("--lat", type=float, required=True, help="reported place, WGS-84 degrees")
+    tip.add_argument("--lon", type=float, required=True)
+    tip.add_argument("--text", required=True, help="the tipster's own words")
+    tip.add_argument(
+        "--uncertainty-m", type=float, default=1000.0, help="radius of the reported place, m"
+    )
+    tip.add_argument("--channel", choices=("hotline", "app", "officer"), default="hotline")
+    tip.add_argument(
+        "--grade", default="F6", help="Admiralty grade, reliability A-F and credibility 1-6: B2"
+    )
+    tip.add_argument("--country", default="US", help="the partner that took the tip")
+    tip.add_argument("--agency", help="default: CBP-TIPS (US), FGR-DENUNCIA (MX)")
+    tip.add_argument("--at", help="when, RFC 3339 with offset (default: now)")
+    tip.add_argument("--id", help="event_id (default: a new one)")
+    tip.add_argument("--plate")
+    tip.add_argument("--person-ref")
+    tip.add_argument("--dry-run", action="store_true", help="print the event, send nothing")
+    tip.set_defaults(fn=cmd_tip)
+
     rep = sub.add_parser("replay", help="run the rules over a JSON-lines file; alerts to stdout")
     rep.add_argument("input", help="JSON-lines file of events, or - for stdin")
     rep.add_argument("--rules", type=Path, help="rules directory or file")
@@ -299,17 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+        ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
     ):
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(fn=fn)
 
     raw = sys.argv[1:] if argv is None else argv
-    if raw and raw[0] in ("audit", "acls", "keys"):
+    passthrough = {"audit": cmd_audit, "acls": cmd_acls, "keys": cmd_keys, "explain": cmd_explain}
+    if raw and raw[0] in passthrough:
         # These parse their own arguments (and their own --help).
-        args = argparse.Namespace(
-            fn={"audit": cmd_audit, "acls": cmd_acls, "keys": cmd_keys}[raw[0]], rest=raw[1:]
-        )
+        args = argparse.Namespace(fn=passthrough[raw[0]], rest=raw[1:])
     else:
         args = p.parse_args(raw)
     try:

@@ -1,0 +1,209 @@
+"""`fusion explain`: why an alert fired, or what the rules did with one event.
+
+    fusion explain ALERT_ID [--country CC] [--input FILE]
+    fusion explain --event EVENT_ID [--input FILE]
+
+An alert's explanation is the engine's own record, carried in the alert as released to each
+country: read from `alerts.<cc>` (every partner's topic, or `--country`'s), or made again by
+replaying `--input`. An event's trace replays the input topics (or `--input`) in event-time
+order and records each rule's decision about it; it reads raw input, so it needs the
+pipeline's credentials, not an operations centre's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.trace import EventTrace, trace_event
+from streams.settings import Settings
+
+
+def _lookup(alert: dict[str, Any], path: str) -> Any:
+    """The value at `evidence[1].fields.plate` in an alert."""
+    cur: Any = alert
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        if isinstance(cur, list):
+            cur = cur[int(part)]
+        elif isinstance(cur, dict):
+            cur = cur.get(part)
+        if cur is None:
+            return None
+    return cur
+
+
+def format_explanation(alert: dict[str, Any]) -> str:
+    """An alert as released to one country, and why it fired, in words."""
+    ex = alert.get("explanation")
+    head = (
+        f"alert {alert['alert_id']}: {alert['rule_id']} ({alert['title']}), "
+        f"{alert['severity']}, score {alert['score']}, released to {alert['recipient']} "
+        f"as {alert['tlp']} under policy {alert['policy']['id']} v{alert['policy']['version']}"
+    )
+    lines = [head]
+    if not ex:
+        lines.append("  no explanation recorded (an alert from before explanations were kept)")
+        return "\n".join(lines)
+    lines.append(f"rule ({ex['rule_type']}): {ex['summary']}")
+    lines.append(f"window: {ex['window_start']} .. {ex['window_end']}")
+    if ex.get("key"):
+        where = ex.get("key_path")
+        value = _lookup(alert, where) if where else None
+        shown = value if value is not None else "(withheld from this country)"
+        lines.append(f"matched {ex['key']}: {shown}" + (f"  [{where}]" if where else ""))
+    lines.append("conditions:")
+    lines.extend(f"  - {c}" for c in ex["conditions"])
+    if ex.get("absence_checked_until"):
+        lines.append(f"absence checked up to {ex['absence_checked_until']}")
+    by_id = {e["event_id"]: e for e in alert.get("evidence", [])}
+    lines.append("evidence:")
+    for item in ex["evidence"]:
+        ev = by_id.get(item["event_id"], {})
+        src = ev.get("source", {})
+        lines.append(
+            f"  {item['event_id']} as {item['role']}: {ev.get('event_type', '?')} from "
+            f"{src.get('agency', '?')} ({src.get('country', '?')}) at {ev.get('occurred_at', '?')}"
+        )
+        lines.extend(f"      - {m}" for m in item["met"])
+    redactions = alert.get("redactions", [])
+    if redactions:
+        lines.append("not released as is:")
+        lines.extend(f"  {r['path']}: {r['action']} ({r['policy_rule']})" for r in redactions)
+    return "\n".join(lines)
+
+
+def format_trace(trace: EventTrace) -> str:
+    """What the rules did with one event, in words."""
+    if not trace.found:
+        return f"event {trace.event_id}: not found in the input"
+    if trace.rejected:
+        return f"event {trace.event_id}: refused at validation (dead-lettered): {trace.rejected}"
+    f = trace.fact
+    if f is None:
+        return f"event {trace.event_id}: accepted, but no rule took it"
+    lines = [
+        f"event {trace.event_id}: {f.event_type} from {f.get('source.agency')} ({f.country}) "
+        f"at {f.get('occurred_at')}"
+    ]
+    if trace.duplicate:
+        lines.append("  (sent more than once: the repeats were counted as duplicates)")
+    order = {"fired": 0, "suppressed": 1, "taken": 2, "too late": 3, "no key": 4}
+    for rec in sorted(trace.rules.values(), key=lambda r: (order.get(r.outcome, 9), r.rule_id)):
+        lines.append(f"  {rec.rule_id}: {rec.outcome}: {rec.why}")
+        lines.extend(f"      alert {aid}" for aid in rec.alerts)
+    return "\n".join(lines)
+
+
+def _read_all(s: Settings, topics: Sequence[str]) -> Iterator[bytes]:
+    """Every message now on the topics, from the beginning (then stop)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.clients import kafka_python_config
+
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **kafka_python_config(s))
+    try:
+        parts = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        if not parts:
+            return
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        todo = {tp for tp in parts if end[tp] > 0}
+        deadline = time.monotonic() + 120
+        while todo and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=500, max_records=5000).items():
+                for m in msgs:
+                    if m.value is not None:
+                        yield m.value
+                if consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+    finally:
+        consumer.close()
+
+
+def _events(s: Settings, path: Path | None) -> io.BytesIO:
+    if path is not None:
+        return io.BytesIO(path.read_bytes())
+    return io.BytesIO(b"\n".join(_read_all(s, list(s.input_topics.values()))))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fusion explain", description=__doc__.split("\n\n")[0])
+    p.add_argument("alert_id", nargs="?", help="the alert (its id, or a prefix of 8+ chars)")
+    p.add_argument("--event", help="explain what the rules did with this event instead")
+    p.add_argument("--country", help="only the alert as released to this partner")
+    p.add_argument("--input", type=Path, help="replay this JSON-lines file of events")
+    p.add_argument("--rules", type=Path, help="rules directory or file (default: configured)")
+    p.add_argument("--json", action="store_true", help="print the alert(s) as JSON")
+    args = p.parse_args(argv)
+    if bool(args.alert_id) == bool(args.event):
+        p.error("give an ALERT_ID or --event EVENT_ID")
+    if args.alert_id and len(args.alert_id) < 8:
+        p.error("an alert id prefix needs at least 8 characters")
+    s = Settings()
+    from engine.rulefiles import load_rules
+
+    if args.event:
+        ruleset = load_rules([args.rules or s.rules_path])
+        trace = trace_event(_events(s, args.input), ruleset, args.event, partners=s.partner_set)
+        print(format_trace(trace))
+        return 0 if trace.found else 1
+    countries = [args.country.upper()] if args.country else list(s.partners)
+    found = list(_released(s, args, countries))
+    for alert in found:
+        print(orjson.dumps(alert).decode() if args.json else format_explanation(alert))
+        if not args.json:
+            print()
+    if not found:
+        where = (
+            f"--input {args.input}"
+            if args.input
+            else ", ".join(s.alert_topic(c) for c in countries)
+        )
+        print(f"fusion explain: no alert {args.alert_id} in {where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _released(
+    s: Settings, args: argparse.Namespace, countries: list[str]
+) -> Iterator[dict[str, Any]]:
+    """The alert as released to each of `countries`: from their topics, or by replay."""
+    prefix: str = args.alert_id
+    if args.input is None:
+        for c in countries:
+            for raw in _read_all(s, [s.alert_topic(c)]):
+                a = orjson.loads(raw)
+                if str(a.get("alert_id", "")).startswith(prefix):
+                    yield a
+                    break
+        return
+    from engine.release import recipients, release_json
+    from engine.replay import correlate_file
+    from engine.rulefiles import load_rules
+    from streams.cli import _policy
+
+    ruleset = load_rules([args.rules or s.rules_path])
+    policy = _policy(s, throwaway_keys=True)
+    alerts, _ = correlate_file(_events(s, args.input), ruleset, partners=s.partner_set)
+    for a in alerts:
+        if not a.alert_id.startswith(prefix):
+            continue
+        who = recipients(a, s.partner_set, policy)
+        for dest in who:
+            if dest in countries:
+                out = release_json(a, dest, who, policy, now=a.raised_at, topic=s.alert_topic(dest))
+                if out is not None:
+                    yield out[0]
+        return
