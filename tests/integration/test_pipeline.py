@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import REPO, Lab
 
 NOGALES_US = (31.3404, -110.9343)  # US side of the border
 NOGALES_MX = (31.3086, -110.9422)  # Mexican side
@@ -117,6 +119,31 @@ def test_alerts_reach_the_right_country_topics(lab: Lab) -> None:
         (us_alert["alert_id"], "MX"),
         (cc["alert_id"], "MX"),
     }
+
+    # Why it fired, as the US received it: from alerts.us, with the key as its pseudonym.
+    why = fusion(lab, "explain", us_alert["alert_id"][:10], "--country", "us")
+    assert f"alert {us_alert['alert_id']}: watchlist-plate" in why and "released to US" in why
+    assert "matched plate: ['pn:plate:ktest:" in why and "XKZ-481" not in why
+    assert f"{sighting['event_id']} as sighting: detection from CBP (US)" in why
+    for c in us_alert["explanation"]["conditions"]:
+        assert c in why
+    # What the rules did with the sighting: replayed from the input topics.
+    trace = fusion(lab, "explain", "--event", sighting["event_id"])
+    assert "watchlist-plate: fired" in trace and us_alert["alert_id"] in trace
+    assert "suspect-near-seizure: not selected" in trace  # it takes suspects and weapons
+
+
+def fusion(lab: Lab, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=lab.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_bad_input_is_dead_lettered_with_reason_and_payload(lab: Lab) -> None:
