@@ -23,7 +23,7 @@ from engine.release import InterimPolicy, SharingPolicy, recipients, release_jso
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
 
-EVENT_TYPES = ("detection", "suspect", "weapon", "track")
+EVENT_TYPES = ("detection", "suspect", "weapon", "track", "tip")
 
 
 @dataclass

@@ -65,12 +65,14 @@ class Suppress(Frozen):
 
 
 class Score(Frozen):
-    """Fixed scoring factors: a base from severity, a bonus per extra event, confidence."""
+    """Fixed scoring factors: a base from severity, a bonus per extra event, confidence, and
+    the Admiralty grade of tips (`engine.engine.RELIABILITY_FACTOR`, `CREDIBILITY_FACTOR`)."""
 
     base: Annotated[int, Field(ge=0, le=100)] | None = None
     per_event: Annotated[int, Field(ge=0, le=50)] = 3
     max_bonus: Annotated[int, Field(ge=0, le=100)] = 15
     confidence: bool = True
+    grade: bool = True
 
 
 class ExpectedAlert(Frozen):

@@ -19,6 +19,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "suspect": {"person_ref": "P-0", "watchlist": "general", "risk": "high"},
     "weapon": {"weapon_event": "seizure"},
     "track": {"track_id": "T-1", "subject_kind": "vehicle"},
+    "tip": {
+        "uncertainty_m": 500,
+        "category": "weapons",
+        "text": "test tip",
+        "channel": "hotline",
+        "reliability": "F",
+        "credibility": 6,
+    },
 }
 
 

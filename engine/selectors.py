@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.facts import Fact
 
-EventTypeName = Literal["detection", "suspect", "weapon", "track"]
+EventTypeName = Literal["detection", "suspect", "weapon", "track", "tip"]
 
 
 class Condition(BaseModel):

@@ -10,11 +10,19 @@ from pydantic import AwareDatetime, Field, field_validator
 
 from schemas.base import WireModel
 
-EventType = Literal["detection", "suspect", "weapon", "track"]
+EventType = Literal["detection", "suspect", "weapon", "track", "tip"]
 SubjectKind = Literal["person", "vehicle", "vessel", "aircraft", "drone", "unknown"]
 SensorKind = Literal["lpr", "camera", "radar", "seismic", "thermal", "inspection", "other"]
 Risk = Literal["low", "medium", "high"]
 WeaponEventKind = Literal["seizure", "trace", "theft", "sighting"]
+TipCategory = Literal["drugs", "weapons", "people", "money"]
+TipChannel = Literal["hotline", "app", "officer"]
+Reliability = Literal["A", "B", "C", "D", "E", "F"]
+"""Admiralty code, source reliability: A completely reliable, B usually reliable, C fairly
+reliable, D not usually reliable, E unreliable, F reliability cannot be judged."""
+Credibility = Annotated[int, Field(strict=True, ge=1, le=6)]
+"""Admiralty code, information credibility: 1 confirmed by other sources, 2 probably true,
+3 possibly true, 4 doubtful, 5 improbable, 6 truth cannot be judged."""
 
 _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
 
@@ -117,13 +125,45 @@ class Track(EventBase):
     plate: Text | None = Field(default=None, description="Vehicle plate, if known.")
 
 
-Event = Detection | Suspect | Weapon | Track
+class Tip(EventBase):
+    """A community tip (hotline, app, or an officer's report of one), graded with the
+    Admiralty code."""
 
-EVENT_MODELS: dict[str, type[Detection] | type[Suspect] | type[Weapon] | type[Track]] = {
+    event_type: Literal["tip"] = Field(description="Always `tip`.")
+    uncertainty_m: float = Field(
+        ge=0,
+        le=1e7,
+        description="Radius, in metres, within which the reported place lies: how precisely "
+        "the tipster could say where.",
+    )
+    category: TipCategory = Field(description="What the tip is about.")
+    text: Annotated[str, Field(min_length=1, max_length=2000)] = Field(
+        description="The tipster's own words (personal data: it does not cross the border "
+        "under the default sharing policy)."
+    )
+    channel: TipChannel = Field(description="How the tip came in.")
+    reliability: Reliability = Field(
+        description="Admiralty source reliability: A completely reliable, B usually reliable, "
+        "C fairly reliable, D not usually reliable, E unreliable, F cannot be judged."
+    )
+    credibility: Credibility = Field(
+        description="Admiralty information credibility: 1 confirmed, 2 probably true, "
+        "3 possibly true, 4 doubtful, 5 improbable, 6 cannot be judged."
+    )
+    plate: Text | None = Field(default=None, description="A vehicle plate the tip names.")
+    person_ref: Text | None = Field(default=None, description="A person the tip names.")
+
+
+Event = Detection | Suspect | Weapon | Track | Tip
+
+EVENT_MODELS: dict[
+    str, type[Detection] | type[Suspect] | type[Weapon] | type[Track] | type[Tip]
+] = {
     "detection": Detection,
     "suspect": Suspect,
     "weapon": Weapon,
     "track": Track,
+    "tip": Tip,
 }
 
 COMMON_FIELDS = frozenset({"event_id", "event_type", "occurred_at", "source"})

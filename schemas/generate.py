@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
-from schemas.events import Detection, Suspect, Track, Weapon
+from schemas.events import Detection, Suspect, Tip, Track, Weapon
 
 OUT = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
@@ -23,6 +23,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "suspect": Suspect,
     "weapon": Weapon,
     "track": Track,
+    "tip": Tip,
     "alert": Alert,
     "deadletter": DeadLetter,
     "audit": AuditRecord,

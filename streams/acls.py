@@ -5,7 +5,8 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
 - `fusion`, the pipeline: a super user in the broker's configuration, so no ACLs here;
 - `ops-<cc>`, each partner's operations center: reads its own alert topic `alerts.<cc>`
   only, with consumer groups named `ops-<cc>...`;
-- `producer-<cc>`, each partner's agencies and sensors: writes the four input topics only.
+- `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
+  (detections, suspects, weapons, tracking, tips).
 
 Everything else is refused (no `allow.everyone.if.no.acl.found`). `apply_acls` creates the
 bindings with kafka-python's admin client; creating an existing binding is a no-op, so it can

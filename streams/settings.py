@@ -10,7 +10,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CAUGHT_UP_LAG_S = {"detection": 600.0, "track": 600.0, "suspect": 2.0, "weapon": 2.0}
+CAUGHT_UP_LAG_S = {
+    "detection": 600.0,
+    "track": 600.0,
+    "suspect": 2.0,
+    "weapon": 2.0,
+    "tip": 2.0,
+}
 
 
 class Settings(BaseSettings):
@@ -49,6 +55,7 @@ class Settings(BaseSettings):
     topic_suspects: str = "events.suspects"
     topic_weapons: str = "events.weapons"
     topic_tracking: str = "events.tracking"
+    topic_tips: str = "events.tips"
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
     alert_topic_prefix: str = "alerts."
@@ -89,14 +96,14 @@ class Settings(BaseSettings):
         "with nothing left to read on the broker may hold the watermark (a partition with a "
         "backlog holds it back as far as its records go). Long for sensor feeds, so that a "
         "slow one is waited for and correlated in order; short for feeds of records about the "
-        "past (watchlist entries, weapon traces), whose records are then taken out of order "
-        "within each rule's allowed lateness. JSON; types not named keep their default.",
+        "past (watchlist entries, weapon traces, tips), whose records are then taken out of "
+        "order within each rule's allowed lateness. JSON; types not named keep their default.",
     )
 
     @field_validator("caught_up_lag_s")
     @classmethod
     def _lags(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"detection", "track", "suspect", "weapon"}
+        known = set(CAUGHT_UP_LAG_S)
         unknown = sorted(set(v) - known)
         if unknown or any(x <= 0 for x in v.values()):
             raise ValueError(
@@ -208,6 +215,7 @@ class Settings(BaseSettings):
             "suspect": self.topic_suspects,
             "weapon": self.topic_weapons,
             "track": self.topic_tracking,
+            "tip": self.topic_tips,
         }
 
     def alert_topic(self, country: str) -> str:
