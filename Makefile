@@ -7,9 +7,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 BROKER  := deploy/kafka/broker.sh
 DEMO_SECONDS ?= 60
+COUNTRY ?= mx
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test unit integration lint types rules-test bench bench-e2e schemas broker-start broker-stop clean
+.PHONY: help setup demo test unit integration lint types rules-test bench bench-e2e schemas broker-start broker-stop clean console vendor-console
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +55,12 @@ rules-test: setup ## run the tests carried in the rule files
 
 schemas: setup ## regenerate the JSON Schema files
 	$(BIN)/python -m schemas.generate
+
+console: setup ## the operations console of one country: make console COUNTRY=mx (broker, worker running)
+	$(BIN)/fusion console $(COUNTRY)
+
+vendor-console: ## vendor Leaflet and the state outlines from npm, pinned (deploy/console/vendor.sh)
+	deploy/console/vendor.sh
 
 bench: setup ## engine benchmark (no broker)
 	$(BIN)/python bench/engine_bench.py
