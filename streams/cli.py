@@ -245,20 +245,9 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def _policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
-    """The sharing policy with the configured keys (or, offline, throwaway ones)."""
-    from engine.policy import Keyring, load_policy
-    from streams.keys import generate, keyring_from_sources
+    from streams.keys import configured_policy
 
-    if throwaway_keys and s.pseudonym_keys_file is None and s.pseudonym_keys is None:
-        print(
-            "fusion: no pseudonymisation keys configured: using throwaway keys "
-            "(pseudonyms will not match the worker's)",
-            file=sys.stderr,
-        )
-        keys = Keyring.parse(generate(), source="throwaway keys")
-    else:
-        keys = keyring_from_sources(s.pseudonym_keys_file, s.pseudonym_keys)
-    return load_policy(s.policy_path, keys)
+    return configured_policy(s, throwaway_keys=throwaway_keys)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -343,6 +332,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return explain_main(args.rest)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from streams.report.read import main as report_main
+
+    return report_main(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from streams.keys import main as keys_main
 
@@ -421,13 +416,20 @@ def main(argv: list[str] | None = None) -> int:
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
+        ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
     ):
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(fn=fn)
 
     raw = sys.argv[1:] if argv is None else argv
-    passthrough = {"audit": cmd_audit, "acls": cmd_acls, "keys": cmd_keys, "explain": cmd_explain}
+    passthrough = {
+        "audit": cmd_audit,
+        "acls": cmd_acls,
+        "keys": cmd_keys,
+        "explain": cmd_explain,
+        "report": cmd_report,
+    }
     if raw and raw[0] in passthrough:
         # These parse their own arguments (and their own --help).
         args = argparse.Namespace(fn=passthrough[raw[0]], rest=raw[1:])

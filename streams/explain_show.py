@@ -192,10 +192,10 @@ def _released(
     from engine.release import recipients, release_json
     from engine.replay import correlate_file
     from engine.rulefiles import load_rules
-    from streams.cli import _policy
+    from streams.keys import configured_policy
 
     ruleset = load_rules([args.rules or s.rules_path])
-    policy = _policy(s, throwaway_keys=True)
+    policy = configured_policy(s, throwaway_keys=True)
     alerts, _ = correlate_file(_events(s, args.input), ruleset, partners=s.partner_set)
     for a in alerts:
         if not a.alert_id.startswith(prefix):

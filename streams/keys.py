@@ -29,12 +29,28 @@ from typing import Any
 from pydantic import SecretStr
 
 from engine.errors import PolicyError
-from engine.policy import MIN_KEY_BYTES, Keyring
+from engine.policy import MIN_KEY_BYTES, Keyring, Policy, load_policy
+from streams.settings import Settings
 
 DEFAULT_KINDS = ("plate", "person_ref", "serial", "track_id")
 NO_KEYS = (
     "the keyring (no keys configured: set FUSION_PSEUDONYM_KEYS_FILE or FUSION_PSEUDONYM_KEYS)"
 )
+
+
+def configured_policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
+    """The sharing policy with the configured keys (or, for offline tools with none
+    configured, throwaway ones, said on stderr)."""
+    if throwaway_keys and s.pseudonym_keys_file is None and s.pseudonym_keys is None:
+        print(
+            "fusion: no pseudonymisation keys configured: using throwaway keys "
+            "(pseudonyms will not match the worker's)",
+            file=sys.stderr,
+        )
+        keys = Keyring.parse(generate(), source="throwaway keys")
+    else:
+        keys = keyring_from_sources(s.pseudonym_keys_file, s.pseudonym_keys)
+    return load_policy(s.policy_path, keys)
 
 
 def keyring_from_sources(file: Path | None, inline: SecretStr | str | None) -> Keyring:
