@@ -39,6 +39,7 @@ from streams.settings import Settings
 from streams.snapshots import SnapshotReader
 from streams.stages.correlate import CorrelateShell
 from streams.stages.ingest import IngestStage, source_name
+from streams.tak import TakOutput
 
 log = logging.getLogger("fusion")
 
@@ -58,7 +59,8 @@ class Worker:
         self._late_seen: dict[str, int] = {}
         self._suppressed_seen: dict[str, int] = {}
         self.snapshots = SnapshotReader(settings)
-        self.delivery = Delivery(settings, self.send, metrics, self.policy.current)
+        self.tak = TakOutput(settings, metrics)
+        self.delivery = Delivery(settings, self.send, metrics, self.policy.current, tak=self.tak)
         self.ingest = IngestStage(settings, metrics, self.send, self.rules.current)
         self.checkpoints = Checkpoints(
             settings,
@@ -326,6 +328,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     @app.timer(1.0)
     async def tick() -> None:
         await worker.tick()
+
+    @app.task
+    async def tak_senders() -> None:
+        await worker.tak.run()
+
+    @app.on_before_shutdown.connect
+    async def stop_tak(sender: Any, **kwargs: Any) -> None:
+        await worker.tak.stop()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:

@@ -12,6 +12,8 @@ from engine.policy import Policy
 from engine.release import recipients, release_json
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.stix_export import stix_output
+from streams.tak import TakOutput
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 """Schedule one message: (topic, key, value, partition)."""
@@ -21,7 +23,13 @@ class Delivery:
     """Releases alerts to each partner's topic under the sharing policy, audited."""
 
     def __init__(
-        self, settings: Settings, send: Send, metrics: Metrics, policy: Callable[[], Policy]
+        self,
+        settings: Settings,
+        send: Send,
+        metrics: Metrics,
+        policy: Callable[[], Policy],
+        *,
+        tak: TakOutput | None = None,
     ) -> None:
         self.settings = settings
         self.send = send
@@ -29,6 +37,8 @@ class Delivery:
         self.policy = policy
         self.partners = settings.partner_set
         self.alert_topics = {p: settings.alert_topic(p) for p in settings.partners}
+        self.stix = stix_output(settings)
+        self.tak = tak if tak is not None and tak.senders else None
 
     async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
         now = time.time()
@@ -47,6 +57,10 @@ class Delivery:
             await self.send(topic, key, orjson.dumps(body), None)
             metrics.audit_records.labels(dest).inc()
             metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
+            if self.stix is not None and (bundle := self.stix.message(dest, body)) is not None:
+                await self.send(bundle[0], key, bundle[1], None)
+            if self.tak is not None:
+                self.tak.offer(dest, body)
         done = time.time()
         metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
         if ingested_at is not None:

@@ -176,3 +176,29 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.tak_sent = Counter(
+            "fusion_tak_events_sent",
+            "Cursor on Target events written to a partner's TAK server.",
+            ["country"],
+            registry=r,
+        )
+        self.tak_dropped = Counter(
+            "fusion_tak_events_dropped",
+            "Cursor on Target events not sent to a partner's TAK server, by reason: "
+            "buffer_full (the oldest held while the server was slow or down), shutdown "
+            "(still held when the worker stopped), error (the event could not be made).",
+            ["country", "reason"],
+            registry=r,
+        )
+        self.tak_connected = Gauge(
+            "fusion_tak_connected",
+            "1 while connected to a partner's TAK server.",
+            ["country"],
+            registry=r,
+        )
+        self.tak_buffered = Gauge(
+            "fusion_tak_buffered",
+            "Cursor on Target events held for a partner's TAK server.",
+            ["country"],
+            registry=r,
+        )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from interop.cot import cot_types
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAUGHT_UP_LAG_S = {
@@ -59,6 +62,12 @@ class Settings(BaseSettings):
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
     alert_topic_prefix: str = "alerts."
+    stix_topics: bool = Field(
+        default=False,
+        description="Also write each alert a partner receives, as a STIX 2.1 bundle, to its "
+        "`stix.<cc>` topic (about 1.5 ms of CPU per alert and partner).",
+    )
+    stix_topic_prefix: str = "stix."
     topic_routed: str = "fusion.routed"
     topic_state_engine: str = "fusion.state.engine"
 
@@ -161,6 +170,61 @@ class Settings(BaseSettings):
         "country in lower case, e.g. https://ops-{cc}.example.org/ (unset: http://host:port/).",
     )
 
+    tak_servers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per partner, the TAK server its alerts go to as Cursor on Target events: "
+        'JSON like {"MX": "tcp://127.0.0.1:8087", "US": "tls://tak.example.org:8089"}.',
+    )
+    tak_ca_file: Path | None = Field(
+        default=None, description="CA that TAK servers' TLS certificates are checked against."
+    )
+    tak_cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM or .p12) for TLS TAK servers."
+    )
+    tak_key_file: Path | None = Field(default=None, description="The client certificate's key.")
+    tak_cert_password: SecretStr | None = Field(
+        default=None, description="Password of the client key or .p12 file, if any."
+    )
+    tak_buffer: int = Field(
+        default=1000,
+        ge=1,
+        description="CoT events held per TAK server while it is slow or down; beyond that the "
+        "oldest is dropped and counted.",
+    )
+    tak_reconnect_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between two tries to reach a TAK server."
+    )
+    cot_stale_s: float = Field(
+        default=3600.0, gt=0, description="A CoT event goes stale this long after its alert."
+    )
+    cot_types: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='CoT type per rule id (or "*") and severity, over the defaults in '
+        'interop/cot.py: JSON like {"*": {"critical": "a-h-G"}}.',
+    )
+
+    @field_validator("tak_servers")
+    @classmethod
+    def _tak_urls(cls, v: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for country, url in v.items():
+            parsed = urlsplit(url)
+            try:
+                port = parsed.port
+            except ValueError:
+                port = None
+            if parsed.scheme not in ("tcp", "tls", "ssl") or not parsed.hostname or not port:
+                raise ValueError(
+                    f"tak_servers[{country!r}]: {url!r} is not tcp://host:port or tls://host:port"
+                )
+            out[country.upper()] = url
+        return out
+
+    @field_validator("cot_types")
+    @classmethod
+    def _cot_types(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return cot_types(v)
+
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
     log_level: str = "info"
@@ -174,7 +238,16 @@ class Settings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
 
-    @field_validator("pseudonym_keys_file", "pseudonym_keys", "idle_clock_lag_s", mode="before")
+    @field_validator(
+        "pseudonym_keys_file",
+        "pseudonym_keys",
+        "idle_clock_lag_s",
+        "tak_ca_file",
+        "tak_cert_file",
+        "tak_key_file",
+        "tak_cert_password",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
@@ -207,6 +280,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tak_partners(self) -> Settings:
+        unknown = sorted(set(self.tak_servers) - set(self.partners))
+        if unknown:
+            raise ValueError(f"tak_servers names {unknown}, not partners {self.partners}")
+        tls = [c for c, url in self.tak_servers.items() if not url.startswith("tcp:")]
+        if tls and not self.tak_cert_file:
+            raise ValueError(
+                f"TAK servers over TLS ({', '.join(tls)}) need FUSION_TAK_CERT_FILE (a client "
+                "certificate) and usually FUSION_TAK_CA_FILE"
+            )
+        return self
+
     @property
     def input_topics(self) -> dict[str, str]:
         """Event type -> input topic."""
@@ -221,6 +307,10 @@ class Settings(BaseSettings):
     def alert_topic(self, country: str) -> str:
         """The alert topic of a partner: `alerts.<iso2 lower>`."""
         return f"{self.alert_topic_prefix}{country.lower()}"
+
+    def stix_topic(self, country: str) -> str:
+        """The STIX topic of a partner: `stix.<iso2 lower>` (written when `stix_topics`)."""
+        return f"{self.stix_topic_prefix}{country.lower()}"
 
     def console_port_of(self, country: str) -> int:
         """The port of a partner's console."""

@@ -1,0 +1,1 @@
+"""Alerts in the formats other systems speak: Cursor on Target for TAK, STIX 2.1."""
