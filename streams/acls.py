@@ -4,7 +4,8 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
 
 - `fusion`, the pipeline: a super user in the broker's configuration, so no ACLs here;
 - `ops-<cc>`, each partner's operations center: reads its own alert topic `alerts.<cc>`
-  only, with consumer groups named `ops-<cc>...`;
+  only (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
+  `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
   (detections, suspects, weapons, tracking, tips).
 
@@ -84,6 +85,8 @@ def acl_plan(s: Settings) -> list[Grant]:
     for cc in s.partners:
         ops = ops_principal(cc)
         grants.append(Grant(ops, "READ", "TOPIC", s.alert_topic(cc)))
+        if s.stix_topics:
+            grants.append(Grant(ops, "READ", "TOPIC", s.stix_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
         grants.extend(
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)

@@ -338,6 +338,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.rest)
 
 
+def cmd_stix(args: argparse.Namespace) -> int:
+    from streams.stix_export import main as stix_main
+
+    return stix_main(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from streams.keys import main as keys_main
 
@@ -417,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
         ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
+        ("stix", cmd_stix, "alerts as STIX 2.1 bundles: ALERT_ID, or --since WHEN --country CC"),
     ):
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
@@ -429,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "explain": cmd_explain,
         "report": cmd_report,
+        "stix": cmd_stix,
     }
     if raw and raw[0] in passthrough:
         # These parse their own arguments (and their own --help).

@@ -38,6 +38,7 @@ def declared_topics(s: Settings) -> list[TopicSpec]:
             s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)}, "audit"
         ),
         *[TopicSpec(s.alert_topic(p), 1, outputs, "alerts") for p in s.partners],
+        *[TopicSpec(s.stix_topic(p), 1, outputs, "stix") for p in s.partners if s.stix_topics],
         TopicSpec(s.topic_routed, s.internal_partitions, internal, "internal"),
         *[
             TopicSpec(
