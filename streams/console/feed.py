@@ -97,14 +97,19 @@ class AlertFeed:
             await consumer.stop()
 
     async def _assignment(self, consumer: AIOKafkaConsumer) -> set[TopicPartition]:
-        """The topic's partitions, once its metadata is known (it may not exist yet)."""
-        waited = 0.0
+        """The topic's partitions, once its metadata is known (it may not exist yet, or this
+        user may not read it: both look the same from here, and both are waited out)."""
+        ticks = 0
         while not (assigned := consumer.assignment()):
-            if waited >= 2.0 and self.status.state != "waiting for topic":
-                self.status.state = "waiting for topic"
-                log.warning("console: waiting for topic %s", self.topic)
+            ticks += 1
+            if ticks % 20 == 0 and self.topic not in await consumer.topics():
+                user = self.settings.sasl_username
+                who = f"user {user}" if user else "this client"
+                error = f"topic {self.topic} does not exist or {who} may not read it"
+                if self.status.error != error:
+                    log.warning("console: %s; waiting", error)
+                self.status.state, self.status.error = "waiting for topic", error
             await asyncio.sleep(0.1)
-            waited += 0.1
         return set(assigned)
 
     async def _seek(

@@ -52,6 +52,9 @@
 
   function valueText(value) {
     if (Array.isArray(value)) return value.map(valueText).join(", ");
+    if (value && typeof value === "object" && typeof value.lat === "number" && typeof value.lon === "number") {
+      return `${value.lat}, ${value.lon}` + (value.precision_m ? ` (${value.precision_m} m cell)` : "");
+    }
     if (value !== null && typeof value === "object") return JSON.stringify(value);
     return String(value);
   }
@@ -80,7 +83,7 @@
         filter: (f) => f.properties && f.properties.kind === "state",
         style: (f) => ({
           color: f.properties.country === "US" ? "#5d7b99" : "#7c8f62",
-          weight: 1, fillColor: f.properties.country === "US" ? "#1b3048" : "#23331f",
+          weight: 1, fillColor: f.properties.country === "US" ? "#1c3350" : "#2a3a22",
           fillOpacity: 0.55, className: "state-outline",
         }),
         interactive: false,
@@ -276,6 +279,10 @@
     panel.setAttribute("data-state", "shown");
     entry.row.classList.add("selected");
     body.replaceChildren(...detail(entry.alert));
+    document.getElementById("detail-zoom").addEventListener("click", () => {
+      const loc = entry.alert.location;
+      map.setView([loc.lat, loc.lon], Math.max(map.getZoom(), 12));
+    });
     if (entry.layer && alertLayer.hasLayer(entry.layer)) {
       const loc = entry.alert.location;
       if (!map.getBounds().contains([loc.lat, loc.lon])) map.panTo([loc.lat, loc.lon]);
@@ -296,7 +303,8 @@
         el("dt", {}, "score"), el("dd", {}, alert.score),
         el("dt", {}, "raised"), el("dd", {}, time(alert.raised_at)),
         el("dt", {}, "evidence time"), el("dd", {}, `${time(alert.first_seen)} – ${time(alert.last_seen)}`),
-        el("dt", {}, "location"), el("dd", { id: "detail-location" }, where),
+        el("dt", {}, "location"), el("dd", { id: "detail-location" }, where, " ",
+          el("button", { type: "button", id: "detail-zoom", class: "link" }, "zoom to")),
         el("dt", {}, "recipients"), el("dd", {}, (alert.recipients || []).join(", ")),
         el("dt", {}, "policy"), el("dd", { id: "detail-policy" },
           `${policy.id} version ${policy.version}`, el("br"),
@@ -397,6 +405,7 @@
         const status = JSON.parse(e.data);
         if (status.state !== "live") setConn("live", `live (reader: ${status.state})`);
         else setConn("live", "live");
+        document.getElementById("conn").title = status.error || "";
       } catch (err) { /* a heartbeat needs no body */ }
     });
     source.addEventListener("error", () => setConn("reconnecting", "reconnecting…"));
