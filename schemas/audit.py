@@ -17,6 +17,27 @@ class FieldAction(WireModel):
     origin: str = Field(description="The country whose data the field is.")
 
 
+class KeyField(WireModel):
+    """One evidence field holding the value of the alert's correlation key."""
+
+    path: str = Field(
+        description="Where the value is, e.g. `evidence[0].fields.plate` (for an event dropped "
+        "for this destination, `evidence[<event_id>].fields.plate`)."
+    )
+    origin: str = Field(description="The country whose data the field is.")
+    action: Action = Field(description="What this destination received of the field.")
+
+
+class KeyMatch(WireModel):
+    """What the alert's correlation key (plate, serial, ...) matched on, so reviewers can count
+    identifiers matched across the border without seeing them."""
+
+    fields: list[KeyField] = Field(
+        description="Every evidence field holding the key's value (empty if no field holds it "
+        "as such, e.g. a derived key)."
+    )
+
+
 class AuditRecord(WireModel):
     """One record per alert per destination."""
 
@@ -27,3 +48,8 @@ class AuditRecord(WireModel):
     released_at: AwareDatetime = Field(description="When it was released.")
     policy: PolicyRef = Field(description="The sharing policy applied.")
     actions: list[FieldAction] = Field(description="The action on every field of the evidence.")
+    match: KeyMatch | None = Field(
+        default=None,
+        description="Where the alert's correlation key is in the evidence; null for rules "
+        "with no entity key (geographic rules) and in records written before this field.",
+    )

@@ -1,0 +1,1 @@
+"""The bilateral review report: figures (`aggregate`), page (`render`), `fusion report` (`read`)."""
