@@ -74,7 +74,8 @@ class BrokerControl:
             **os.environ,
             "FUSION_BROKER_PORT": str(port),
             "FUSION_CONTROLLER_PORT": str(port + 1),
-            "FUSION_BROKER_DIR": str(REPO / ".broker-test"),
+            # One folder per session's broker: sessions running at once never share one.
+            "FUSION_BROKER_DIR": str(REPO / f".broker-test-{port}"),
             "FUSION_BROKER_HEAP": "640m",
             "FUSION_PYTHON": sys.executable,
         }
@@ -96,7 +97,7 @@ def broker_control() -> Iterator[BrokerControl | None]:
     try:
         yield ctl
     finally:
-        ctl.run("stop", check=False)
+        ctl.run("reset", check=False)
 
 
 @pytest.fixture(scope="session")
