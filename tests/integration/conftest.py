@@ -70,12 +70,13 @@ class BrokerControl:
 
     def __init__(self, port: int) -> None:
         self.bootstrap = f"127.0.0.1:{port}"
+        self.dir = REPO / f".broker-test-{port}"
         self.env = {
             **os.environ,
             "FUSION_BROKER_PORT": str(port),
             "FUSION_CONTROLLER_PORT": str(port + 1),
             # One folder per session's broker: sessions running at once never share one.
-            "FUSION_BROKER_DIR": str(REPO / f".broker-test-{port}"),
+            "FUSION_BROKER_DIR": str(self.dir),
             "FUSION_BROKER_HEAP": "640m",
             "FUSION_PYTHON": sys.executable,
         }

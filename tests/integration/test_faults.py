@@ -171,7 +171,7 @@ def test_a_stalled_broker_slows_intake_instead_of_buffering(
     lab.flush()
     w = lab.worker(FUSION_BATCH_MAX="2000")
     w.wait_ready()
-    pid = int((REPO / ".broker-test" / "broker.pid").read_text().strip())
+    pid = int((broker_control.dir / "broker.pid").read_text().strip())
 
     def rss() -> int:
         for line in Path(f"/proc/{w.proc.pid}/status").read_text().splitlines():
