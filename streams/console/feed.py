@@ -75,6 +75,7 @@ class AlertFeed:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,  # an idle fetch returns soon: a new alert shows within it
             client_id=self.client_id,
             **aiokafka_config(self.settings),
         )
