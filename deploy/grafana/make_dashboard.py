@@ -629,6 +629,42 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             ),
         ),
     ]
+    tak = [
+        (
+            12,
+            8,
+            timeseries(
+                "TAK: CoT events sent and dropped / s by country",
+                "Alerts sent to each country's TAK server as Cursor on Target events, and those "
+                "dropped (buffer_full: the oldest held while the server was slow or down; "
+                "shutdown; error).",
+                targets(
+                    (
+                        f"sum by (country) (rate(fusion_tak_events_sent_total[{RATE}]))",
+                        "sent {{country}}",
+                    ),
+                    (
+                        f"sum by (country, reason) (rate(fusion_tak_events_dropped_total[{RATE}]))",
+                        "dropped {{country}} {{reason}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "TAK: connected and events held by country",
+                "1 while connected to the country's TAK server; events waiting in its buffer "
+                "(bounded by FUSION_TAK_BUFFER).",
+                targets(
+                    ("max by (country) (fusion_tak_connected)", "connected {{country}}"),
+                    ("sum by (country) (fusion_tak_buffered)", "held {{country}}"),
+                ),
+            ),
+        ),
+    ]
     return [
         ("Overview", overview),
         ("Ingest", ingest),
@@ -637,6 +673,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
         ("Latency", latency),
         ("Kafka and state", state),
         ("Rules and health", health),
+        ("TAK", tak),
     ]
 
 
