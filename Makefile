@@ -29,7 +29,7 @@ setup: $(STAMP) ## create the venv, install packages, the Kafka jars and Prometh
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "note: install Debian's prometheus package for the Prometheus tests (sudo apt-get install prometheus)"; fi; }
 
-demo: setup ## local broker + worker + simulator; prints alerts per country for DEMO_SECONDS
+demo: setup ## broker, worker, a console per country, simulator: every rule fires in both within a minute
 	$(BIN)/python -m streams.demo --seconds $(DEMO_SECONDS)
 
 test: setup ## every test: lint, types, rule tests, unit, integration (starts its own broker)
