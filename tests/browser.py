@@ -68,10 +68,11 @@ def browser_page(viewport: tuple[int, int] = (1400, 900)) -> Iterator[tuple[Any,
 
                 ctx.route("**/*", guard)
                 page = ctx.new_page()
-                page.on(
-                    "console",
-                    lambda m: log.errors.append(f"console: {m.text}") if m.type == "error" else None,
-                )
+                def on_console(m: Any) -> None:
+                    if m.type == "error":
+                        log.errors.append(f"console: {m.text}")
+
+                page.on("console", on_console)
                 page.on("pageerror", lambda e: log.errors.append(f"page error: {e}"))
                 yield page, log
                 ctx.close()
