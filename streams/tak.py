@@ -6,10 +6,12 @@ released alert to without waiting (when full, the oldest is dropped and counted)
 in the worker's event loop that turns the alerts into CoT (`interop/cot.py`), connects, sends,
 and reconnects with backoff when the server goes away.
 
-Connections come from pytak's `protocol_factory` (TCP, or TLS with pytak's client-certificate
-handling and `PYTAK_TLS_*` options). Its queue workers are not used: putting on their queue
-awaits, a full queue drops with a log line but no count, a write waits on the socket with no
-limit, and a lost connection ends the workers rather than reconnecting.
+Connections come from pytak: `protocol_factory` for TCP, and for TLS its context (client
+certificate in PEM or, with `cryptography` installed, .p12; CA) made once at start, since its
+`create_tls_client` would read the files again on every reconnect and take no timeout. Its
+queue workers are not used: putting on their queue awaits, a full queue drops with a log line
+but no count, a write waits on the socket with no limit, and a lost connection ends the
+workers rather than reconnecting.
 
 An event counts as sent once the socket has taken it; a connection that breaks can lose what
 the kernel still held. CoT is keyed by uid, so a repeat of an alert only updates its marker.
@@ -26,6 +28,7 @@ import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from interop.cot import alert_to_cot
 from streams.metrics import Metrics
@@ -35,6 +38,7 @@ with warnings.catch_warnings():
     # pytak warns on import when `cryptography` (only for .p12 certificates) is missing.
     warnings.filterwarnings("ignore", message="The 'cryptography' package is required")
     import pytak
+    import pytak.client_functions as pytak_client
 
 log = logging.getLogger(__name__)
 
@@ -215,14 +219,18 @@ class TakOutput:
             sender.offer(alert)
 
     async def run(self) -> None:
-        """Run every sender until cancelled."""
+        """Run every sender until stopped or cancelled."""
         if not self.senders:
             return
         self._tasks = [
             asyncio.create_task(s.run(), name=f"tak-{c}") for c, s in self.senders.items()
         ]
         try:
-            await asyncio.gather(*self._tasks)
+            # Senders end only when stopped (cancelled): return then, rather than raise.
+            ended = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for country, result in zip(self.senders, ended, strict=True):
+                if isinstance(result, Exception):
+                    log.error("TAK %s: the sender failed", country, exc_info=result)
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -261,14 +269,33 @@ def pytak_config(settings: Settings, url: str) -> dict[str, str]:
 
 
 def pytak_connect(settings: Settings, url: str) -> Connect:
-    """Opens a connection to one TAK server with pytak."""
+    """Opens a connection to one TAK server with pytak. For TLS, the context (client
+    certificate, CA) is made once, here, so that a bad certificate stops the worker at start
+    and reconnects do not read the files again."""
     config = pytak_config(settings, url)
+    parsed = urlsplit(url)
+    if parsed.scheme == "tcp":
 
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await pytak.protocol_factory(dict(config))
-        return reader, writer
+        async def connect_tcp() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader, writer = await pytak.protocol_factory(dict(config))
+            return reader, writer
 
-    return connect
+        return connect_tcp
+
+    with warnings.catch_warnings():
+        # pytak sets ssl.OP_NO_TLSv1 / OP_NO_TLSv1_1, deprecated since Python 3.10: the
+        # context it makes still refuses TLS below 1.2.
+        warnings.filterwarnings("ignore", "ssl.OP_NO_SSL", DeprecationWarning)
+        tls = pytak_client.get_ssl_ctx(pytak_client.get_tls_config(config))
+    host, port = pytak.parse_url(url)
+    server_hostname = str(host).strip("[]")
+
+    async def connect_tls() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            server_hostname, port, ssl=tls, server_hostname=server_hostname
+        )
+
+    return connect_tls
 
 
 def cot_converter(settings: Settings, country: str) -> Convert:

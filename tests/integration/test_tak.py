@@ -6,12 +6,14 @@ blocks nor crashes the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -26,8 +28,12 @@ from typing import Any
 import pytest
 
 from engine.geo import haversine_km
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.tak import TakOutput
 from tests.integration.conftest import Lab, free_port
 from tests.integration.test_pipeline import NOGALES_MX, NOGALES_US, SONORA, crossing, event
+from tests.unit.test_cot import watchlist_alert
 
 pytestmark = pytest.mark.integration
 
@@ -333,3 +339,73 @@ def test_a_tak_server_down_or_stopped_neither_blocks_nor_crashes_the_worker(
     assert w.metric("fusion_tak_buffered", country="MX") == 0
     mx_client.close()
     assert w.proc.poll() is None
+
+
+def make_certs(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca"),
+        *("-keyout", "ca.key", "-out", "ca.pem"),
+    )
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
+        openssl(
+            *("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}"),
+            *("-keyout", f"{name}.key", "-out", f"{name}.csr"),
+        )
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        openssl(
+            *("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
+            *("-CAcreateserial", "-days", "1", "-out", f"{name}.pem"),
+            *(("-extfile", f"{name}.ext") if ext else ()),
+        )
+
+
+def test_a_tls_tak_server_gets_the_events_from_a_client_certificate(tmp_path: Path) -> None:
+    make_certs(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tmp_path / "ca.pem")
+    server_tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # like a TAK server's streaming port
+    alert = watchlist_alert("US")
+
+    async def main() -> tuple[dict[str, Any], bytes, Metrics]:
+        received: asyncio.Queue[tuple[dict[str, Any], bytes]] = asyncio.Queue()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = b""
+            while b"</event>" not in data:
+                data += await reader.read(65536)
+            received.put_nowait((writer.get_extra_info("peercert"), data))
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(
+            tak_servers={"US": f"tls://127.0.0.1:{port}"},
+            tak_ca_file=tmp_path / "ca.pem",
+            tak_cert_file=tmp_path / "client.pem",
+            tak_key_file=tmp_path / "client.key",
+            console_public_url=CONSOLE,
+        )
+        metrics = Metrics()
+        output = TakOutput(settings, metrics)
+        running = asyncio.create_task(output.run())
+        output.offer("US", alert)
+        peer, data = await asyncio.wait_for(received.get(), 30)
+        await output.stop()
+        await running
+        server.close()
+        await server.wait_closed()
+        return peer, data, metrics
+
+    peer, data, metrics = asyncio.run(main())
+    assert dict(x[0] for x in peer["subject"])["commonName"] == "client"
+    event = ET.fromstring(data)
+    assert event.get("uid") == uid(alert)
+    link = event.find("detail/link")
+    assert link is not None
+    assert link.get("url") == f"https://ops-us.example.org/#alert={alert['alert_id']}"
+    assert metrics.registry.get_sample_value("fusion_tak_events_sent_total", {"country": "US"}) == 1
