@@ -286,7 +286,10 @@ def pytak_connect(settings: Settings, url: str) -> Connect:
         # pytak sets ssl.OP_NO_TLSv1 / OP_NO_TLSv1_1, deprecated since Python 3.10: the
         # context it makes still refuses TLS below 1.2.
         warnings.filterwarnings("ignore", "ssl.OP_NO_SSL", DeprecationWarning)
-        tls = pytak_client.get_ssl_ctx(pytak_client.get_tls_config(config))
+        try:
+            tls = pytak_client.get_ssl_ctx(pytak_client.get_tls_config(config))
+        except (SyntaxError, ValueError, OSError, SystemError) as e:
+            raise ValueError(f"TAK server {url}: cannot set up TLS: {e}") from e
     host, port = pytak.parse_url(url)
     server_hostname = str(host).strip("[]")
 

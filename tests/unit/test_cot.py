@@ -392,3 +392,5 @@ def test_tak_settings_are_checked_at_start():
         "PYTAK_TLS_CLIENT_CERT": "/etc/tak/client.pem",
         "PYTAK_TLS_CLIENT_KEY": "/etc/tak/client.key",
     }
+    with pytest.raises(ValueError, match=r"tls://tak\.example\.org:8089: cannot set up TLS"):
+        TakOutput(s, Metrics())  # the certificate files do not exist: the worker stops at start
