@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,41 +75,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
+    from streams.simulator import main as simulator_main
 
-    from streams.clients import kafka_python_config
-    from streams.simulator import Simulator
-
-    s = _settings()
-    producer = KafkaProducer(linger_ms=5, acks=1, **kafka_python_config(s))
-    sim = Simulator(seed=args.seed, scenario_share=args.scenario_share)
-    topics = s.input_topics
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    start = time.monotonic()
-    sent = 0
-    last_report = start
-    try:
-        for etype, ev in sim.stream():
-            producer.send(topics[etype], orjson.dumps(ev))
-            sent += 1
-            if args.count and sent >= args.count:
-                break
-            if interval:
-                due = start + sent * interval
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            if not args.quiet and time.monotonic() - last_report >= 5:
-                last_report = time.monotonic()
-                rate = sent / (last_report - start)
-                print(f"simulator: {sent} events sent ({rate:.0f}/s)", flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        producer.flush()
-        producer.close()
-    print(f"simulator: done, {sent} events sent", flush=True)
-    return 0
+    return simulator_main(args.rest)
 
 
 TIP_AGENCIES = {"US": "CBP-TIPS", "MX": "FGR-DENUNCIA"}
@@ -356,13 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run the pipeline worker (Faust)").set_defaults(fn=cmd_worker)
     sub.add_parser("topics", help="create every declared topic").set_defaults(fn=cmd_topics)
 
-    sim = sub.add_parser("simulate", help="publish realistic events with scenarios mixed in")
-    sim.add_argument("--rate", type=float, default=50.0, help="events per second (0: flat out)")
-    sim.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
-    sim.add_argument("--seed", type=int, default=int(time.time()))
-    sim.add_argument("--scenario-share", type=float, default=0.03)
-    sim.add_argument("--quiet", action="store_true")
-    sim.set_defaults(fn=cmd_simulate)
 
     tail = sub.add_parser("tail", help="print one country's alerts as readable lines")
     tail.add_argument("country", help="partner code, e.g. us or mx")
@@ -417,30 +377,25 @@ def main(argv: list[str] | None = None) -> int:
     pol.add_argument("action", choices=("check",))
     pol.set_defaults(fn=cmd_policy)
 
-    for name, fn, text in (
+    # These parse their own arguments (and their own --help).
+    own_parsers = (
+        ("simulate", cmd_simulate, "publish realistic events (all five types), scenarios mixed in"),
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
         ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
         ("stix", cmd_stix, "alerts as STIX 2.1 bundles: ALERT_ID, or --since WHEN --country CC"),
-    ):
+    )
+    for name, fn, text in own_parsers:
         sp = sub.add_parser(name, help=text, add_help=False)
         sp.add_argument("rest", nargs=argparse.REMAINDER)
         sp.set_defaults(fn=fn)
 
     raw = sys.argv[1:] if argv is None else argv
-    passthrough = {
-        "audit": cmd_audit,
-        "acls": cmd_acls,
-        "keys": cmd_keys,
-        "explain": cmd_explain,
-        "report": cmd_report,
-        "stix": cmd_stix,
-    }
+    passthrough = {name: fn for name, fn, _ in own_parsers}
     if raw and raw[0] in passthrough:
-        # These parse their own arguments (and their own --help).
-        args = argparse.Namespace(fn=passthrough[raw[0]], rest=raw[1:])
+        args = argparse.Namespace(cmd=raw[0], fn=passthrough[raw[0]], rest=raw[1:])
     else:
         args = p.parse_args(raw)
     try:

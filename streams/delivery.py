@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import orjson
 
@@ -42,6 +43,9 @@ class Delivery:
 
     async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
         now = time.time()
+        # The engine stamps an alert with the event time that completed it (so replays are
+        # reproducible); what leaves says when the pipeline raised it (CONTRACT.md).
+        alert = replace(alert, raised_at=now)
         policy = self.policy()
         who = recipients(alert, self.partners, policy)
         metrics = self.metrics

@@ -464,7 +464,7 @@ def publish(
 
 def main(argv: list[str] | None = None) -> int:
     """Publish simulated events live; tips too when the settings have a tips topic."""
-    ap = argparse.ArgumentParser(prog="python -m streams.simulator", description=__doc__)
+    ap = argparse.ArgumentParser(prog="fusion simulate", description=__doc__)
     ap.add_argument("--rate", type=float, default=50.0, help="events per second (0: flat out)")
     ap.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     ap.add_argument("--seed", type=int, default=int(time.time()))

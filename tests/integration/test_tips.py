@@ -25,11 +25,8 @@ TIP_TEXT_RULE = "cross-border-tip-text (MLAT art. 7)"
 
 
 def with_tips(lab: Lab) -> dict[str, str]:
-    """A tips topic of this test's own (the lab names the other four), created; its setting."""
-    lab.topics["tip"] = f"events.tips.{lab.suffix}"
-    env = {"FUSION_TOPIC_TIPS": lab.topics["tip"]}
-    lab.create_run_topics(env)
-    return env
+    """The setting naming this test's own tips topic (the lab creates it)."""
+    return {"FUSION_TOPIC_TIPS": lab.topics["tip"]}
 
 
 def tip(country: str = "MX", at: float = -7200.0, where=NOGALES_MX, **fields: Any) -> dict:

@@ -280,7 +280,7 @@ def test_compose_commands_are_the_expected_ones(services: dict[str, Any], parse_
     assert parse_cli(command_of(services["topics"])).cmd == "topics"
     assert parse_cli(command_of(services["worker"])).cmd == "worker"
     sim = parse_cli(command_of(services["simulator"]))
-    assert (sim.cmd, sim.rate) == ("simulate", 50.0)
+    assert (sim.cmd, sim.rest) == ("simulate", ["--rate", "50"])
 
 
 def test_dockerfile(parse_cli: Any) -> None:

@@ -71,4 +71,5 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     assert not any(g.startswith("User:ops-mx") and "alerts.us" in g for g in plan)
     assert not any(g.startswith("User:producer") and "alerts." in g for g in plan)
     assert not any(g.startswith("User:fusion") for g in plan)  # a super user
-    assert len(plan) == 2 * (2 + 4)
+    assert len(plan) == 2 * (2 + len(s.input_topics))
+    assert "User:producer-mx WRITE topic events.tips" in plan
