@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## create the venv, install packages, the Kafka jars and Prometheus
+setup: $(STAMP) ## create the venv, install packages, the Kafka jars, Prometheus and Chromium
 	$(BROKER) install
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium package (the console and report browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
+	  else echo "note: install Debian's chromium package for the browser tests (sudo apt-get install chromium)"; fi; }
 	@command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian's prometheus package (server and promtool)"; \
@@ -76,4 +81,4 @@ broker-stop: ## stop the local Kafka broker
 
 clean: ## stop brokers and remove local state (venv kept)
 	-$(BROKER) stop
-	rm -rf .broker .broker-test .demo
+	rm -rf .broker .broker-test* .demo
