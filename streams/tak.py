@@ -143,8 +143,10 @@ class TakSender:
                     self._emptied.set()
                     self._wake.clear()
                     woken = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait({woken, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    woken.cancel()
+                    try:
+                        await asyncio.wait({woken, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
                     continue
                 alert = self.buffer.popleft()
                 self._buffered.set(len(self.buffer))
