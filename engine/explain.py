@@ -1,9 +1,10 @@
 """Why a rule fired: the engine's record of a match, in words an officer can check.
 
-Made when the alert is raised, from the rule and the evidence the correlator matched. It
-holds no field values: the matched key is named by the evidence field that holds it, and
-the release step points at that field as released (a pseudonym across the border). The release
-step leaves out of a destination's explanation the evidence it withholds from it.
+Made when the alert is raised, from the rule and the evidence the correlator matched: each
+line records the events and the field it rests on, so that the release step can give each
+destination only what rests on what it receives (`released`). The matched key is named by
+the evidence field that holds it; the release step points at that field as released (a
+pseudonym across the border).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine.rules import KeySpec, RuleBase
 from engine.selectors import Condition, Selector
 
 PERSONAL = frozenset({"plate", "person_ref", "serial", "location", "text"})
-"""Fields whose values an explanation never repeats (the policy governs them)."""
+"""Fields whose values `selector_failure` does not repeat."""
 
 _OPS = (
     ("eq", "= {}"),
@@ -143,86 +144,131 @@ def key_field(key: KeySpec | None, fact: Fact) -> str | None:
     return key.fields.get(fact.event_type, key.name)
 
 
+def said(
+    text: str, refs: tuple[str, ...] = (), vague: str | None = None, needs: str | None = None
+) -> dict[str, Any]:
+    """One line of an explanation, as the engine records it: `text` rests on the events
+    `refs` (and, if `needs` names a field, on their values of it); a destination that does
+    not receive all of them, or not that field as is, gets `vague` instead (or nothing)."""
+    return {"text": text, "refs": list(refs), "vague": vague, "needs": needs}
+
+
 def explain_hit(rule: RuleBase, hit: Hit, evidence: tuple[Fact, ...]) -> dict[str, Any]:
-    """The explanation of an alert (times as epoch seconds; see `schemas.alerts.Explanation`).
+    """The explanation of an alert, before release (see `released` for one destination's;
+    times as epoch seconds).
 
     `evidence` is the hit's evidence in (time, id) order."""
     key = rule.route_key()
     w = rule.window
     first, last = evidence[0], evidence[-1]
+    every = tuple(f.event_id for f in evidence)
     items: dict[str, dict[str, Any]] = {
         f.event_id: {"event_id": f.event_id, "role": role_of(rule, f), "met": []} for f in evidence
     }
+
+    def met(f: Fact, line: dict[str, Any]) -> None:
+        items[f.event_id]["met"].append(line)
+
     for f in evidence:
         sels = dict(roles(rule)).get(items[f.event_id]["role"], [])
         match = next((s for s in sels if s.matches(f)), None)
         if match is not None:
-            items[f.event_id]["met"].append(f"is a {describe_selector(match)}")
-    conditions: list[str] = []
+            met(f, said(f"is a {describe_selector(match)}"))
+    conditions: list[dict[str, Any]] = []
     absence_until: float | None = None
-    window_start, window_end = first.ts, last.ts
+    absence_ref: str | None = None
+    window_end = first.ts + w
+    window_start = first.ts
     if key is not None:
-        conditions.append(f"every event has the same {key.name}")
+        conditions.append(said(f"every event has the same {key.name}"))
         for f in evidence:
-            items[f.event_id]["met"].append(f"{key_field(key, f)} is the matched {key.name}")
-    t = rule.type_name
+            met(f, said(f"{key_field(key, f)} is the matched {key.name}"))
     span = last.ts - first.ts
+    within = f"(at most {duration(w)})"
     if isinstance(rule, ProximityRule):
         radius = rule.radius_km
         centre = min(evidence, key=lambda c: max(_km(c, f) for f in evidence))
         crole = f"{items[centre.event_id]['role']} {centre.event_id}"
-        items[centre.event_id]["met"].append("the point the others are measured from")
+        met(centre, said("the point the others are measured from"))
         far = max(_km(centre, f) for f in evidence)
-        conditions.append(f"all within {radius:g} km of {crole} (farthest {far:.1f} km)")
-        conditions.append(f"event times span {duration(span)} (at most {duration(w)})")
+        conditions.append(
+            said(
+                f"all within {radius:g} km of {crole} (farthest {far:.1f} km)",
+                every,
+                f"all within {radius:g} km of one of them",
+                needs="location",
+            )
+        )
+        conditions.append(
+            said(f"event times span {duration(span)} {within}", every, f"within {duration(w)}")
+        )
         for f in evidence:
             if f is not centre:
                 gap = f.ts - centre.ts
-                items[f.event_id]["met"].append(
-                    f"{_km(centre, f):.1f} km from {crole} (limit {radius:g} km), "
-                    f"{duration(gap)} {'after' if gap >= 0 else 'before'} it"
+                when = f"{duration(gap)} {'after' if gap >= 0 else 'before'} it"
+                met(
+                    f,
+                    said(
+                        f"{_km(centre, f):.1f} km from {crole} (limit {radius:g} km), {when}",
+                        (f.event_id, centre.event_id),
+                        f"within {radius:g} km and {duration(w)} of the reference event",
+                        needs="location",
+                    ),
                 )
         for name, n in rule.needed().items():
             got = sum(1 for i in items.values() if i["role"] == name)
-            conditions.append(f"{got} {name} event{'s' if got != 1 else ''} (at least {n})")
-        window_end = first.ts + w
+            conditions.append(said(f"{got} {name} event{'s' if got != 1 else ''} (at least {n})"))
     elif isinstance(rule, EventCountRule):
         n = len(evidence)
+        least = f"(at least {rule.threshold} within {duration(w)})"
         conditions.append(
-            f"{n} events within {duration(span)} (at least {rule.threshold} within {duration(w)})"
+            said(f"{n} events within {duration(span)} {least}", every, f"{n} events {least}")
         )
-        window_end = first.ts + w
     elif isinstance(rule, ValueCountRule):
         fld = rule.field
         values = sorted({str(f.get(fld)) for f in evidence})
-        shown = f": {', '.join(values)}" if fld not in PERSONAL else ""
+        least = f"(at least {rule.threshold})"
         conditions.append(
-            f"{len(values)} different {fld} values{shown} (at least "
-            f"{rule.threshold}) within {duration(span)} (at most {duration(w)})"
+            said(
+                f"{len(values)} different {fld} values: {', '.join(values)} {least} within "
+                f"{duration(span)} {within}",
+                every,
+                f"{len(values)} different {fld} values {least} within {duration(w)}",
+                needs=fld,
+            )
         )
         for f in evidence:
-            v = f.get(fld)
-            items[f.event_id]["met"].append(
-                f"{fld} is {v}" if fld not in PERSONAL else f"has a {fld}"
-            )
-        window_end = first.ts + w
+            met(f, said(f"{fld} is {f.get(fld)}", (f.event_id,), f"has a {fld}", needs=fld))
     elif isinstance(rule, TemporalRule):
+        kinds = ", ".join(n for n, _ in roles(rule))
         conditions.append(
-            f"one event of each of {', '.join(n for n, _ in roles(rule))}, "
-            f"spanning {duration(span)} (at most {duration(w)})"
+            said(
+                f"one event of each of {kinds}, spanning {duration(span)} {within}",
+                every,
+                f"one event of each of {kinds} within {duration(w)}",
+            )
         )
-        window_end = first.ts + w
     elif isinstance(rule, WatchlistRule):
-        entries = [f for f in hit.evidence[:-1]]
+        entries = hit.evidence[:-1]
         sighting = hit.evidence[-1]
+        newest = max(entries, key=lambda e: e.ts)
         for e in entries:
-            gap = sighting.ts - e.ts
-            items[sighting.event_id]["met"].append(
-                f"seen {duration(gap)} after a list entry (entries count for {duration(w)})"
+            met(
+                sighting,
+                said(
+                    f"seen {duration(sighting.ts - e.ts)} after a list entry (entries count "
+                    f"for {duration(w)})",
+                    (sighting.event_id, e.event_id),
+                    f"seen within {duration(w)} after a list entry",
+                ),
             )
         conditions.append(
-            f"sighted {duration(sighting.ts - max(e.ts for e in entries))} after the newest "
-            f"list entry (at most {duration(w)})"
+            said(
+                f"sighted {duration(sighting.ts - newest.ts)} after the newest list entry "
+                f"{within}",
+                (sighting.event_id, newest.event_id),
+                f"sighted within {duration(w)} after a list entry",
+            )
         )
         window_start, window_end = min(e.ts for e in entries), sighting.ts
     elif isinstance(rule, SequenceRule):
@@ -231,38 +277,105 @@ def explain_hit(rule: RuleBase, hit: Hit, evidence: tuple[Fact, ...]) -> dict[st
         chain = sorted(evidence, key=lambda f: (f.ts, f.event_id))
         for i, (step, f) in enumerate(zip(present, chain, strict=False)):
             if i:
-                gap = f.ts - chain[i - 1].ts
+                before = chain[i - 1]
                 limit = f" (within {duration(step.within)})" if step.within is not None else ""
-                items[f.event_id]["met"].append(
-                    f"{duration(gap)} after the {present[i - 1].name}{limit}"
+                met(
+                    f,
+                    said(
+                        f"{duration(f.ts - before.ts)} after the {present[i - 1].name}{limit}",
+                        (f.event_id, before.event_id),
+                        f"after the {present[i - 1].name}{limit}",
+                    ),
                 )
+        order = " then ".join(s.name for s in present)
         conditions.append(
-            f"steps in order: {' then '.join(s.name for s in present)}, spanning "
-            f"{duration(span)} (at most {duration(w)})"
+            said(
+                f"steps in order: {order}, spanning {duration(span)} {within}",
+                every,
+                f"steps in order: {order}, within {duration(w)}",
+            )
         )
         absent = steps[-1] if steps[-1].absent else None
         if absent is not None and absent.within is not None:
             absence_until = last.ts + absent.within
+            absence_ref = last.event_id
             conditions.append(
-                f"no {absent.name} ({describe_selectors(absent.select)}) with the same "
-                f"{key.name if key else 'key'} within {duration(absent.within)} after the "
-                f"{present[-1].name}: checked up to that time, decided once event time had "
-                f"passed it by the rule's lateness ({duration(rule.allowed_lateness)})"
+                said(
+                    f"no {absent.name} ({describe_selectors(absent.select)}) with the same "
+                    f"{key.name if key else 'key'} within {duration(absent.within)} after the "
+                    f"{present[-1].name}: checked up to that time, decided once event time "
+                    f"had passed it by the rule's lateness ({duration(rule.allowed_lateness)})"
+                )
             )
             window_end = absence_until
-        else:
-            window_end = first.ts + w
-    key_fields = {f.event_id: key_field(key, f) for f in evidence} if key is not None else {}
     return {
-        "rule_type": t,
+        "rule_type": rule.type_name,
         "summary": summary(rule),
         "window_start": window_start,
         "window_end": max(window_end, last.ts),
         "key": key.name if key is not None else None,
-        "key_fields": key_fields,
+        "key_fields": {f.event_id: key_field(key, f) for f in evidence} if key else {},
         "conditions": conditions,
         "absence_checked_until": absence_until,
+        "absence_ref": absence_ref,
         "evidence": [items[f.event_id] for f in evidence],
+    }
+
+
+def released(
+    raw: dict[str, Any] | None,
+    evidence: list[dict[str, Any]],
+    as_is: set[tuple[str, str]],
+    times: dict[str, float],
+) -> dict[str, Any] | None:
+    """The explanation for one destination (times still epoch seconds): only the evidence it
+    received; a line resting on an event it did not receive, or on a field it did not
+    receive as is (a generalised location: the distances would undo the generalisation),
+    in its vague form or left out; the matched key pointed at where this destination's copy
+    holds it. `as_is` holds (event id, field) released unchanged; `times` the event times
+    of the evidence released."""
+    if raw is None:
+        return None
+    at = {e["event_id"]: i for i, e in enumerate(evidence)}
+
+    def lines(entries: list[dict[str, Any]]) -> list[str]:
+        out = []
+        for e in entries:
+            refs = e["refs"]
+            ok = all(r in at for r in refs) and (
+                e["needs"] is None
+                or e["needs"].startswith("source.")
+                or all((r, e["needs"]) in as_is for r in refs)
+            )
+            text = e["text"] if ok else e["vague"]
+            if text is not None:
+                out.append(text)
+        return out
+
+    key_path = None
+    for eid, name in raw["key_fields"].items():
+        i = at.get(eid)
+        if i is not None and name in evidence[i]["fields"]:
+            key_path = f"evidence[{i}].fields.{name}"
+            break
+    start, end = raw["window_start"], raw["window_end"]
+    if len(at) < len(raw["evidence"]):  # the window must not say when withheld events were
+        start, end = min(times.values()), max(times.values())
+    until = raw["absence_checked_until"] if raw["absence_ref"] in at else None
+    return {
+        "rule_type": raw["rule_type"],
+        "summary": raw["summary"],
+        "window_start": start,
+        "window_end": end,
+        "key": raw["key"],
+        "key_path": key_path,
+        "conditions": lines(raw["conditions"]),
+        "absence_checked_until": until,
+        "evidence": [
+            {"event_id": e["event_id"], "role": e["role"], "met": lines(e["met"])}
+            for e in raw["evidence"]
+            if e["event_id"] in at
+        ],
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from engine.border import default_border
+from engine.explain import released
 from engine.facts import Fact
 from engine.hits import RawAlert
 from schemas.alerts import Alert, PolicyRef
@@ -140,6 +141,8 @@ def release_json(
     redactions: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
     key_fields: list[dict[str, Any]] = []
+    as_is: set[tuple[str, str]] = set()
+    times: dict[str, float] = {}
     key = alert.key
     action = policy.action
     for fact in alert.evidence:
@@ -173,11 +176,13 @@ def release_json(
                 key_fields.append({"path": path, "origin": origin, "action": act})
             if act == "release":
                 fields[name] = value
+                as_is.add((fact.event_id, name))
                 continue
             redactions.append({"path": path, "action": act, "policy_rule": prule})
             if act in ("pseudonymize", "generalize"):
                 fields[name] = policy.transform(act, name, value, destination)
         src = raw["source"]
+        times[fact.event_id] = fact.ts
         evidence.append(
             {
                 "event_id": fact.event_id,
@@ -228,7 +233,7 @@ def release_json(
         "evidence": evidence,
         "redactions": redactions,
         "policy": ref_doc,
-        "explanation": released_explanation(alert.explanation, evidence),
+        "explanation": released_explanation(alert.explanation, evidence, as_is, times),
     }
     audit = {
         "alert_id": alert.alert_id,
@@ -244,31 +249,20 @@ def release_json(
 
 
 def released_explanation(
-    raw: dict[str, Any] | None, evidence: list[dict[str, Any]]
+    raw: dict[str, Any] | None,
+    evidence: list[dict[str, Any]],
+    as_is: set[tuple[str, str]],
+    times: dict[str, float],
 ) -> dict[str, Any] | None:
-    """The engine's explanation for one destination: only the evidence it received, and the
-    matched key pointed at where this destination's copy holds it (as released)."""
-    if raw is None:
+    """`engine.explain.released`, with its times as the models dump them."""
+    out = released(raw, evidence, as_is, times)
+    if out is None:
         return None
-    at = {e["event_id"]: i for i, e in enumerate(evidence)}
-    key_path = None
-    for eid, name in raw["key_fields"].items():
-        i = at.get(eid)
-        if i is not None and name in evidence[i]["fields"]:
-            key_path = f"evidence[{i}].fields.{name}"
-            break
-    until = raw["absence_checked_until"]
-    return {
-        "rule_type": raw["rule_type"],
-        "summary": raw["summary"],
-        "window_start": iso_z(raw["window_start"]),
-        "window_end": iso_z(raw["window_end"]),
-        "key": raw["key"],
-        "key_path": key_path,
-        "conditions": list(raw["conditions"]),
-        "absence_checked_until": None if until is None else iso_z(until),
-        "evidence": [e for e in raw["evidence"] if e["event_id"] in at],
-    }
+    until = out["absence_checked_until"]
+    out["window_start"] = iso_z(out["window_start"])
+    out["window_end"] = iso_z(out["window_end"])
+    out["absence_checked_until"] = None if until is None else iso_z(until)
+    return out
 
 
 def _holds_key(fact: Fact, name: str, value: Any, key: str) -> bool:

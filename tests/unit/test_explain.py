@@ -80,7 +80,7 @@ def check_conditions(rule: RuleBase, alert: RawAlert, ex: dict[str, Any]) -> Non
     """Recompute each printed condition from the evidence, and check it holds."""
     ev = alert.evidence
     span = ev[-1].ts - ev[0].ts
-    text = " | ".join(ex["conditions"])
+    text = " | ".join(c["text"] for c in ex["conditions"])
     assert ex["summary"]
     assert {e["event_id"] for e in ex["evidence"]} == {f.event_id for f in ev}
     assert all(e["met"] for e in ex["evidence"])
@@ -160,8 +160,9 @@ def test_fusion_explain_prints_it_for_an_alert_replayed_from_a_file(
     assert explain_main([alert.alert_id[:12], "--input", str(src)]) == 0
     out = capsys.readouterr().out
     assert f"alert {alert.alert_id}: {rule.id}" in out
-    for c in alert.explanation["conditions"] if alert.explanation else []:
-        assert c in out
+    assert alert.explanation is not None
+    for c in alert.explanation["conditions"]:
+        assert c["text"] in out or (c["vague"] or "") in out
     for f in alert.evidence:
         assert f"{f.event_id} as " in out
 
@@ -315,3 +316,65 @@ def test_explain_event_reports_a_refused_or_missing_event(tmp_path: Path) -> Non
     with redirect_stdout(buf):
         assert explain_main(["--event", "nope", "--input", str(src)]) == 1
     assert "not found" in buf.getvalue()
+
+
+def _crossing_with_one_mexican_report() -> RawAlert:
+    """Four US detections and one Mexican, in Sonora, 50 km from the line (outside the
+    policy's border zone: Mexico's location reaches the US generalised)."""
+    rule = RULESET.by_id["coordinated-crossing"]
+    spots = [(30.9000, -110.6000), (30.9040, -110.6050), (30.8970, -110.5930),
+             (30.9060, -110.5960), (30.8950, -110.6070)]
+    facts = [
+        build_event({"id": f"us-{i}", "type": "detection", "at": f"{i}m", "lat": lat,
+                     "lon": lon, "subject_kind": "person"}, DEFAULT_START)
+        for i, (lat, lon) in enumerate(spots[1:], start=1)
+    ]
+    facts.insert(0, build_event({"id": "mx-1", "type": "detection", "at": "0m",
+                                 "lat": spots[0][0], "lon": spots[0][1], "country": "MX",
+                                 "agency": "GN", "subject_kind": "person"}, DEFAULT_START))
+    (alert,) = alerts_for(rule, facts)
+    return alert
+
+
+def test_distances_never_undo_a_generalised_location() -> None:
+    """A partner that receives an event's location generalised gets no distance measured
+    from or to it: four exact distances would pin it inside its cell."""
+    alert = _crossing_with_one_mexican_report()
+    policy = load_policy(REPO / "rules" / "policy.yaml", Keyring.parse(generate(), source="t"))
+    out = release_json(alert, "US", ["MX", "US"], policy, now=0.0, topic="alerts.us")
+    assert out is not None
+    body = out[0]
+    mx = next(e for e in body["evidence"] if e["event_id"] == "mx-1")
+    assert mx["fields"]["location"]["precision_m"] == 1000  # generalised for the US
+    ex = body["explanation"]
+    lines = ex["conditions"] + [m for e in ex["evidence"] for m in e["met"]]
+    measured = [ln for ln in lines if re.search(r"\d+\.\d km", ln)]
+    # every distance printed to the US is between two of its own exact locations
+    assert all("mx-1" not in ln for ln in measured), measured
+    mx_lines = next(e["met"] for e in ex["evidence"] if e["event_id"] == "mx-1")
+    assert not any(re.search(r"\d+\.\d km", ln) for ln in mx_lines), mx_lines
+    assert not any("farthest" in ln for ln in ex["conditions"])
+    # a destination with every location exact (here: a policy releasing locations) gets them
+    own = release_json(alert, "US", ["US"], InterimPolicy(), now=0.0, topic="alerts.us")
+    assert own is not None
+    assert any("farthest" in ln for ln in own[0]["explanation"]["conditions"])
+
+
+def test_withheld_evidence_is_not_named_or_timed_in_the_explanation() -> None:
+    alert = _crossing_with_one_mexican_report()
+
+    class DropMexico(InterimPolicy):
+        def action(self, origin: str, destination: str, event_type: str, field: str,
+                   at: tuple[float, float] | None = None) -> tuple[str, str]:
+            if origin == "MX" and destination == "US" and field == "*":
+                return "drop", "no-mexican-events"
+            return super().action(origin, destination, event_type, field, at)
+
+    out = release_json(alert, "US", ["US"], DropMexico(), now=0.0, topic="alerts.us")
+    assert out is not None
+    ex = out[0]["explanation"]
+    assert "mx-1" not in orjson.dumps(ex).decode()
+    kept = [f.ts for f in alert.evidence if f.event_id != "mx-1"]
+    assert Alert.model_validate(out[0]).explanation is not None
+    assert ex["window_start"] == out[0]["evidence"][0]["occurred_at"]
+    assert min(kept) > min(f.ts for f in alert.evidence)
