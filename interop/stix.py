@@ -190,7 +190,9 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
     to `alerts.<cc>`; nothing else is read). `url`, if given, links back to the alert."""
     alert_id: str = alert["alert_id"]
     recipient: str = alert["recipient"]
-    raised = alert["raised_at"]
+    # Not `raised_at` (the wall clock of each release): a repeat after a restart must give
+    # objects equal to the first, as their ids are.
+    created = alert["last_seen"]
     policy = alert["policy"]
 
     def oid(kind: str, role: str) -> str:
@@ -198,7 +200,7 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
 
     tlp = tlp_marking(alert["tlp"])
     marked = {"object_marking_refs": [tlp.id], "created_by_ref": PRODUCER_ID}
-    common = {"created": raised, "modified": raised, **marked}
+    common = {"created": created, "modified": created, **marked}
 
     decisions: dict[tuple[str, str], Any] = {}
     by_evidence: dict[int, list[tuple[str, str]]] = {}
