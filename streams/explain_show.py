@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,34 +101,12 @@ def format_trace(trace: EventTrace) -> str:
 
 
 def _read_all(s: Settings, topics: Sequence[str]) -> Iterator[bytes]:
-    """Every message now on the topics, from the beginning (then stop)."""
-    from kafka import KafkaConsumer, TopicPartition
+    """Every message now on the topics, from the beginning."""
+    from streams.topicread import read_span
 
-    from streams.clients import kafka_python_config
-
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **kafka_python_config(s))
-    try:
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        if not parts:
-            return
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        todo = {tp for tp in parts if end[tp] > 0}
-        deadline = time.monotonic() + 120
-        while todo and time.monotonic() < deadline:
-            for tp, msgs in consumer.poll(timeout_ms=500, max_records=5000).items():
-                for m in msgs:
-                    if m.value is not None:
-                        yield m.value
-                if consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
-    finally:
-        consumer.close()
+    for m in read_span(s, topics, timeout=300, client="explain"):
+        if m.value is not None:
+            yield m.value
 
 
 def _events(s: Settings, path: Path | None) -> io.BytesIO:
@@ -184,8 +161,11 @@ def _released(
     if args.input is None:
         for c in countries:
             for raw in _read_all(s, [s.alert_topic(c)]):
-                a = orjson.loads(raw)
-                if str(a.get("alert_id", "")).startswith(prefix):
+                try:
+                    a = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(a, dict) and str(a.get("alert_id", "")).startswith(prefix):
                     yield a
                     break
         return

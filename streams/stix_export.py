@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from engine.durations import parse_duration
-from streams.clients import kafka_python_config
 from streams.settings import Settings
+from streams.topicread import read_span
 
 log = logging.getLogger(__name__)
 
@@ -84,45 +83,11 @@ def read_alerts(
     `since` (epoch seconds, by the record's timestamp) until before `until`, or those with
     `alert_id` (the pipeline keys alerts by id)."""
     key = alert_id.encode() if alert_id is not None else None
-    consumer = KafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        consumer_timeout_ms=500,
-        client_id=f"{s.app_id}-stix",
-        **kafka_python_config(s),
-    )
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            return
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        end = consumer.end_offsets(tps)
-        start = consumer.beginning_offsets(tps)
-        if since is not None:
-            found = consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-            start = {tp: found[tp].offset if found.get(tp) else end[tp] for tp in tps}
-        for tp in tps:
-            consumer.seek(tp, start[tp])
-        left = {tp: off for tp, off in end.items() if off > start[tp]}
-        until_ms = int(until * 1000) if until is not None else None
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            for msg in consumer:
-                tp = TopicPartition(msg.topic, msg.partition)
-                if msg.offset + 1 >= left.get(tp, 0):
-                    left.pop(tp, None)
-                if until_ms is not None and msg.timestamp >= until_ms:
-                    left.pop(tp, None)
-                    consumer.pause(tp)
-                elif key is None or msg.key in (None, key):
-                    alert = _alert(msg.value)
-                    if alert is not None and (alert_id is None or alert["alert_id"] == alert_id):
-                        yield alert
-                if not left:
-                    break
-    finally:
-        consumer.close()
+    for msg in read_span(s, [topic], since=since, until=until, timeout=timeout, client="stix"):
+        if key is None or msg.key in (None, key):
+            alert = _alert(msg.value)
+            if alert is not None and (alert_id is None or alert["alert_id"] == alert_id):
+                yield alert
 
 
 def _alert(value: bytes | None) -> dict[str, Any] | None:

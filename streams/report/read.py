@@ -5,36 +5,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from engine.errors import FusionError
 from schemas.audit import AuditRecord
-from streams.clients import kafka_python_config
 from streams.report.aggregate import aggregate
 from streams.report.model import Report
 from streams.report.period import parse_when
 from streams.report.render import render_html
 from streams.settings import Settings
+from streams.topicread import read_span
 
 # Kafka stamps a record when it is sent, a moment after its `released_at`: seek this much
 # earlier and later, then keep exactly the records released in the period.
 SLACK = timedelta(minutes=5)
-
-
-class ReportError(FusionError):
-    """The audit topic could not be read in full."""
-
-    retriable = True
-
-
-def _ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
 
 
 def read_audit(
@@ -42,55 +29,20 @@ def read_audit(
 ) -> tuple[list[AuditRecord], int]:
     """The audit records stamped in the period (give or take `SLACK`), and how many records
     there were not audit records."""
-    topic = settings.topic_audit
-    consumer = KafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        client_id=f"{settings.app_id}-report",
-        **kafka_python_config(settings),
-    )
     records: list[AuditRecord] = []
     skipped = 0
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            return [], 0
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        firsts = consumer.offsets_for_times({tp: _ms(since - SLACK) for tp in tps})
-        lasts = consumer.offsets_for_times({tp: _ms(until + SLACK) for tp in tps})
-        latest = consumer.end_offsets(tps)
-        bounds: dict[TopicPartition, tuple[int, int]] = {}
-        for tp in tps:
-            first, last = firsts.get(tp), lasts.get(tp)
-            end = last.offset if last is not None else latest[tp]
-            if first is not None and first.offset < end:
-                bounds[tp] = (first.offset, end)
-        if not bounds:
-            return [], 0
-        consumer.assign(list(bounds))
-        for tp, (first, _) in bounds.items():
-            consumer.seek(tp, first)
-        pending = dict(bounds)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                left = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in pending)
-                raise ReportError(f"could not read {left} to the end within {timeout:.0f} s")
-            for tp, msgs in consumer.poll(timeout_ms=500).items():
-                end = bounds[tp][1]
-                for msg in msgs:
-                    if msg.offset >= end:
-                        break
-                    try:
-                        records.append(AuditRecord.model_validate_json(msg.value or b""))
-                    except ValidationError:
-                        skipped += 1
-            for tp in list(pending):
-                if consumer.position(tp) >= pending[tp][1]:
-                    consumer.pause(tp)
-                    del pending[tp]
-    finally:
-        consumer.close()
+    for msg in read_span(
+        settings,
+        [settings.topic_audit],
+        since=(since - SLACK).timestamp(),
+        until=(until + SLACK).timestamp(),
+        timeout=timeout,
+        client="report",
+    ):
+        try:
+            records.append(AuditRecord.model_validate_json(msg.value or b""))
+        except ValidationError:
+            skipped += 1
     return records, skipped
 
 
