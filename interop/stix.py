@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import stix2
@@ -132,7 +132,7 @@ def event_extension() -> stix2.v21.ExtensionDefinition:
     )
 
 
-@cache
+@lru_cache(maxsize=4096)
 def agency(country: str, name: str) -> stix2.v21.Identity:
     """A source agency: the same id in every bundle."""
     return stix2.v21.Identity(
@@ -314,11 +314,6 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
         *observed,
         sighting,
     ]
-
-
-def alert_bundle(alert: Mapping[str, Any], *, url: str | None = None) -> stix2.v21.Bundle:
-    """The bundle of one alert as released to its recipient."""
-    return bundle_of([alert], urls=[url])
 
 
 def bundle_of(

@@ -125,7 +125,7 @@ def _nav(report: Report) -> str:
     links += [(f"flow-{f.origin}-{f.destination}", f.label) for f in report.cross_border]
     links += [("own", "Own-country releases"), ("policy", "Policy over the period")]
     links.append(("method", "How to read"))
-    return "<nav>" + "".join(f"<a href='#{i}'>{escape(t)}</a>" for i, t in links) + "</nav>"
+    return "<nav>" + "".join(f"<a href='#{escape(i)}'>{escape(t)}</a>" for i, t in links) + "</nav>"
 
 
 def _card(value: int, what: str) -> str:
