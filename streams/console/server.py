@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -107,6 +109,32 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+def host_guard(allowed: frozenset[str]) -> Any:
+    """Refuse requests naming a host the console is not served as: a page on another site
+    cannot reach it through a DNS name rebound to this address."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        name = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+        if name not in allowed:
+            return web.Response(status=421, text=f"this console is not served as {name!r}\n")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def allowed_hosts(settings: Settings, host: str) -> frozenset[str]:
+    """The names a console may be reached by: the loopback, its address, its public URL's."""
+    names = {"127.0.0.1", "localhost", "::1", host.lower()}
+    if settings.console_public_url:
+        for cc in settings.partners:
+            public = urlsplit(settings.console_url(cc)).hostname
+            if public:
+                names.add(public.lower())
+    return frozenset(names)
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
@@ -197,9 +225,13 @@ async def healthz(request: web.Request) -> web.Response:
     return _json(body, 200 if s.live else 503)
 
 
-def create_app(console: Console, feed: AlertFeed | None = None) -> web.Application:
-    """The console's web application; with a feed, it reads while the app runs."""
-    app = web.Application(middlewares=[_headers])
+def create_app(
+    console: Console, feed: AlertFeed | None = None, hosts: frozenset[str] | None = None
+) -> web.Application:
+    """The console's web application; with a feed, it reads while the app runs; with
+    `hosts`, it answers only requests naming one of them."""
+    guards = [host_guard(hosts)] if hosts is not None else []
+    app = web.Application(middlewares=[*guards, _headers])
     app[_CONSOLE] = console
     app.router.add_get("/", page)
     app.router.add_get("/api/info", info)
@@ -246,4 +278,12 @@ def run(
     port = port or settings.console_port_of(country)
     url = f"http://{host}:{port}/"
     print(f"console {country}: reading {topic}; serving {url}", flush=True)
-    web.run_app(create_app(console, feed), host=host, port=port, print=None, shutdown_timeout=2.0)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"console {country}: listening beyond this machine, and the console has no login: "
+            "serve it behind a reverse proxy that authenticates the operations centre's users",
+            file=sys.stderr,
+            flush=True,
+        )
+    app = create_app(console, feed, allowed_hosts(settings, host))
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=2.0)

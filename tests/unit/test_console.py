@@ -20,7 +20,7 @@ from engine.border import default_border
 from schemas.alerts import Alert
 from streams.console.feed import AlertFeed, FeedStatus
 from streams.console.mapdata import STATES_FILE, STATIC, border_feature, map_geojson
-from streams.console.server import Console, create_app
+from streams.console.server import Console, allowed_hosts, create_app
 from streams.console.since import parse_since
 from streams.console.store import AlertStore
 from streams.settings import Settings
@@ -227,7 +227,8 @@ def serve(
         console = Console("MX", "alerts.mx", 86400.0, AlertStore(), status, heartbeat_s=0.2)
         for doc in docs:
             console.take(Alert.model_validate(doc), doc)
-        async with TestClient(TestServer(create_app(console))) as client:
+        hosts = allowed_hosts(Settings(), "127.0.0.1")
+        async with TestClient(TestServer(create_app(console, hosts=hosts))) as client:
             await test(client, console)
 
     asyncio.run(main())
@@ -249,6 +250,18 @@ def test_alerts_are_served_newest_first_with_a_strict_content_policy() -> None:
     serve(
         check, alert_doc("a", raised_at=now - timedelta(minutes=3)), alert_doc("b", raised_at=now)
     )
+
+
+def test_a_request_naming_another_host_is_refused() -> None:
+    """A page elsewhere cannot read the console through a DNS name rebound to 127.0.0.1."""
+
+    async def check(client: TestClient[Any, Any], console: Console) -> None:
+        r = await client.get("/api/alerts", headers={"Host": "attacker.example:8801"})
+        assert r.status == 421
+        r = await client.get("/api/alerts", headers={"Host": "localhost:8801"})
+        assert r.status == 200
+
+    serve(check, alert_doc("a"))
 
 
 def test_page_static_files_and_map_are_served() -> None:
