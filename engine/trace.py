@@ -1,8 +1,11 @@
 """What the rules did with one event: the engine's decisions for it, recorded during a replay.
 
 Alerts are reproducible from the records they rest on, so replaying the input in event-time
-order meets every decision the pipeline made about an event, in the same order: which rules
-took it, which it advanced or completed, and why the others did not.
+order meets the decisions the pipeline made about an event, in the same order: which rules
+took it, which it advanced or completed, and why the others did not. That holds for every
+event that reached the pipeline before its watermark passed it; one that arrived behind it
+was decided in arrival order (or dead-lettered as late, which `fusion explain --event` reads
+from the dead-letter topic): the replay shows what the rules make of it in order.
 """
 
 from __future__ import annotations

@@ -109,6 +109,23 @@ def _read_all(s: Settings, topics: Sequence[str]) -> Iterator[bytes]:
             yield m.value
 
 
+def _dead_letters(s: Settings, event_id: str) -> Iterator[tuple[str, str]]:
+    """What the pipeline refused of this event, from the dead-letter topic: the replay puts
+    every event in order, so only this says that one arrived too late for every rule."""
+    needle = event_id.encode()
+    for raw in _read_all(s, [s.topic_deadletter]):
+        if needle not in raw:
+            continue
+        try:
+            doc = orjson.loads(raw)
+            payload = orjson.loads(doc.get("payload") or "{}")
+        except (orjson.JSONDecodeError, TypeError, AttributeError):
+            continue
+        if isinstance(payload, dict) and payload.get("event_id") == event_id:
+            err = doc.get("error") or {}
+            yield str(err.get("kind")), str(err.get("message"))
+
+
 def _events(s: Settings, path: Path | None) -> io.BytesIO:
     if path is not None:
         return io.BytesIO(path.read_bytes())
@@ -135,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ruleset = load_rules([args.rules or s.rules_path])
         trace = trace_event(_events(s, args.input), ruleset, args.event, partners=s.partner_set)
         print(format_trace(trace))
+        if args.input is None:
+            for kind, message in _dead_letters(s, args.event):
+                print(f"  the pipeline dead-lettered it: {kind}: {message}")
         return 0 if trace.found else 1
     countries = [args.country.upper()] if args.country else list(s.partners)
     found = list(_released(s, args, countries))
