@@ -286,10 +286,11 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"tak_servers names {unknown}, not partners {self.partners}")
         tls = [c for c, url in self.tak_servers.items() if not url.startswith("tcp:")]
-        if tls and not self.tak_cert_file:
+        if tls and not (self.tak_cert_file and self.tak_ca_file):
             raise ValueError(
                 f"TAK servers over TLS ({', '.join(tls)}) need FUSION_TAK_CERT_FILE (a client "
-                "certificate) and usually FUSION_TAK_CA_FILE"
+                "certificate) and FUSION_TAK_CA_FILE (the CA that signed the servers' "
+                "certificates: without it no server can be verified)"
             )
         return self
 
