@@ -1,8 +1,10 @@
-"""Durations written in rule files: `90s`, `10m`, `6h`, `30d`, `2w`, `1h30m`."""
+"""Durations written in rule files (`90s`, `10m`, `6h`, `30d`, `2w`, `1h30m`), and the times
+given to the command-line tools (`parse_when`)."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -30,3 +32,23 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds}s"
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """An RFC 3339 date-time (a date alone is midnight UTC; no offset means UTC), `now`, or a
+    duration such as `7d` or `12h` back from `now`."""
+    value = text.strip()
+    if value == "now":
+        return now
+    try:
+        return now - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(
+            f"expected an RFC 3339 time like 2026-05-01T00:00:00Z, 'now' or a duration back "
+            f"from now like 7d or 12h, got {text!r}"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -15,7 +15,7 @@ from engine.errors import FusionError, RuleSetError
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from engine.policy import Policy
+    pass
 
 
 def _settings() -> Settings:
@@ -211,19 +211,14 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
-    from streams.keys import configured_policy
-
-    return configured_policy(s, throwaway_keys=throwaway_keys)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay
     from engine.rulefiles import load_rules
+    from streams.keys import configured_policy
 
     s = _settings()
     ruleset = load_rules([args.rules or s.rules_path])
-    policy = _policy(s, throwaway_keys=True)
+    policy = configured_policy(s, throwaway_keys=True)
     out = sys.stdout.buffer
     opts = {"partners": s.partner_set, "destination": args.destination, "policy": policy}
     if args.input == "-":
@@ -274,8 +269,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
+    from streams.keys import configured_policy
+
     s = _settings()
-    policy = _policy(s)  # a PolicyError names the file, the policy rule and the field
+    policy = configured_policy(s)  # a PolicyError names the file, the policy rule and the field
     ref = policy.ref
     print(f"{s.policy_path}: policy {ref.id} version {ref.version} sha256 {ref.sha256}: ok")
     return 0

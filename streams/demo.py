@@ -88,18 +88,9 @@ def publish_backlog(
     """The simulator's last `seconds`, in `events` draws, published at once; returns the count."""
     from streams.simulator import Simulator, publish
 
-    tips = "tip" in settings.input_topics
-    sim = Simulator(seed=seed, scenario_share=scenario_share, tips=tips)
+    sim = Simulator(seed=seed, scenario_share=scenario_share, tips=True)
     now = time.time()
     return publish(settings, sim.backlog(now - seconds, now, events))
-
-
-def console_available() -> bool:
-    """Whether this checkout's `fusion` has the `console` command."""
-    done = subprocess.run(  # noqa: S603
-        [*FUSION, "console", "--help"], capture_output=True, cwd=REPO_ROOT, check=False
-    )
-    return done.returncode == 0
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -190,17 +181,14 @@ def main() -> int:
     first: dict[tuple[str, str], float] = {}
     try:
         consoles = {}
-        if console_available():
-            for cc in s.partners:
-                port = str(s.console_port_of(cc))
-                consoles[cc] = start(
-                    f"console-{cc.lower()}", [*FUSION, "console", cc, "--port", port], env
-                )
-                procs.append(consoles[cc])
-            for cc in s.partners:
-                clock.say(f"{cc} console: {s.console_url(cc)}")
-        else:
-            clock.say("no `fusion console` command in this checkout: alerts are printed only")
+        for cc in s.partners:
+            port = str(s.console_port_of(cc))
+            consoles[cc] = start(
+                f"console-{cc.lower()}", [*FUSION, "console", cc, "--port", port], env
+            )
+            procs.append(consoles[cc])
+        for cc in s.partners:
+            clock.say(f"{cc} console: {s.console_url(cc)}")
         n = publish_backlog(s, args.backlog, args.backlog_events, args.seed, args.scenario_share)
         clock.say(
             f"published the simulator's last {args.backlog / 60:.0f} minutes at once "

@@ -463,7 +463,7 @@ def publish(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Publish simulated events live; tips too when the settings have a tips topic."""
+    """Publish simulated events live, of all five types."""
     ap = argparse.ArgumentParser(prog="fusion simulate", description=__doc__)
     ap.add_argument("--rate", type=float, default=50.0, help="events per second (0: flat out)")
     ap.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = Settings()
     sim = Simulator(
-        seed=args.seed, scenario_share=args.scenario_share, tips="tip" in settings.input_topics
+        seed=args.seed, scenario_share=args.scenario_share, tips=True
     )
 
     def say(line: str) -> None:

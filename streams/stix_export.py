@@ -9,13 +9,13 @@ import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from engine.durations import parse_duration
+from engine.durations import parse_when
 from streams.settings import Settings
 from streams.topicread import read_span
 
@@ -50,24 +50,6 @@ class StixOutput:
 def stix_output(settings: Settings) -> StixOutput | None:
     """The STIX output if `FUSION_STIX_TOPICS` is on."""
     return StixOutput(settings) if settings.stix_topics else None
-
-
-def parse_when(value: str, *, now: float) -> float:
-    """Epoch seconds of an RFC 3339 date-time, or of `now` less a duration such as `2h`."""
-    try:
-        return now - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"expected a duration like '90m' or '2d', or an RFC 3339 date-time like "
-            f"2026-05-28T00:00:00Z, got {value!r}"
-        ) from None
-    if when.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset: add Z or +hh:mm")
-    return when.timestamp()
 
 
 def read_alerts(
@@ -136,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.since is not None:
         now = time.time()
         try:
-            since = parse_when(args.since, now=now)
-            until = parse_when(args.until, now=now) if args.until else None
+            at = datetime.fromtimestamp(now, tz=UTC)
+            since = parse_when(args.since, at).timestamp()
+            until = parse_when(args.until, at).timestamp() if args.until else None
         except ValueError as e:
             print(f"fusion stix: {e}", file=sys.stderr)
             return 2

@@ -1,35 +1,17 @@
-"""The report's period: `--since`/`--until` as RFC 3339 times or durations back from now, and
-its buckets (hours for up to two days, days beyond)."""
+"""The report's period: its buckets (hours for up to two days, days beyond); `--since` and
+`--until` are read by `engine.durations.parse_when` (re-exported here)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from engine.durations import parse_duration
+from engine.durations import parse_when
 from streams.report.model import Bucket
+
+__all__ = ["bucket_size", "bucket_starts", "parse_when"]
 
 HOURLY_UP_TO_S = 2 * 86400.0
 BUCKET_SECONDS: dict[Bucket, float] = {"hour": 3600.0, "day": 86400.0}
-
-
-def parse_when(text: str, now: datetime) -> datetime:
-    """An RFC 3339 date-time (a date alone is midnight UTC; no offset means UTC), `now`, or a
-    duration such as `7d` or `12h` back from `now`."""
-    value = text.strip()
-    if value == "now":
-        return now
-    try:
-        return now - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise ValueError(
-            f"expected an RFC 3339 time like 2026-05-01T00:00:00Z, 'now' or a duration back "
-            f"from now like 7d or 12h, got {text!r}"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def bucket_size(since: datetime, until: datetime) -> Bucket:
