@@ -64,7 +64,11 @@ def describe_condition(name: str, cond: Condition) -> str:
 
 
 def describe_selector(sel: Selector) -> str:
-    """`detection with plate present, sensor_kind = inspection`."""
+    """`detection with plate present, sensor_kind = inspection` (made once per selector)."""
+    return sel.described(_describe_selector)
+
+
+def _describe_selector(sel: Selector) -> str:
     what = " or ".join(sel.type)
     if not sel.where:
         return what

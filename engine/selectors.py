@@ -119,6 +119,14 @@ class Selector(BaseModel):
         """Whether the fact is of one of the types and passes every condition."""
         return self.matcher(fact)
 
+    def described(self, describe: Callable[[Selector], str]) -> str:
+        """The selector in words, made by `describe` the first time (explanations ask for it
+        with every alert)."""
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = describe(self)
+        return text
+
     @cached_property
     def matcher(self) -> Callable[[Fact], bool]:
         """`matches` as a plain function, compiled once: attribute access on pydantic models
