@@ -51,8 +51,19 @@ def send_all(lab: Lab, events: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 def delivered(lab: Lab, settle: float = 3.0) -> list[dict[str, Any]]:
-    """Every alert on both topics: Mexico gets all 10, the US at least the 4 watchlist ones."""
-    mx = lab.read("MX", len(PLACES) + len(PORTS), timeout=90, settle=settle)
+    """Every alert on both topics: Mexico gets all 10, the US at least the 4 watchlist ones.
+    Waits for 10 distinct alerts, not 10 messages: after a hand-over or a crash a delivery may
+    be repeated (same id), and repeats must not end the wait early."""
+    want = len(PLACES) + len(PORTS)
+    deadline = time.monotonic() + 90
+    mx: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        mx = lab.read("MX", len(mx), timeout=5)
+        if len({a["alert_id"] for a in mx}) >= want:
+            break
+        time.sleep(0.5)
+    time.sleep(settle)
+    mx = lab.read("MX", len(mx), timeout=30)
     return mx + lab.read("US", len(PORTS), timeout=30, settle=1)
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import time
 
 import orjson
@@ -150,7 +151,8 @@ def reference(raw: bytes, etype: str):
 
 
 def agrees(raw: bytes, etype: str = "detection") -> None:
-    res = validate(raw, etype, now=NOW + 10**10, partners=frozenset({"US", "MX", "GT"}))
+    # no clock limit: a damaged digit can move occurred_at centuries ahead (year 3026)
+    res = validate(raw, etype, now=math.inf, partners=frozenset({"US", "MX", "GT"}))
     ref = reference(raw, etype)
     if isinstance(res, Fact):
         assert ref is not None and res.event == ref, raw
