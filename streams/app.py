@@ -252,6 +252,7 @@ class Worker:
         self.ingest.revoked(
             [source_name(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs]
         )
+        self.app.batch_consumer().forget_positions(revoked)
         await self.checkpoints.revoke({tp.partition for tp in revoked if tp.topic == routed})
 
     def readiness(self) -> tuple[bool, str]:

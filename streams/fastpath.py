@@ -29,11 +29,35 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ig
     (`fetch_min_bytes`, at most `fetch_max_wait_ms`) rather than answering every record
     alone: at low rates, many one-record fetches cost more than the records."""
 
+    fetched_positions: dict[Any, int]
+    """Per assigned partition, aiokafka's position right after the last fetch handed out
+    records: what the main loop has been given once it has taken that fetch's records."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         client = super()._create_worker_consumer(transport)
         client._fetch_min_bytes = self.consumer.fetch_min_bytes
         client._fetch_max_wait_ms = self.consumer.fetch_max_wait_ms
+        self.fetched_positions = {}
         return client
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
+        records = await super()._fetch_records(consumer, active_partitions, timeout, max_records)
+        # In this thread, before the records travel to the main loop: positions only move
+        # here, so these are the positions once exactly these records have been handed on.
+        assignment = consumer._subscription.subscription.assignment
+        positions = {}
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            if state is not None and state.has_valid_position:
+                positions[tp] = state.position
+        self.fetched_positions = positions
+        return records
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
@@ -50,6 +74,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.batch_topics = frozenset()
         self.batch_handler = None
+        self._handed_positions: dict[Any, int] = {}
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -67,16 +92,28 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._n_acked += len(fresh)
 
     def caught_up(self, tp: Any) -> bool:
-        """Whether everything on the broker for `tp` has been handed over (as of the last
-        fetch response); False while that is not known."""
+        """Whether everything on the broker for `tp` has been handed to the stages (as of
+        the last fetch response); False while that is not known.
+
+        Not aiokafka's position: it moves when the consumer thread takes a fetch, before
+        the records reach the main loop, and a timer running in between would call the
+        partition caught up with a batch still on its way (that batch was then late)."""
+        handed = self._handed_positions.get(tp)
+        if handed is None:
+            return False
         try:
             client = self._thread._ensure_consumer()
             state = client._subscription.subscription.assignment.state_value(tp)
         except Exception:
             return False
-        if state is None or not state.has_valid_position or state.highwater is None:
+        if state is None or state.highwater is None:
             return False
-        return bool(state.position >= state.highwater)
+        return bool(handed >= state.highwater)
+
+    def forget_positions(self, tps: Any) -> None:
+        """Revoked partitions: what was handed of them no longer says anything."""
+        for tp in tps:
+            self._handed_positions.pop(tp, None)
 
     async def _take_new(self, tp: Any, records: list[Any]) -> list[Any]:
         """The records not read before, noting gaps (compaction, transaction markers) as
@@ -112,6 +149,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
                 records, active = await self._wait_next_records(1.0)
+                # Nothing awaited since the fetch returned: these are its positions.
+                fetched = getattr(self._thread, "fetched_positions", {})
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     unset_flag(CONSUMER_FETCHING)
@@ -141,6 +180,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         set_read_offset(tp, rec.offset)
                 if batch and handler is not None and app.consumer_generation_id == generation:
                     await handler(batch)
+                skipped = {tp for tp in records if not (active is None or tp in active)}
+                for tp, position in fetched.items():
+                    if tp not in skipped:
+                        self._handed_positions[tp] = position
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
