@@ -79,8 +79,8 @@ class AlertFeed:
             client_id=self.client_id,
             **aiokafka_config(self.settings),
         )
-        await consumer.start()
-        try:
+        try:  # stopped even if cancelled while starting: no connection is left open
+            await consumer.start()
             consumer.subscribe([self.topic])
             assigned = await self._assignment(consumer)
             ends = await self._seek(consumer, assigned)

@@ -7,6 +7,7 @@ right rows. The test leaves docs/console.png, the README's screenshot."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import subprocess
 import sys
 import time
@@ -280,6 +281,13 @@ def test_consoles_show_each_country_its_alerts_live(
         assert log.blocked == [], log.blocked
         assert log.errors == [], log.errors
     assert Path(SCREENSHOT).stat().st_size > 10_000
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Unclosed clients show up in the test that leaked them, not in a later one."""
+    yield
+    gc.collect()
 
 
 def test_console_reads_its_own_alerts_on_the_secure_broker(secure: Any) -> None:  # noqa: F811
