@@ -34,12 +34,6 @@ from interop.cot import alert_to_cot
 from streams.metrics import Metrics
 from streams.settings import Settings
 
-with warnings.catch_warnings():
-    # pytak warns on import when `cryptography` (only for .p12 certificates) is missing.
-    warnings.filterwarnings("ignore", message="The 'cryptography' package is required")
-    import pytak
-    import pytak.client_functions as pytak_client
-
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -273,7 +267,14 @@ def pytak_config(settings: Settings, url: str) -> dict[str, str]:
 def pytak_connect(settings: Settings, url: str) -> Connect:
     """Opens a connection to one TAK server with pytak. For TLS, the context (client
     certificate, CA) is made once, here, so that a bad certificate stops the worker at start
-    and reconnects do not read the files again."""
+    and reconnects do not read the files again. pytak is imported here, only by a worker
+    with a TAK server (the import takes about 0.2 s)."""
+    with warnings.catch_warnings():
+        # pytak warns on import when `cryptography` (only for .p12 certificates) is missing.
+        warnings.filterwarnings("ignore", message="The 'cryptography' package is required")
+        import pytak
+        import pytak.client_functions as pytak_client
+
     config = pytak_config(settings, url)
     parsed = urlsplit(url)
     if parsed.scheme == "tcp":
