@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from schemas.audit import AuditRecord
-from streams.clients import kafka_python_config
 from streams.settings import Settings
+from streams.topicread import read_span
 
 
 def _record(value: bytes | None) -> AuditRecord | None:
@@ -28,42 +26,18 @@ def find_audit(
     s: Settings, alert_id: str, destination: str, *, timeout: float = 30.0
 ) -> list[AuditRecord]:
     """Every audit record of the alert for the destination (oldest first), reading the audit
-    topic from its beginning to its end as of the call."""
+    topic from its beginning to its end as of the call (a `TopicReadError` if it cannot in
+    `timeout` seconds)."""
     dest = destination.upper()
     key = alert_id.encode()
-    consumer = KafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        consumer_timeout_ms=500,
-        client_id=f"{s.app_id}-audit-show",
-        **kafka_python_config(s),
-    )
     found: list[AuditRecord] = []
-    try:
-        parts = consumer.partitions_for_topic(s.topic_audit)
-        if not parts:
-            return []
-        tps = [TopicPartition(s.topic_audit, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        begin = consumer.beginning_offsets(tps)
-        end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > begin[tp]}
-        deadline = time.monotonic() + timeout
-        while end and time.monotonic() < deadline:
-            for msg in consumer:
-                tp = TopicPartition(msg.topic, msg.partition)
-                if msg.offset + 1 >= end.get(tp, 0):
-                    end.pop(tp, None)
-                # The pipeline keys audit records by alert id: parse only those (and unkeyed
-                # records, should another tool have written some).
-                if msg.key is None or msg.key == key:
-                    rec = _record(msg.value)
-                    if rec is not None and rec.alert_id == alert_id and rec.destination == dest:
-                        found.append(rec)
-                if not end:
-                    break
-    finally:
-        consumer.close()
+    for msg in read_span(s, [s.topic_audit], timeout=timeout, client="audit-show"):
+        # The pipeline keys audit records by alert id: parse only those (and unkeyed records,
+        # should another tool have written some).
+        if msg.key is None or msg.key == key:
+            rec = _record(msg.value)
+            if rec is not None and rec.alert_id == alert_id and rec.destination == dest:
+                found.append(rec)
     return sorted(found, key=lambda r: r.released_at)
 
 
