@@ -11,8 +11,9 @@ end, what still waits (absences) is decided as if time ran on.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -36,12 +37,40 @@ class ReplayStats:
     alerts: int = 0
 
 
+def correlate_lines(
+    src: BinaryIO, ruleset: RuleSet, stage: CorrelateStage, *, partners: frozenset[str]
+) -> Iterator[tuple[Any, Rejection | CorrelateOutput]]:
+    """Each non-blank line of a JSON-lines stream of events through `stage`: its event id
+    (None if unreadable) and what became of it, refused or what the stage made of it. The
+    caller drains the stage at the end."""
+    router = Router(ruleset)
+    for n, raw in enumerate(src):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            doc = orjson.loads(line)
+            etype, eid = doc.get("event_type"), doc.get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            yield None, Rejection("json", "not a JSON object")
+            continue
+        if etype not in EVENT_TYPES:
+            yield eid, Rejection("event_type", f"{etype!r} is not one of {', '.join(EVENT_TYPES)}")
+            continue
+        res = validate(line, etype, now=math.inf, partners=partners)
+        if isinstance(res, Rejection):
+            yield eid, res
+            continue
+        origin = Origin("replay", 0, n)
+        items = route_items(res, router, ruleset.rules_taking(res), 1, res.ts, origin)
+        yield eid, stage.take(it for _, it in items)
+
+
 def correlate_file(
     src: BinaryIO, ruleset: RuleSet, *, partners: frozenset[str]
 ) -> tuple[list[RawAlert], ReplayStats]:
     """The raw alerts the rules raise over a JSON-lines stream of events, and the counts."""
     stats = ReplayStats()
-    router = Router(ruleset)
     stage = CorrelateStage(ruleset, dedup_window_s=math.inf, dedup_max_ids=10**9)
     alerts: list[RawAlert] = []
 
@@ -50,24 +79,11 @@ def correlate_file(
         stats.late += len(out.late)
         alerts.extend(a for a, _ in out.alerts)
 
-    for n, line in enumerate(src):
-        if not line.strip():
-            continue
+    for _, out in correlate_lines(src, ruleset, stage, partners=partners):
         stats.events += 1
-        try:
-            etype = orjson.loads(line).get("event_type")
-        except (orjson.JSONDecodeError, AttributeError):
-            etype = None
-        if etype not in EVENT_TYPES:
+        if isinstance(out, Rejection):
             stats.rejected += 1
             continue
-        res = validate(line.strip(), etype, now=math.inf, partners=partners)
-        if isinstance(res, Rejection):
-            stats.rejected += 1
-            continue
-        origin = Origin("replay", 0, n)
-        items = route_items(res, router, ruleset.rules_taking(res), 1, res.ts, origin)
-        out = stage.take(it for _, it in items)
         collect(out)
         if not out.duplicates:
             stats.accepted += 1

@@ -14,16 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import orjson
-
-from engine.correlate import CorrelateOutput, CorrelateStage
+from engine.correlate import CorrelateStage
 from engine.engine import Engine, Route
 from engine.explain import describe_selector, duration, key_field, selector_failure
 from engine.facts import Fact
 from engine.hits import Hit, RawAlert, alert_id
-from engine.ingest import Rejection, validate
-from engine.replay import EVENT_TYPES
-from engine.routing import Origin, Router, route_items
+from engine.ingest import Rejection
+from engine.replay import correlate_lines
 from engine.rules import RuleSet
 
 
@@ -138,34 +135,18 @@ def trace_event(
     """Replay a JSON-lines stream of events (as `engine.replay.correlate_file` does) and
     record what the rules did with `event_id`."""
     trace = EventTrace(event_id)
-    router = Router(ruleset)
     stage = CorrelateStage(ruleset, dedup_window_s=math.inf, dedup_max_ids=10**9)
     stage.engine = TracingEngine(ruleset, trace)
     valid_before = False
-    for n, line in enumerate(src):
-        line = line.strip()
-        if not line:
+    for eid, out in correlate_lines(src, ruleset, stage, partners=partners):
+        if eid != event_id:
             continue
-        try:
-            doc = orjson.loads(line)
-            etype, eid = doc.get("event_type"), doc.get("event_id")
-        except (orjson.JSONDecodeError, AttributeError):
+        trace.found = True
+        if isinstance(out, Rejection):
+            if not valid_before:
+                trace.rejected = f"{out.kind}: {out.message}"
             continue
-        if eid == event_id:
-            trace.found = True
-        if etype not in EVENT_TYPES:
-            if eid == event_id:
-                trace.rejected = f"event_type {etype!r} is not one of {', '.join(EVENT_TYPES)}"
-            continue
-        res = validate(line, etype, now=math.inf, partners=partners)
-        if isinstance(res, Rejection):
-            if eid == event_id and not valid_before:
-                trace.rejected = f"{res.kind}: {res.message}"
-            continue
-        items = route_items(res, router, ruleset.rules_taking(res), 1, res.ts, Origin("t", 0, n))
-        out: CorrelateOutput = stage.take(it for _, it in items)
-        if eid == event_id:
-            trace.duplicate = trace.duplicate or (valid_before and bool(out.duplicates))
-            valid_before = True
+        trace.duplicate = trace.duplicate or (valid_before and bool(out.duplicates))
+        valid_before = True
     stage.drain()
     return trace
