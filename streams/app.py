@@ -176,7 +176,9 @@ class Worker:
 
     async def watch_inputs(self) -> None:
         """Often (every half idle span): which input partitions are idle, and their marks."""
-        await self.ingest.on_tick(self.caught_up())
+        hand_over = self.app.batch_consumer().hand_over
+        async with hand_over.handling(hand_over.epoch()):
+            await self.ingest.on_tick(self.caught_up())
 
     async def tick(self) -> None:
         """Once a second: reloads, due snapshots, metrics."""
@@ -223,6 +225,7 @@ class Worker:
             for rid, rs in engine.stats.rules.items():
                 counters["late"][rid] = counters["late"].get(rid, 0) + rs.late
                 counters["suppressed"][rid] = counters["suppressed"].get(rid, 0) + rs.suppressed
+        m.state_partitions.set(len(self.checkpoints.partitions))
         m.dedup_ids.set(sum(cp.stage.dedup_ids for cp in self.checkpoints.partitions.values()))
         for rid in self.rules.ruleset.by_id:
             m.state_keys.labels(rid).set(keys.get(rid, 0))
@@ -246,14 +249,17 @@ class Worker:
         )
 
     async def on_revoked(self, revoked: set[TP]) -> None:
-        """Hand partitions over: checkpoint the correlate partitions, forget input clocks."""
+        """Hand partitions over: once the batch in hand is done, checkpoint the correlate
+        partitions and forget the input clocks; no stage work runs meanwhile."""
         routed = self.settings.topic_routed
         inputs = self.input_topic_names
-        self.ingest.revoked(
-            [source_name(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs]
-        )
-        self.app.batch_consumer().forget_positions(revoked)
-        await self.checkpoints.revoke({tp.partition for tp in revoked if tp.topic == routed})
+        consumer = self.app.batch_consumer()
+        async with consumer.hand_over.revoking():
+            self.ingest.revoked(
+                [source_name(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs]
+            )
+            consumer.forget_positions(revoked)
+            await self.checkpoints.revoke({tp.partition for tp in revoked if tp.topic == routed})
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once every input topic and `fusion.routed` has partitions assigned here."""

@@ -83,6 +83,8 @@ class Checkpoints:
             if cp is not None:
                 return cp
             blob = await self._read(p)
+            if not self.owns(p):
+                return None  # revoked while its snapshot was read: it is no longer ours
             # The stage is made after the read: rules reloaded while it waited apply to it.
             cp = self._fresh()
             if blob is not None:
@@ -219,9 +221,11 @@ class Checkpoints:
                 continue
             try:
                 await self.maybe_snapshot(p, force=True)
-            except (FusionError, OSError):
+            except Exception:
+                # its input since the last snapshot is read again by the next owner
                 log.exception("could not snapshot partition %d on revocation", p)
-            self.partitions.pop(p, None)
+            finally:
+                self.partitions.pop(p, None)
 
     def replace_stages(self, remake: Callable[[CorrelateStage], CorrelateStage]) -> None:
         """Swap every partition's stage (a rule reload), keeping what carries over."""

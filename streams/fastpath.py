@@ -11,7 +11,8 @@ the producer. Topics not in `batch_topics` take the normal per-message path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import faust
@@ -22,6 +23,41 @@ Batch = dict[Any, list[Any]]
 """One fetch of the batch topics: per partition (a Faust `TP`), aiokafka's records (`topic`,
 `partition`, `offset`, `key`, `value`) in offset order, none read before."""
 BatchHandler = Callable[[Batch], Awaitable[None]]
+
+
+class HandOver:
+    """Keeps the stages' work and a revocation apart.
+
+    A revocation waits for the batch being handled to finish, and no batch is handled while
+    it runs. A batch fetched before a revocation began is dropped rather than handled after
+    it: its records are read again from the committed offsets by whichever worker is then
+    assigned them. Without this, the stages went on with a revoked partition's records
+    after its state was handed over, and loaded that partition again (aiokafka reports
+    the old assignment until the new one arrives): a worker kept a stale copy of a
+    partition's state, and used it when the partition came back (alerts were lost).
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._revocations = 0
+
+    def epoch(self) -> int:
+        """Taken when a fetch is accepted: which revocations it came after."""
+        return self._revocations
+
+    @asynccontextmanager
+    async def handling(self, epoch: int) -> AsyncIterator[bool]:
+        """Hold off revocations while inside; yields whether a fetch taken at `epoch` may
+        still be handled (no revocation has begun since)."""
+        async with self._lock:
+            yield self._revocations == epoch
+
+    @asynccontextmanager
+    async def revoking(self) -> AsyncIterator[None]:
+        """A revocation: waits for the batch in hand, and keeps every other out while inside."""
+        self._revocations += 1
+        async with self._lock:
+            yield
 
 
 class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -74,6 +110,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.batch_topics = frozenset()
         self.batch_handler = None
+        self.hand_over = HandOver()
         self._handed_positions: dict[Any, int] = {}
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
@@ -159,6 +196,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                     await self.perform_seek()
                     unset_flag(CONSUMER_FETCHING)
                     continue
+                epoch = self.hand_over.epoch()
                 generation = app.consumer_generation_id
                 batch: Batch = {}
                 for tp, recs in records.items():
@@ -178,12 +216,15 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         message = self._to_message(tp, rec)
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, rec.offset)
-                if batch and handler is not None and app.consumer_generation_id == generation:
-                    await handler(batch)
-                skipped = {tp for tp in records if not (active is None or tp in active)}
-                for tp, position in fetched.items():
-                    if tp not in skipped:
-                        self._handed_positions[tp] = position
+                async with self.hand_over.handling(epoch) as current:
+                    same_generation = app.consumer_generation_id == generation
+                    if current and batch and handler is not None and same_generation:
+                        await handler(batch)
+                    if current:
+                        skipped = {tp for tp in records if not (active is None or tp in active)}
+                        for tp, position in fetched.items():
+                            if tp not in skipped:
+                                self._handed_positions[tp] = position
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

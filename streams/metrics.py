@@ -131,6 +131,12 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.state_partitions = Gauge(
+            "fusion_state_partitions",
+            "Partitions of fusion.routed whose correlate state this worker holds (across "
+            "the group, each partition is held once).",
+            registry=r,
+        )
         self.dedup_ids = Gauge(
             "fusion_dedup_ids", "Event ids remembered for duplicate detection.", registry=r
         )

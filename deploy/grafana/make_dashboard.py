@@ -565,6 +565,19 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             12,
             8,
             timeseries(
+                "Correlate partitions held, by worker",
+                "Each partition of fusion.routed is held by one worker; the total above the "
+                "partition count means a worker kept state for a partition it handed over.",
+                targets(
+                    ("sum by (instance) (fusion_state_partitions)", "{{instance}}"),
+                    ("sum(fusion_state_partitions)", "all workers"),
+                ),
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
                 "State snapshots / s by stage",
                 "Snapshots to the compacted state topics; input is acknowledged after them.",
                 targets(
