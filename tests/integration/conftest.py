@@ -12,24 +12,51 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.keys import generate, write_keys
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
+INPUT_TOPIC_SETTINGS = ("DETECTIONS", "SUSPECTS", "WEAPONS", "TRACKING", "TIPS")
+
+
+LOG_TAIL_LINES = 150
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the tails of the logs its processes wrote (workers,
+    consoles, servers: every `*.log` in its temporary folder), so a failure in CI explains
+    itself without the folder."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    tmp = funcargs.get("tmp_path")
+    logs = sorted(tmp.rglob("*.log")) if isinstance(tmp, Path) else []
+    broker = funcargs.get("broker_control")
+    if isinstance(broker, BrokerControl):
+        logs.append(broker.dir / "logs" / "server.log")
+    for log in logs:
+        if not log.is_file():
+            continue
+        lines = log.read_text(errors="replace").splitlines()
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        report.sections.append((f"{log} (last {LOG_TAIL_LINES} of {len(lines)} lines)", tail))
 
 
 def free_port() -> int:
@@ -63,6 +90,14 @@ def free_port_pair(attempts: int = 500) -> int:
         if _bindable(port) and _bindable(port + 1):
             return port
     raise RuntimeError(f"no two adjacent free ports on 127.0.0.1 in {attempts} tries")
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition (polled), failing with `what` at the timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
 
 
 class BrokerControl:
@@ -224,6 +259,7 @@ class Lab:
         )
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
         self.workers: list[Worker] = []
+        self._probe: tuple[KafkaConsumer, KafkaAdminClient] | None = None
 
     def worker(self, **env: str) -> Worker:
         e = {
@@ -272,9 +308,11 @@ class Lab:
         self.producer.flush()
 
     def read(
-        self, what: str, n: int, timeout: float = 30.0, settle: float = 0.0
+        self, what: str, n: int, timeout: float = 30.0, settled: bool = False
     ) -> list[dict[str, Any]]:
-        """At least n messages of a topic (all there are after `settle` more seconds)."""
+        """At least n messages of a topic (at the timeout, what there is). `settled`: then
+        every message on it once the lab's workers have committed all their input, so that
+        whatever that input produced is there (alerts still held for the watermark aside)."""
         topic = self.topics.get(what, what)
         c = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -288,24 +326,125 @@ class Lab:
         c.seek_to_beginning(*tps)
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
-        settle_until: float | None = None
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and len(out) < n:
                 for msg in c:
                     out.append(orjson.loads(msg.value))
-                if len(out) >= n:
-                    if settle_until is None:
-                        settle_until = time.monotonic() + settle
-                    if time.monotonic() >= settle_until:
-                        break
+        finally:
+            c.close()
+        if not settled:
+            return out
+        self.wait_committed(workers=tuple(w for w in self.workers if w.proc.poll() is None))
+        return self.read_all(topic)
+
+    def _probes(self) -> tuple[KafkaConsumer, KafkaAdminClient]:
+        """A consumer (no group) and an admin client, made once, for offsets."""
+        if self._probe is None:
+            self._probe = (
+                KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None),
+                KafkaAdminClient(bootstrap_servers=self.bootstrap),
+            )
+        return self._probe
+
+    def end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
+        """Each partition's end offset (the next offset to be written), for every topic."""
+        c, _ = self._probes()
+        tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or ())]
+        return dict(c.end_offsets(tps)) if tps else {}
+
+    def committed(self, group: str) -> dict[TopicPartition, int]:
+        """The offsets `group` has committed (partitions it never committed are absent)."""
+        _, admin = self._probes()
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return {tp: om.offset for tp, om in offsets.items() if om.offset >= 0}
+
+    def wait_committed(
+        self,
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+        workers: tuple[Worker, ...] = (),
+    ) -> None:
+        """Wait until the workers of a run (`env`: its settings, this lab's by default) have
+        committed every input partition to its end, and then `fusion.routed` to where it
+        ended at that moment: everything published so far has gone through both stages,
+        and what it raised has been flushed to the alert topics (a correlate partition's
+        input is committed only after its snapshot, and a snapshot only after its output).
+        Alerts still held for the watermark are not covered: wait for those by id."""
+        e = {**self.env, **(env or {})}
+        group = e["FUSION_APP_ID"]
+        inputs = [e[f"FUSION_TOPIC_{t}"] for t in INPUT_TOPIC_SETTINGS]
+        deadline = time.monotonic() + timeout
+        for topics in (inputs, [e["FUSION_TOPIC_ROUTED"]]):
+            want = {tp: end for tp, end in self.end_offsets(topics).items() if end > 0}
+            while True:
+                done = self.committed(group)
+                behind = {
+                    tp: (done.get(tp, 0), end) for tp, end in want.items() if done.get(tp, 0) < end
+                }
+                if not behind:
+                    break
+                for w in workers:
+                    assert w.proc.poll() is None, f"worker exited:\n{w.logs()}"
+                assert time.monotonic() < deadline, (
+                    f"group {group} has not committed, after {timeout} s "
+                    f"(partition: committed, end): {sorted(behind.items())[:12]}"
+                )
+                time.sleep(0.2)
+
+    def alert_ids(self, prefix: str | None = None) -> set[str]:
+        """Every alert id on a run's two alert topics (this lab's by default), read to the end."""
+        prefix = prefix or self.env["FUSION_ALERT_TOPIC_PREFIX"]
+        return {a["alert_id"] for cc in ("us", "mx") for a in self.read_all(f"{prefix}{cc}")}
+
+    def read_all(self, what: str) -> list[dict[str, Any]]:
+        """Every message of a topic up to its end offsets as of now."""
+        topic = self.topics.get(what, what)
+        ends = {tp: end for tp, end in self.end_offsets([topic]).items() if end > 0}
+        if not ends:
+            return []
+        c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        out: list[dict[str, Any]] = []
+        try:
+            c.assign(list(ends))
+            c.seek_to_beginning(*ends)
+            deadline = time.monotonic() + 60
+            while any(c.position(tp) < end for tp, end in ends.items()):
+                assert time.monotonic() < deadline, f"could not read {topic} to its end"
+                for tp, recs in c.poll(timeout_ms=500).items():
+                    out.extend(orjson.loads(r.value) for r in recs if r.offset < ends[tp])
         finally:
             c.close()
         return out
+
+    def wait_alerts(
+        self,
+        expected: set[str],
+        env: dict[str, str] | None = None,
+        timeout: float = 240.0,
+        workers: tuple[Worker, ...] = (),
+    ) -> set[str]:
+        """The alert ids on a run's topics once every expected one is there and the run has
+        committed all its input (so nothing that input raised is still on its way); at the
+        timeout, what is there (the caller's comparison then names what is missing)."""
+        e = {**self.env, **(env or {})}
+        prefix = e["FUSION_ALERT_TOPIC_PREFIX"]
+        deadline = time.monotonic() + timeout
+        got = self.alert_ids(prefix)
+        while not expected <= got and time.monotonic() < deadline:
+            for w in workers:
+                assert w.proc.poll() is None, f"worker exited:\n{w.logs()}"
+            time.sleep(0.5)
+            got = self.alert_ids(prefix)
+        self.wait_committed(env, timeout=max(30.0, deadline - time.monotonic()), workers=workers)
+        return self.alert_ids(prefix)
 
     def close(self) -> None:
         for w in self.workers:
             w.stop()
         self.producer.close()
+        if self._probe is not None:
+            for client in self._probe:
+                client.close()
 
 
 @pytest.fixture

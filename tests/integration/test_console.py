@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.browser import browser_page, chromium_available
-from tests.integration.conftest import REPO, Lab, free_port
+from tests.integration.conftest import REPO, Lab, free_port, until
 from tests.integration.test_pipeline import crossing, event
 
 # The secure broker module's fixture: this module starts its own secure broker for this test.
@@ -190,7 +190,8 @@ def test_consoles_show_each_country_its_alerts_live(
         row = page.wait_for_selector('#queue-body tr[data-rule="watchlist-plate"]', timeout=60_000)
         both = row.get_attribute("data-alert-id")
         us_page.wait_for_selector(f'#queue-body tr[data-alert-id="{both}"]', timeout=10_000)
-        time.sleep(1)
+        on_us = {a["alert_id"] for a in lab.read("US", 1, settled=True)}
+        until(lambda: set(rows(us_page)) == on_us, "the US page shows what alerts.us holds")
         assert mx_only not in rows(us_page) and mx_only not in markers(us_page)
         assert mx_only not in us.alert_ids() and both in us.alert_ids()
         assert set(rows(page)) == {mx_only, both} == mx.alert_ids()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from engine.replay import correlate_file
 from engine.rulefiles import load_rules
@@ -65,54 +64,6 @@ def replay_ids(events: list[tuple[str, dict[str, Any]]], rules: Path) -> set[str
     return {a.alert_id for a in alerts}
 
 
-def topic_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every message of a topic, now."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return []
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        end = c.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while any(c.position(tp) < end[tp] for tp in tps):
-            for msgs in c.poll(timeout_ms=500).values():
-                out.extend(orjson.loads(m.value) for m in msgs)
-        return out
-    finally:
-        c.close()
-
-
-def alert_ids(lab: Lab, prefix: str) -> set[str]:
-    return {
-        a["alert_id"] for cc in ("us", "mx") for a in topic_values(lab.bootstrap, f"{prefix}{cc}")
-    }
-
-
-def wait_for_alerts(
-    lab: Lab,
-    prefix: str,
-    expected: set[str],
-    timeout: float = 150.0,
-    workers: tuple[Worker, ...] = (),
-) -> set[str]:
-    """The alert ids on the run's topics once they reach `expected` (and 3 s more), or at the
-    timeout."""
-    deadline = time.monotonic() + timeout
-    got: set[str] = set()
-    while time.monotonic() < deadline:
-        for w in workers:
-            assert w.proc.poll() is None, w.logs()
-        got = alert_ids(lab, prefix)
-        if got >= expected:
-            time.sleep(3)
-            return alert_ids(lab, prefix)
-        time.sleep(1)
-    return got
-
-
 def plate_reads(n: int, start: float, span: float, plates: int) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for i in range(n):
@@ -142,7 +93,7 @@ def test_catch_up_of_a_preloaded_backlog_drops_nothing_and_equals_replay(
     assert len(expected) > 100
     preload(lab, events)
     w = lab.worker(FUSION_RULES_PATH=str(rules))
-    got = wait_for_alerts(lab, lab.env["FUSION_ALERT_TOPIC_PREFIX"], expected, workers=(w,))
+    got = lab.wait_alerts(expected, workers=(w,))
     assert w.metric("fusion_events_received_total") == 50_000
     assert w.metric("fusion_events_late_total") == 0
     assert lab.read("deadletter", 0, timeout=1) == []
@@ -183,9 +134,7 @@ def test_a_backlog_before_current_events_fires_what_replay_fires(lab: Lab) -> No
         lab.send(etype, event(etype, where=(30.0, -105.0), plate=f"NOW-{uuid.uuid4().hex[:5]}"))
     lab.flush()
     want_ids = {a.alert_id for a in alerts}
-    got = wait_for_alerts(
-        lab, lab.env["FUSION_ALERT_TOPIC_PREFIX"], want_ids, timeout=60, workers=(w,)
-    )
+    got = lab.wait_alerts(want_ids, timeout=60, workers=(w,))
     assert got >= want_ids, (len(want_ids - got), w.logs())
     assert w.metric("fusion_events_late_total") == 0
 
@@ -245,9 +194,7 @@ def test_the_same_input_gives_the_same_alert_ids_in_every_setup(lab: Lab) -> Non
                 time.sleep(0.05)
             ws[0].kill()
             ws = [lab.worker(**env)]
-        results[name] = wait_for_alerts(
-            lab, env["FUSION_ALERT_TOPIC_PREFIX"], expected, workers=tuple(ws)
-        )
+        results[name] = lab.wait_alerts(expected, env=env, workers=tuple(ws))
         for w in ws:
             w.stop()
 

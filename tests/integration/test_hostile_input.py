@@ -60,7 +60,7 @@ def test_hostile_input_never_crashes_and_nothing_is_lost(lab: Lab) -> None:
     for etype, raw in msgs:
         lab.send(etype, raw)
     lab.flush()
-    dead = lab.read("deadletter", len(msgs) - 20, timeout=60, settle=2)
+    dead = lab.read("deadletter", len(msgs) - 20, timeout=60, settled=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and w.metric("fusion_events_received_total") < 20:
         time.sleep(0.2)

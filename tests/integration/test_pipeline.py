@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.integration.conftest import REPO, Lab
+from tests.integration.conftest import REPO, Lab, until
 
 NOGALES_US = (31.3404, -110.9343)  # US side of the border
 NOGALES_MX = (31.3086, -110.9422)  # Mexican side
@@ -72,8 +72,8 @@ def test_alerts_reach_the_right_country_topics(lab: Lab) -> None:
         lab.send("detection", e, key=uuid.uuid4().bytes)
     lab.flush()
 
-    us = lab.read("US", 1, settle=3)
-    mx = lab.read("MX", 2, settle=1)
+    us = lab.read("US", 1, settled=True)
+    mx = lab.read("MX", 2, settled=True)
     assert {a["rule_id"] for a in us} == {"watchlist-plate"}, us
     assert {a["rule_id"] for a in mx} == {"watchlist-plate", "coordinated-crossing"}, mx
     (us_alert,) = us
@@ -156,7 +156,7 @@ def test_bad_input_is_dead_lettered_with_reason_and_payload(lab: Lab) -> None:
     lab.send("detection", wrong_topic)
     lab.send("weapon", event("weapon", at=3600))
     lab.flush()
-    dead = lab.read("deadletter", 5, settle=2)
+    dead = lab.read("deadletter", 5, settled=True)
     by_kind = {d["error"]["kind"]: d for d in dead}
     assert set(by_kind) == {"json", "schema", "type_mismatch", "future"}, dead
     assert len(dead) == 5
@@ -179,11 +179,9 @@ def test_a_duplicated_event_id_gives_one_alert(lab: Lab) -> None:
     for e in events:  # the whole burst again, same ids, other keys
         lab.send("detection", e, key=b"resent")
     lab.flush()
-    alerts = lab.read("MX", 1, settle=4)
+    alerts = lab.read("MX", 1, settled=True)
     assert len(alerts) == 1, alerts
-    deadline = time.monotonic() + 10
-    while w.metric("fusion_events_duplicate_total") < 5 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: w.metric("fusion_events_duplicate_total") >= 5, "five duplicates counted")
     assert w.metric("fusion_events_duplicate_total", event_type="detection") == 5
 
 
@@ -206,21 +204,19 @@ def test_worker_killed_inside_an_open_window_still_fires_once(lab: Lab) -> None:
     for e in events[:3]:
         lab.send("detection", e)
     lab.flush()
-    deadline = time.monotonic() + 20
-    while (
-        w.metric("fusion_state_partial_matches", rule="coordinated-crossing") < 3
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
+    until(
+        lambda: w.metric("fusion_state_partial_matches", rule="coordinated-crossing") >= 3,
+        "three detections held towards a coordinated crossing",
+    )
     assert w.metric("fusion_state_partial_matches", rule="coordinated-crossing") == 3
-    time.sleep(1.5)  # let a snapshot cover them (or not: unacked input is read again)
+    lab.wait_committed(workers=(w,))  # a snapshot covers them: the next worker starts from it
     w.kill()
     w2 = lab.worker()
     w2.wait_ready()
     for e in events[3:]:
         lab.send("detection", e)
     lab.flush()
-    alerts = lab.read("MX", 1, settle=4)
+    alerts = lab.read("MX", 1, settled=True)
     assert len(alerts) == 1, alerts
     assert sorted(e["event_id"] for e in alerts[0]["evidence"]) == sorted(
         e["event_id"] for e in events

@@ -26,8 +26,8 @@ import pytest
 
 from streams.simulator import Simulator
 from tests.browser import browser_page, chromium_available
-from tests.integration.conftest import REPO, Lab
-from tests.integration.test_event_time import rule_test_burst, topic_values, ts_of
+from tests.integration.conftest import REPO, Lab, Worker
+from tests.integration.test_event_time import rule_test_burst, ts_of
 
 pytestmark = pytest.mark.integration
 
@@ -48,20 +48,20 @@ def simulated(start: float, count: int, seed: int) -> list[tuple[str, dict[str, 
     return out
 
 
-def settled_audit(lab: Lab, quiet_s: float = 8.0, timeout: float = 120.0) -> list[dict[str, Any]]:
-    """Every record on the run's audit topic once no new one has come for `quiet_s`."""
+def final_audit(
+    lab: Lab, worker: Worker, rules: int, timeout: float = 120.0
+) -> list[dict[str, Any]]:
+    """Every record of the run's audit topic, once releases of at least `rules` rules are
+    there and the worker has committed all its input; the worker is then stopped, so that
+    nothing more is written and the report reads exactly these records."""
     deadline = time.monotonic() + timeout
-    seen, since_change = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        for w in lab.workers:
-            assert w.proc.poll() is None, w.logs()
-        records = topic_values(lab.bootstrap, lab.topics["audit"])
-        if len(records) != seen:
-            seen, since_change = len(records), time.monotonic()
-        elif records and time.monotonic() - since_change >= quiet_s:
-            return records
-        time.sleep(1)
-    raise AssertionError(f"the audit topic did not settle ({seen} records)")
+    while len({r["rule_id"] for r in lab.read_all("audit")}) < rules:
+        assert worker.proc.poll() is None, worker.logs()
+        assert time.monotonic() < deadline, f"releases of fewer than {rules} rules"
+        time.sleep(0.5)
+    lab.wait_committed(workers=(worker,))
+    worker.stop()
+    return lab.read_all("audit")
 
 
 def field_of(path: str) -> str:
@@ -154,7 +154,7 @@ def test_report_counts_equal_the_audit_records_and_the_page_opens(lab: Lab, tmp_
     for etype, e in events:
         lab.send(etype, e)
     lab.flush()
-    records = settled_audit(lab)
+    records = final_audit(lab, w, rules=4)
     want = expected(records)
     assert ("US", "MX") in want["flows"] and ("MX", "US") in want["flows"], want["flows"].keys()
 

@@ -65,9 +65,9 @@ def test_bundles_on_stix_topics_and_from_fusion_stix(lab: Lab, tmp_path: Path) -
         lab.send("detection", e, key=uuid.uuid4().bytes)
     lab.flush()
 
-    alerts = {"US": lab.read("US", 1, settle=3), "MX": lab.read("MX", 2, settle=1)}
+    alerts = {"US": lab.read("US", 1, settled=True), "MX": lab.read("MX", 2, settled=True)}
     bundles = {
-        cc: lab.read(f"stix.{lab.suffix}.{cc.lower()}", len(alerts[cc]), settle=1)
+        cc: lab.read(f"stix.{lab.suffix}.{cc.lower()}", len(alerts[cc]), settled=True)
         for cc in ("US", "MX")
     }
     for cc in ("US", "MX"):

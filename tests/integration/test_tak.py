@@ -249,8 +249,8 @@ def test_alerts_reach_each_countrys_tak_server_as_cot_events(
     # Mexico's watchlist; Mexico only: a crossing on its own territory.
     send_all(lab, [*watchlist_pair("RTX-502", TUCSON), *crossing(5, where=SONORA)])
 
-    us = lab.read("US", 1, settle=3)
-    mx = lab.read("MX", 2, settle=1)
+    us = lab.read("US", 1, settled=True)
+    mx = lab.read("MX", 2, settled=True)
     assert {a["rule_id"] for a in us} == {"watchlist-plate"}
     assert {a["rule_id"] for a in mx} == {"watchlist-plate", "coordinated-crossing"}
     us_events = us_client.collect(lambda got: len(got) >= len(us))

@@ -95,7 +95,7 @@ def test_a_tip_published_with_fusion_tip_and_a_seizure_nearby_raise_an_alert(lab
     lab.send("weapon", seizure)
     lab.flush()
 
-    (alert,) = lab.read("US", 1, timeout=60, settle=3)
+    (alert,) = lab.read("US", 1, timeout=60, settled=True)
     assert alert["rule_id"] == "weapons-tip-near-seizure" and alert["severity"] == "high"
     assert [e["event_id"] for e in alert["evidence"]] == [f"tip-{lab.suffix}", seizure["event_id"]]
     # high (70) x the B2 grade (1.1 x 1.1): 85.
@@ -110,7 +110,7 @@ def test_a_tip_published_with_fusion_tip_and_a_seizure_nearby_raise_an_alert(lab
     )
     assert (fields["reliability"], fields["credibility"]) == ("B", 2)
     assert alert["redactions"] == []
-    assert lab.read("MX", 0, timeout=5, settle=2) == []  # a US matter, far from the border
+    assert lab.read("MX", 0, timeout=5, settled=True) == []  # a US matter, far from the border
     assert w.metric("fusion_events_received_total", event_type="tip", country="US") == 1
 
 
@@ -124,8 +124,8 @@ def test_a_tips_text_stays_in_its_own_country(lab: Lab) -> None:
     lab.send("weapon", seizure)
     lab.flush()
 
-    (mx,) = lab.read("MX", 1, timeout=60, settle=2)
-    (us,) = lab.read("US", 1, timeout=30, settle=1)
+    (mx,) = lab.read("MX", 1, timeout=60, settled=True)
+    (us,) = lab.read("US", 1, timeout=30, settled=True)
     assert mx["alert_id"] == us["alert_id"] and us["rule_id"] == "weapons-tip-near-seizure"
     assert us["score"] == mx["score"] == 100  # 70 x 1.44 (A1), capped
     # Mexico, the tip's home, gets it as it is.
@@ -179,7 +179,7 @@ def test_malformed_tips_are_dead_lettered_with_a_reason_to_act_on(lab: Lab) -> N
     lab.send("tip", tip(text=""))
     lab.flush()
 
-    dead = lab.read("deadletter", 6, timeout=60, settle=2)
+    dead = lab.read("deadletter", 6, timeout=60, settled=True)
     assert len(dead) == 6, dead
     by_id: dict[str, dict[str, Any]] = {}
     for d in dead:
@@ -214,5 +214,5 @@ def test_malformed_tips_are_dead_lettered_with_a_reason_to_act_on(lab: Lab) -> N
     # The original payload is kept whole, for the sender to fix and send again.
     assert orjson.loads(by_id[bad_grade["event_id"]]["payload"]) == bad_grade
     assert w.metric("fusion_events_rejected_total", topic=tips_topic, reason="schema") == 4
-    assert lab.read("US", 0, timeout=3, settle=1) == []
-    assert lab.read("MX", 0, timeout=3, settle=1) == []
+    assert lab.read("US", 0, timeout=3, settled=True) == []
+    assert lab.read("MX", 0, timeout=3, settled=True) == []
