@@ -124,7 +124,7 @@ def event_extension() -> stix2.v21.ExtensionDefinition:
         "agency, with its fields as released to the bundle's recipient.",
         schema="event_id, event_type and occurred_at (RFC 3339) are the event's; source_agency "
         "and source_country say who reported it; fields holds every other field exactly as the "
-        "recipient's alert carries it (border-fusion CONTRACT.md, 'Alerts': a pseudonymised "
+        "recipient's alert carries it (border-fusion docs/contract.md, 'Alerts': a pseudonymised "
         "identifier is a list of 'pn:<kind>:<key id>:<hex>' pseudonyms, a generalised location "
         "carries precision_m; a withheld field is absent).",
         version="1.0.0",

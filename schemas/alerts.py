@@ -1,4 +1,4 @@
-"""Alerts as released to one destination country (CONTRACT.md, "Alerts")."""
+"""Alerts as released to one destination country (docs/contract.md, "Alerts")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dead letters on `events.deadletter` (CONTRACT.md, "Dead letters")."""
+"""Dead letters on `events.deadletter` (docs/contract.md, "Dead letters")."""
 
 from __future__ import annotations
 

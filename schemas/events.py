@@ -1,4 +1,4 @@
-"""Input events, exactly as the wire contract (CONTRACT.md, "Events") defines them."""
+"""Input events, exactly as the wire contract (docs/contract.md, "Events") defines them."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class EventBase(WireModel):
     """Fields common to every event."""
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)] = Field(
-        description="Unique per event; the same id seen again within 24 h is a duplicate."
+        description="Unique per event; a repeated id is never correlated twice."
     )
     occurred_at: AwareDatetime = Field(
         description="Event time, RFC 3339 date-time with offset; at most 5 minutes in the future."

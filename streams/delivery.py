@@ -44,7 +44,7 @@ class Delivery:
     async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
         now = time.time()
         # The engine stamps an alert with the event time that completed it (so replays are
-        # reproducible); what leaves says when the pipeline raised it (CONTRACT.md).
+        # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
         alert = replace(alert, raised_at=now)
         policy = self.policy()
         who = recipients(alert, self.partners, policy)
