@@ -8,6 +8,7 @@ import math
 import random
 import zlib
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,43 @@ def test_input_read_again_after_a_restart_is_taken_once():
     assert pipe.alerts == before
     out = fresh.take([])
     assert not out.alerts
+
+
+def test_an_absence_due_before_the_newest_event_fires_when_every_input_goes_idle():
+    """Once every input is idle, event time moves to the newest event, and an absence due
+    before it is decided, even when that newest event went to the same partition. (Taking
+    that event moved the engine's clock to its time, and the stage then took the engine for
+    already advanced: the alert waited for the next, later event, which in a quiet hour may
+    not come. Found by the integration soak; replay, which drains, always raised it.)"""
+    now = 1_780_000_000.0
+
+    def detection(eid: str, at: float, where: tuple[float, float], **fields: Any) -> Any:
+        doc = {
+            "event_id": eid,
+            "event_type": "detection",
+            "occurred_at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+            "source": {"agency": "CBP", "country": "US"},
+            "location": {"lat": where[0], "lon": where[1]},
+            "sensor_id": "S-1",
+            "sensor_kind": "lpr",
+            "subject_kind": "vehicle",
+            **fields,
+        }
+        fact = validate(orjson.dumps(doc), "detection", now=math.inf, partners=PARTNERS)
+        assert not isinstance(fact, Rejection)
+        return fact
+
+    at_border = detection("d-border", now - 50 * 60, (31.3330, -110.9400), plate="ABC-123")
+    newest = detection("d-inland", now, (30.0, -105.0))
+    router = Router(RULES)
+    stage = CorrelateStage(RULES, ["a", "b"])
+    items = [
+        item
+        for offset, fact in enumerate((at_border, newest))
+        for _, item in route_items(
+            fact, router, RULES.rules_taking(fact), 1, 0.0, Origin("a", 0, offset)
+        )
+    ]
+    assert stage.take(items, {"a": Mark(now, False)}).alerts == []  # "b" not heard from yet
+    out = stage.take([], {"a": Mark(now, True), "b": Mark(-math.inf, True)})
+    assert [a.rule_id for a, _ in out.alerts] == ["crossing-without-inspection"]
