@@ -129,6 +129,12 @@ class RuleBase(Frozen):
         """How long a fact can matter to this rule after its event time."""
         return self.window + self.allowed_lateness
 
+    @property
+    def reach_km(self) -> float | None:
+        """How far apart, in km, the events of one match may be; None for a rule that does not
+        match by place."""
+        return None
+
     def selectors(self) -> Sequence[Selector]:
         """Every selector of the rule: an event matching none is of no use to it."""
         raise NotImplementedError
@@ -181,7 +187,7 @@ class RuleSet:
                 self._kinds[r.id] = kind
                 self._by_kind_type.setdefault((kind, etype), []).append((r, sels))
         self.max_radius_km = max(
-            (float(getattr(r, "radius_km", 0.0)) for r in self.rules if r.geo), default=0.0
+            (r.reach_km for r in self.rules if r.geo and r.reach_km is not None), default=0.0
         )
 
     def __len__(self) -> int:

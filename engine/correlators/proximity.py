@@ -43,6 +43,10 @@ class ProximityRule(RuleBase):
     def selectors(self) -> Sequence[Selector]:
         return list(self.select.values())
 
+    @property
+    def reach_km(self) -> float | None:
+        return self.radius_km
+
     def needed(self) -> dict[str, int]:
         return {name: self.min_count.get(name, 1) for name in self.select}
 
