@@ -224,9 +224,9 @@ class Engine:
         for name in rule.suppress.by if rule.suppress else ():
             if name == "key":
                 parts.append(hit.key)
-            elif name == "area":
-                radius = float(getattr(rule, "radius_km", 1.0))
-                parts.append(Grid(2 * radius).cell(hit.lat, hit.lon))
+            elif name == "area":  # cells twice the rule's reach across (2 km without one)
+                reach = rule.reach_km if rule.reach_km is not None else 1.0
+                parts.append(Grid(2 * reach).cell(hit.lat, hit.lon))
             else:
                 parts.append(trigger.get(name))
         return tuple(parts)

@@ -5,22 +5,21 @@ line records the events and the field it rests on, so that the release step can 
 destination only what rests on what it receives (`released`). The matched key is named by
 the evidence field that holds it; the release step points at that field as released (a
 pseudonym across the border).
+
+What holds for every rule type is said here; what a type measures (distances, counts, gaps,
+an absence) is said by its own module, through the hooks of `RuleBase`: `roles`, `summary`
+and `explain`, which adds to an `Explanation`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
-from engine.correlators.event_count import EventCountRule
-from engine.correlators.proximity import ProximityRule
-from engine.correlators.sequence import SequenceRule
-from engine.correlators.temporal import TemporalRule
-from engine.correlators.value_count import ValueCountRule
-from engine.correlators.watchlist import WatchlistRule
 from engine.facts import Fact
-from engine.geo import haversine_km
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase
+from engine.rules import KeySpec, Role, RuleBase
 from engine.selectors import Condition, Selector
 
 PERSONAL = frozenset({"plate", "person_ref", "serial", "location", "text"})
@@ -75,7 +74,7 @@ def _describe_selector(sel: Selector) -> str:
     return f"{what} with " + ", ".join(describe_condition(n, c) for n, c in sel.where.items())
 
 
-def describe_selectors(sels: list[Selector] | tuple[Selector, ...]) -> str:
+def describe_selectors(sels: Sequence[Selector]) -> str:
     return " or ".join(
         f"({describe_selector(s)})" if len(sels) > 1 else describe_selector(s) for s in sels
     )
@@ -93,53 +92,27 @@ def selector_failure(sel: Selector, fact: Fact) -> str:
     return "it matches"
 
 
-def roles(rule: RuleBase) -> list[tuple[str, list[Selector]]]:
-    """The rule's named kinds of event, each with its selectors, in the rule's order."""
-    if isinstance(rule, ProximityRule):
-        return [(n, [s]) for n, s in rule.select.items()]
-    if isinstance(rule, TemporalRule):
-        return [(n, [s]) for n, s in rule.kinds.items()]
-    if isinstance(rule, SequenceRule):
-        return [(s.name, list(s.select)) for s in rule.steps]
-    if isinstance(rule, WatchlistRule):
-        return [("list entry", [rule.list_]), ("sighting", list(rule.match))]
-    return [("event", list(rule.selectors()))]
+class Line(TypedDict):
+    """One line of an explanation (`said`)."""
+
+    text: str
+    refs: list[str]
+    vague: str | None
+    needs: str | None
 
 
-def role_of(rule: RuleBase, fact: Fact) -> str:
-    for name, sels in roles(rule):
-        if any(s.matches(fact) for s in sels):
-            return name
-    return "event"
+def said(
+    text: str, refs: tuple[str, ...] = (), vague: str | None = None, needs: str | None = None
+) -> Line:
+    """One line of an explanation, as the engine records it: `text` rests on the events
+    `refs` (and, if `needs` names a field, on their values of it); a destination that does
+    not receive all of them, or not that field as is, gets `vague` instead (or nothing)."""
+    return {"text": text, "refs": list(refs), "vague": vague, "needs": needs}
 
 
-def summary(rule: RuleBase) -> str:
-    """The rule's conditions, in words."""
-    key = rule.route_key()
-    same = f" with the same {key.name}" if key is not None else ""
-    named = "; ".join(f"{n}: {describe_selectors(s)}" for n, s in roles(rule))
-    w = duration(rule.window)
-    if isinstance(rule, ProximityRule):
-        need = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in rule.needed().items())
-        return f"{need} within {rule.radius_km:g} km and {w} of each other ({named})"
-    if isinstance(rule, EventCountRule):
-        return f"at least {rule.threshold} events{same} within {w} ({named})"
-    if isinstance(rule, ValueCountRule):
-        return (
-            f"at least {rule.threshold} different {rule.field} values among events{same} "
-            f"within {w} ({named})"
-        )
-    if isinstance(rule, TemporalRule):
-        return f"one event of each kind{same}, all within {w} ({named})"
-    if isinstance(rule, WatchlistRule):
-        return f"a sighting{same} as a list entry, within {w} after the entry ({named})"
-    if isinstance(rule, SequenceRule):
-        steps = []
-        for s in rule.steps:
-            within = f" within {duration(s.within)}" if s.within is not None else ""
-            steps.append(f"no {s.name}{within}" if s.absent else f"{s.name}{within}")
-        return f"{' then '.join(steps)}{same}, the present steps within {w} ({named})"
-    return named
+def at_most(window: float) -> str:
+    """`(at most 2 h)`: the bound a measured span is held to."""
+    return f"(at most {duration(window)})"
 
 
 def key_field(key: KeySpec | None, fact: Fact) -> str | None:
@@ -148,13 +121,71 @@ def key_field(key: KeySpec | None, fact: Fact) -> str | None:
     return key.fields.get(fact.event_type, key.name)
 
 
-def said(
-    text: str, refs: tuple[str, ...] = (), vague: str | None = None, needs: str | None = None
-) -> dict[str, Any]:
-    """One line of an explanation, as the engine records it: `text` rests on the events
-    `refs` (and, if `needs` names a field, on their values of it); a destination that does
-    not receive all of them, or not that field as is, gets `vague` instead (or nothing)."""
-    return {"text": text, "refs": list(refs), "vague": vague, "needs": needs}
+@dataclass(slots=True)
+class Entry:
+    """One event of the evidence in an explanation: its role in the rule, the lines it met."""
+
+    role: str
+    met: list[Line] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Explanation:
+    """An alert's explanation while the engine makes it. `explain_hit` puts in what holds for
+    every rule type (the selector each event matched, the shared key); the rule type's
+    `explain` hook adds its conditions and the lines each event met, and may set the window
+    it examined and the absence it checked."""
+
+    hit: Hit
+    evidence: tuple[Fact, ...]
+    """The hit's evidence in (time, id) order."""
+    entries: dict[str, Entry]
+    """Per event id of the evidence."""
+    window_start: float
+    window_end: float
+    conditions: list[Line] = field(default_factory=list)
+    absence_until: float | None = None
+    """Until when the absence of an event was checked."""
+    absence_ref: str | None = None
+    """The event that absence is measured from."""
+
+    @property
+    def every(self) -> tuple[str, ...]:
+        """The ids of all the evidence (what a line about all of it rests on)."""
+        return tuple(f.event_id for f in self.evidence)
+
+    @property
+    def span(self) -> float:
+        """From the first event time of the evidence to the last."""
+        return self.evidence[-1].ts - self.evidence[0].ts
+
+    def role(self, fact: Fact) -> str:
+        """The event's role in the rule."""
+        return self.entries[fact.event_id].role
+
+    def count(self, role: str) -> int:
+        """How many events of the evidence have this role."""
+        return sum(1 for e in self.entries.values() if e.role == role)
+
+    def met(self, fact: Fact, line: Line) -> None:
+        """A line about one event of the evidence."""
+        self.entries[fact.event_id].met.append(line)
+
+    def condition(self, line: Line) -> None:
+        """A line about the match as a whole."""
+        self.conditions.append(line)
+
+
+def _role_of(roles: list[Role], fact: Fact) -> str:
+    """The first role that takes the fact."""
+    return next((r.name for r in roles if any(s.matches(fact) for s in r.select)), "event")
+
+
+def _summary(rule: RuleBase, roles: list[Role]) -> str:
+    """The rule's conditions in words, then what each of its roles takes."""
+    named = "; ".join(f"{r.name}: {describe_selectors(r.select)}" for r in roles)
+    conditions = rule.summary()
+    return f"{conditions} ({named})" if conditions else named
 
 
 def explain_hit(rule: RuleBase, hit: Hit, evidence: tuple[Fact, ...]) -> dict[str, Any]:
@@ -163,166 +194,38 @@ def explain_hit(rule: RuleBase, hit: Hit, evidence: tuple[Fact, ...]) -> dict[st
 
     `evidence` is the hit's evidence in (time, id) order."""
     key = rule.route_key()
-    w = rule.window
+    roles = rule.roles()
     first, last = evidence[0], evidence[-1]
-    every = tuple(f.event_id for f in evidence)
-    items: dict[str, dict[str, Any]] = {
-        f.event_id: {"event_id": f.event_id, "role": role_of(rule, f), "met": []} for f in evidence
-    }
-
-    def met(f: Fact, line: dict[str, Any]) -> None:
-        items[f.event_id]["met"].append(line)
-
+    entries = {f.event_id: Entry(_role_of(roles, f)) for f in evidence}
+    ex = Explanation(hit, evidence, entries, first.ts, first.ts + rule.window)
+    selectors = {r.name: r.select for r in roles}
     for f in evidence:
-        sels = dict(roles(rule)).get(items[f.event_id]["role"], [])
-        match = next((s for s in sels if s.matches(f)), None)
+        match = next((s for s in selectors.get(ex.role(f), ()) if s.matches(f)), None)
         if match is not None:
-            met(f, said(f"is a {describe_selector(match)}"))
-    conditions: list[dict[str, Any]] = []
-    absence_until: float | None = None
-    absence_ref: str | None = None
-    window_end = first.ts + w
-    window_start = first.ts
+            ex.met(f, said(f"is a {describe_selector(match)}"))
     if key is not None:
-        conditions.append(said(f"every event has the same {key.name}"))
+        ex.condition(said(f"every event has the same {key.name}"))
         for f in evidence:
-            met(f, said(f"{key_field(key, f)} is the matched {key.name}"))
-    span = last.ts - first.ts
-    within = f"(at most {duration(w)})"
-    if isinstance(rule, ProximityRule):
-        radius = rule.radius_km
-        centre = min(evidence, key=lambda c: max(_km(c, f) for f in evidence))
-        crole = f"{items[centre.event_id]['role']} {centre.event_id}"
-        met(centre, said("the point the others are measured from"))
-        far = max(_km(centre, f) for f in evidence)
-        conditions.append(
-            said(
-                f"all within {radius:g} km of {crole} (farthest {far:.1f} km)",
-                every,
-                f"all within {radius:g} km of one of them",
-                needs="location",
-            )
-        )
-        conditions.append(
-            said(f"event times span {duration(span)} {within}", every, f"within {duration(w)}")
-        )
-        for f in evidence:
-            if f is not centre:
-                gap = f.ts - centre.ts
-                when = f"{duration(gap)} {'after' if gap >= 0 else 'before'} it"
-                met(
-                    f,
-                    said(
-                        f"{_km(centre, f):.1f} km from {crole} (limit {radius:g} km), {when}",
-                        (f.event_id, centre.event_id),
-                        f"within {radius:g} km and {duration(w)} of the reference event",
-                        needs="location",
-                    ),
-                )
-        for name, n in rule.needed().items():
-            got = sum(1 for i in items.values() if i["role"] == name)
-            conditions.append(said(f"{got} {name} event{'s' if got != 1 else ''} (at least {n})"))
-    elif isinstance(rule, EventCountRule):
-        n = len(evidence)
-        least = f"(at least {rule.threshold} within {duration(w)})"
-        conditions.append(
-            said(f"{n} events within {duration(span)} {least}", every, f"{n} events {least}")
-        )
-    elif isinstance(rule, ValueCountRule):
-        fld = rule.field
-        values = sorted({str(f.get(fld)) for f in evidence})
-        least = f"(at least {rule.threshold})"
-        conditions.append(
-            said(
-                f"{len(values)} different {fld} values: {', '.join(values)} {least} within "
-                f"{duration(span)} {within}",
-                every,
-                f"{len(values)} different {fld} values {least} within {duration(w)}",
-                needs=fld,
-            )
-        )
-        for f in evidence:
-            met(f, said(f"{fld} is {f.get(fld)}", (f.event_id,), f"has a {fld}", needs=fld))
-    elif isinstance(rule, TemporalRule):
-        kinds = ", ".join(n for n, _ in roles(rule))
-        conditions.append(
-            said(
-                f"one event of each of {kinds}, spanning {duration(span)} {within}",
-                every,
-                f"one event of each of {kinds} within {duration(w)}",
-            )
-        )
-    elif isinstance(rule, WatchlistRule):
-        entries = hit.evidence[:-1]
-        sighting = hit.evidence[-1]
-        newest = max(entries, key=lambda e: e.ts)
-        for e in entries:
-            met(
-                sighting,
-                said(
-                    f"seen {duration(sighting.ts - e.ts)} after a list entry (entries count "
-                    f"for {duration(w)})",
-                    (sighting.event_id, e.event_id),
-                    f"seen within {duration(w)} after a list entry",
-                ),
-            )
-        conditions.append(
-            said(
-                f"sighted {duration(sighting.ts - newest.ts)} after the newest list entry "
-                f"{within}",
-                (sighting.event_id, newest.event_id),
-                f"sighted within {duration(w)} after a list entry",
-            )
-        )
-        window_start, window_end = min(e.ts for e in entries), sighting.ts
-    elif isinstance(rule, SequenceRule):
-        steps = rule.steps
-        present = [s for s in steps if not s.absent]
-        chain = sorted(evidence, key=lambda f: (f.ts, f.event_id))
-        for i, (step, f) in enumerate(zip(present, chain, strict=False)):
-            if i:
-                before = chain[i - 1]
-                limit = f" (within {duration(step.within)})" if step.within is not None else ""
-                met(
-                    f,
-                    said(
-                        f"{duration(f.ts - before.ts)} after the {present[i - 1].name}{limit}",
-                        (f.event_id, before.event_id),
-                        f"after the {present[i - 1].name}{limit}",
-                    ),
-                )
-        order = " then ".join(s.name for s in present)
-        conditions.append(
-            said(
-                f"steps in order: {order}, spanning {duration(span)} {within}",
-                every,
-                f"steps in order: {order}, within {duration(w)}",
-            )
-        )
-        absent = steps[-1] if steps[-1].absent else None
-        if absent is not None and absent.within is not None:
-            absence_until = last.ts + absent.within
-            absence_ref = last.event_id
-            conditions.append(
-                said(
-                    f"no {absent.name} ({describe_selectors(absent.select)}) with the same "
-                    f"{key.name if key else 'key'} within {duration(absent.within)} after the "
-                    f"{present[-1].name}: checked up to that time, decided once event time "
-                    f"had passed it by the rule's lateness ({duration(rule.allowed_lateness)})"
-                )
-            )
-            window_end = absence_until
+            ex.met(f, said(f"{key_field(key, f)} is the matched {key.name}"))
+    rule.explain(ex)
     return {
         "rule_type": rule.type_name,
-        "summary": summary(rule),
-        "window_start": window_start,
-        "window_end": max(window_end, last.ts),
+        "summary": _summary(rule, roles),
+        "window_start": ex.window_start,
+        "window_end": max(ex.window_end, last.ts),
         "key": key.name if key is not None else None,
         "key_fields": {f.event_id: key_field(key, f) for f in evidence} if key else {},
-        "conditions": conditions,
-        "absence_checked_until": absence_until,
-        "absence_ref": absence_ref,
-        "evidence": [items[f.event_id] for f in evidence],
+        "conditions": ex.conditions,
+        "absence_checked_until": ex.absence_until,
+        "absence_ref": ex.absence_ref,
+        "evidence": [
+            {
+                "event_id": f.event_id,
+                "role": entries[f.event_id].role,
+                "met": entries[f.event_id].met,
+            }
+            for f in evidence
+        ],
     }
 
 
@@ -381,7 +284,3 @@ def released(
             if e["event_id"] in at
         ],
     }
-
-
-def _km(a: Fact, b: Fact) -> float:
-    return haversine_km(a.lat, a.lon, b.lat, b.lon)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import (
     AwareDatetime,
@@ -19,6 +19,9 @@ from pydantic import (
 from engine.durations import parse_duration
 from engine.facts import Fact
 from engine.selectors import EventTypeName, Selector
+
+if TYPE_CHECKING:
+    from engine.explain import Explanation
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Severity = Literal["low", "medium", "high", "critical"]
@@ -91,8 +94,17 @@ class RuleTest(Frozen):
     expect_count: int | None = None
 
 
+class Role(NamedTuple):
+    """A kind of event a rule's explanations name (`seizure`, `sighting`), and the selectors
+    that take it."""
+
+    name: str
+    select: Sequence[Selector]
+
+
 class RuleBase(Frozen):
-    """What every rule has."""
+    """What every rule has, and the hooks through which its type explains an alert
+    (`roles`, `summary`, `explain`; `engine.explain.explain_hit` calls them)."""
 
     type_name: ClassVar[str] = ""
     """The `type:` that names the rule type (its entry in `engine.correlators.RULE_TYPES`)."""
@@ -129,6 +141,12 @@ class RuleBase(Frozen):
         """How long a fact can matter to this rule after its event time."""
         return self.window + self.allowed_lateness
 
+    @property
+    def reach_km(self) -> float | None:
+        """How far apart, in km, the events of one match may be; None for a rule that does not
+        match by place."""
+        return None
+
     def selectors(self) -> Sequence[Selector]:
         """Every selector of the rule: an event matching none is of no use to it."""
         raise NotImplementedError
@@ -140,6 +158,21 @@ class RuleBase(Frozen):
     def takes(self, fact: Fact) -> bool:
         """Whether any selector of the rule matches the fact."""
         return any(s.matches(fact) for s in self.selectors())
+
+    def roles(self) -> list[Role]:
+        """The kinds of event the rule's explanations name, in the rule's order; an event has
+        the first whose selectors take it."""
+        return [Role("event", self.selectors())]
+
+    def summary(self) -> str:
+        """What a match needs, in words, without the selectors (the explanation's summary
+        adds each role's); empty if the selectors say it all."""
+        return ""
+
+    def explain(self, ex: Explanation) -> None:
+        """Add what the rule type measured to an alert's explanation: its conditions as they
+        held, the lines each event met, and the window examined if not the rule's from the
+        first event (`engine.explain.Explanation`)."""
 
 
 class KeyedSelectRule(RuleBase):
@@ -181,7 +214,7 @@ class RuleSet:
                 self._kinds[r.id] = kind
                 self._by_kind_type.setdefault((kind, etype), []).append((r, sels))
         self.max_radius_km = max(
-            (float(getattr(r, "radius_km", 0.0)) for r in self.rules if r.geo), default=0.0
+            (r.reach_km for r in self.rules if r.geo and r.reach_km is not None), default=0.0
         )
 
     def __len__(self) -> int:

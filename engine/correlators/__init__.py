@@ -3,7 +3,7 @@ correlator that evaluates it. One explicit table; nothing is registered by impor
 
 from __future__ import annotations
 
-from types import MappingProxyType
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from engine.correlators.base import Correlator
@@ -36,9 +36,20 @@ RULE_TYPES: dict[str, RuleType] = {
 }
 """`type:` name (the model's `type_name`) -> the rule type."""
 
-CORRELATORS: MappingProxyType[str, type[Correlator[Any]]] = MappingProxyType(
-    {name: t.correlator for name, t in RULE_TYPES.items()}
-)
-"""The correlator column of `RULE_TYPES`, read-only: `CORRELATORS[rule.type_name](rule)`."""
+
+class _CorrelatorColumn(Mapping[str, type[Correlator[Any]]]):
+    def __getitem__(self, name: str) -> type[Correlator[Any]]:
+        return RULE_TYPES[name].correlator
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(RULE_TYPES)
+
+    def __len__(self) -> int:
+        return len(RULE_TYPES)
+
+
+CORRELATORS: Mapping[str, type[Correlator[Any]]] = _CorrelatorColumn()
+"""The correlator column of `RULE_TYPES`, read-only and read through to the table, so a type
+added to it is found: `CORRELATORS[rule.type_name](rule)`."""
 
 __all__ = ["CORRELATORS", "RULE_TYPES", "Correlator", "RuleType"]

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from engine.correlators.base import KeyedEventsCorrelator
+from engine.explain import Explanation, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeyedSelectRule
@@ -21,6 +22,19 @@ class EventCountRule(KeyedSelectRule):
     type_name: ClassVar[str] = "event_count"
 
     threshold: int = Field(ge=1)
+
+    def summary(self) -> str:
+        return (
+            f"at least {self.threshold} events with the same {self.key.name} "
+            f"within {duration(self.window)}"
+        )
+
+    def explain(self, ex: Explanation) -> None:
+        n = len(ex.evidence)
+        least = f"(at least {self.threshold} within {duration(self.window)})"
+        ex.condition(
+            said(f"{n} events within {duration(ex.span)} {least}", ex.every, f"{n} events {least}")
+        )
 
 
 def first_span(group: list[Fact], fact: Fact, window: float, threshold: int) -> list[Fact] | None:

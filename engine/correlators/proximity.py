@@ -9,10 +9,11 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from engine.correlators.base import Correlator
+from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.geo import EARTH_RADIUS_KM, Grid, haversine_km
 from engine.hits import Hit
-from engine.rules import RuleBase
+from engine.rules import Role, RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts, near_bounds, with_fact
 
@@ -43,8 +44,59 @@ class ProximityRule(RuleBase):
     def selectors(self) -> Sequence[Selector]:
         return list(self.select.values())
 
+    @property
+    def reach_km(self) -> float | None:
+        return self.radius_km
+
     def needed(self) -> dict[str, int]:
         return {name: self.min_count.get(name, 1) for name in self.select}
+
+    def roles(self) -> list[Role]:
+        return [Role(name, [sel]) for name, sel in self.select.items()]
+
+    def summary(self) -> str:
+        need = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in self.needed().items())
+        return f"{need} within {self.radius_km:g} km and {duration(self.window)} of each other"
+
+    def explain(self, ex: Explanation) -> None:
+        evidence = ex.evidence
+        radius = self.radius_km
+        w = self.window
+        centre = min(evidence, key=lambda c: max(_km(c, f) for f in evidence))
+        crole = f"{ex.role(centre)} {centre.event_id}"
+        ex.met(centre, said("the point the others are measured from"))
+        far = max(_km(centre, f) for f in evidence)
+        ex.condition(
+            said(
+                f"all within {radius:g} km of {crole} (farthest {far:.1f} km)",
+                ex.every,
+                f"all within {radius:g} km of one of them",
+                needs="location",
+            )
+        )
+        ex.condition(
+            said(
+                f"event times span {duration(ex.span)} {at_most(w)}",
+                ex.every,
+                f"within {duration(w)}",
+            )
+        )
+        for f in evidence:
+            if f is not centre:
+                gap = f.ts - centre.ts
+                when = f"{duration(gap)} {'after' if gap >= 0 else 'before'} it"
+                ex.met(
+                    f,
+                    said(
+                        f"{_km(centre, f):.1f} km from {crole} (limit {radius:g} km), {when}",
+                        (f.event_id, centre.event_id),
+                        f"within {radius:g} km and {duration(w)} of the reference event",
+                        needs="location",
+                    ),
+                )
+        for name, n in self.needed().items():
+            got = ex.count(name)
+            ex.condition(said(f"{got} {name} event{'s' if got != 1 else ''} (at least {n})"))
 
 
 class ProximityCorrelator(Correlator[ProximityRule]):
@@ -176,3 +228,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
 
 def _order(f: Fact) -> tuple[float, str]:
     return (f.ts, f.event_id)
+
+
+def _km(a: Fact, b: Fact) -> float:
+    return haversine_km(a.lat, a.lon, b.lat, b.lon)

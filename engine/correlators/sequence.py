@@ -10,9 +10,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator
 
 from engine.correlators.base import Correlator
+from engine.explain import Explanation, at_most, describe_selectors, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import Duration, Frozen, KeySpec, RuleBase
+from engine.rules import Duration, Frozen, KeySpec, Role, RuleBase
 from engine.selectors import Selector, any_of
 from engine.state import KeyedFacts
 
@@ -94,6 +95,58 @@ class SequenceRule(RuleBase):
     @property
     def absence(self) -> Step | None:
         return self.steps[-1] if self.steps[-1].absent else None
+
+    def roles(self) -> list[Role]:
+        return [Role(s.name, s.select) for s in self.steps]
+
+    def summary(self) -> str:
+        steps = []
+        for s in self.steps:
+            within = f" within {duration(s.within)}" if s.within is not None else ""
+            steps.append(f"no {s.name}{within}" if s.absent else f"{s.name}{within}")
+        return (
+            f"{' then '.join(steps)} with the same {self.key.name}, the present steps within "
+            f"{duration(self.window)}"
+        )
+
+    def explain(self, ex: Explanation) -> None:
+        w = self.window
+        present = self.present
+        chain = sorted(ex.evidence, key=lambda f: (f.ts, f.event_id))
+        for i, (step, f) in enumerate(zip(present, chain, strict=False)):
+            if i:
+                before = chain[i - 1]
+                limit = f" (within {duration(step.within)})" if step.within is not None else ""
+                ex.met(
+                    f,
+                    said(
+                        f"{duration(f.ts - before.ts)} after the {present[i - 1].name}{limit}",
+                        (f.event_id, before.event_id),
+                        f"after the {present[i - 1].name}{limit}",
+                    ),
+                )
+        order = " then ".join(s.name for s in present)
+        ex.condition(
+            said(
+                f"steps in order: {order}, spanning {duration(ex.span)} {at_most(w)}",
+                ex.every,
+                f"steps in order: {order}, within {duration(w)}",
+            )
+        )
+        absent = self.absence
+        if absent is not None and absent.within is not None:
+            last = ex.evidence[-1]
+            ex.absence_until = last.ts + absent.within
+            ex.absence_ref = last.event_id
+            ex.condition(
+                said(
+                    f"no {absent.name} ({describe_selectors(absent.select)}) with the same "
+                    f"{self.key.name} within {duration(absent.within)} after the "
+                    f"{present[-1].name}: checked up to that time, decided once event time "
+                    f"had passed it by the rule's lateness ({duration(self.allowed_lateness)})"
+                )
+            )
+            ex.window_end = ex.absence_until
 
 
 Pending = tuple[tuple[Fact, ...], float]

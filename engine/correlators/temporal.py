@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 from pydantic import field_validator
 
 from engine.correlators.base import Correlator
+from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase
+from engine.rules import KeySpec, Role, RuleBase
 from engine.selectors import Selector
 from engine.state import KeyedFacts
 
@@ -41,6 +42,26 @@ class TemporalRule(RuleBase):
 
     def route_key(self) -> KeySpec | None:
         return self.key
+
+    def roles(self) -> list[Role]:
+        return [Role(name, [sel]) for name, sel in self.kinds.items()]
+
+    def summary(self) -> str:
+        return (
+            f"one event of each kind with the same {self.key.name}, all within "
+            f"{duration(self.window)}"
+        )
+
+    def explain(self, ex: Explanation) -> None:
+        kinds = ", ".join(self.kinds)
+        ex.condition(
+            said(
+                f"one event of each of {kinds}, spanning {duration(ex.span)} "
+                f"{at_most(self.window)}",
+                ex.every,
+                f"one event of each of {kinds} within {duration(self.window)}",
+            )
+        )
 
 
 def _order(f: Fact) -> tuple[float, str]:

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from engine.correlators.base import KeyedEventsCorrelator
+from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import KeyedSelectRule
@@ -23,6 +24,28 @@ class ValueCountRule(KeyedSelectRule):
 
     field: str = Field(min_length=1)
     threshold: int = Field(ge=1)
+
+    def summary(self) -> str:
+        return (
+            f"at least {self.threshold} different {self.field} values among events with the "
+            f"same {self.key.name} within {duration(self.window)}"
+        )
+
+    def explain(self, ex: Explanation) -> None:
+        name = self.field
+        values = sorted({str(f.get(name)) for f in ex.evidence})
+        least = f"(at least {self.threshold})"
+        ex.condition(
+            said(
+                f"{len(values)} different {name} values: {', '.join(values)} {least} within "
+                f"{duration(ex.span)} {at_most(self.window)}",
+                ex.every,
+                f"{len(values)} different {name} values {least} within {duration(self.window)}",
+                needs=name,
+            )
+        )
+        for f in ex.evidence:
+            ex.met(f, said(f"{name} is {f.get(name)}", (f.event_id,), f"has a {name}", needs=name))
 
 
 def _value(fact: Fact, field: str) -> str | None:

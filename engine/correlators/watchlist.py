@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from engine.correlators.base import Correlator
+from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
-from engine.rules import KeySpec, RuleBase
+from engine.rules import KeySpec, Role, RuleBase
 from engine.selectors import Selector, any_of
 from engine.state import KeyedFacts, event_time
 
@@ -39,6 +40,40 @@ class WatchlistRule(RuleBase):
 
     def route_key(self) -> KeySpec | None:
         return self.key
+
+    def roles(self) -> list[Role]:
+        return [Role("list entry", [self.list_]), Role("sighting", self.match)]
+
+    def summary(self) -> str:
+        return (
+            f"a sighting with the same {self.key.name} as a list entry, within "
+            f"{duration(self.window)} after the entry"
+        )
+
+    def explain(self, ex: Explanation) -> None:
+        w = self.window
+        entries = ex.hit.evidence[:-1]  # the correlator's order: the entries, then the sighting
+        sighting = ex.hit.evidence[-1]
+        newest = max(entries, key=lambda e: e.ts)
+        for e in entries:
+            ex.met(
+                sighting,
+                said(
+                    f"seen {duration(sighting.ts - e.ts)} after a list entry (entries count "
+                    f"for {duration(w)})",
+                    (sighting.event_id, e.event_id),
+                    f"seen within {duration(w)} after a list entry",
+                ),
+            )
+        ex.condition(
+            said(
+                f"sighted {duration(sighting.ts - newest.ts)} after the newest list entry "
+                f"{at_most(w)}",
+                (sighting.event_id, newest.event_id),
+                f"sighted within {duration(w)} after a list entry",
+            )
+        )
+        ex.window_start, ex.window_end = min(e.ts for e in entries), sighting.ts
 
 
 class WatchlistCorrelator(Correlator[WatchlistRule]):
