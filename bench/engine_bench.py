@@ -65,7 +65,7 @@ from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rulefiles import load_rules  # noqa: E402
 from engine.rules import RuleSet  # noqa: E402
 from engine.watermarks import SourceWatermarks  # noqa: E402
-from streams.envelopes import decode_routed, encode_routed  # noqa: E402
+from streams.worker.envelopes import decode_routed, encode_routed  # noqa: E402
 
 PARTNERS = frozenset({"US", "MX"})
 IDLE_LAG_S = 60.0  # the worker's default FUSION_IDLE_LAG_S
@@ -211,7 +211,7 @@ def phase_engine_only(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
 def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
     """The worker's ingest -> correlate -> deliver, minus Kafka and Faust: validation and
     routing (engine.routing.route_items), the routed envelope encoded and decoded
-    (streams.envelopes), 4 partitions each with its engine.correlate.CorrelateStage fed the
+    (streams.worker.envelopes), 4 partitions each with its engine.correlate.CorrelateStage fed the
     one source's marks, one batch per `advance_every` input events."""
     now0 = ctx["now"]
     ruleset: RuleSet = ctx["ruleset"]

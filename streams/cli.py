@@ -29,9 +29,9 @@ def _settings() -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from streams.app import create_app
     from streams.clients import create_topics
-    from streams.metrics import Metrics
+    from streams.worker.app import create_app
+    from streams.worker.metrics import Metrics
 
     s = _settings()
     logging.basicConfig(
@@ -75,7 +75,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulator import main as simulator_main
+    from streams.tools.simulator import main as simulator_main
 
     return simulator_main(args.rest)
 
@@ -187,8 +187,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from streams.console.server import run
-    from streams.console.since import parse_since
+    from streams.tools.console.server import run
+    from streams.tools.console.since import parse_since
 
     s = _settings()
     country = args.country.upper()
@@ -279,31 +279,31 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.audit_show import main as audit_main
+    from streams.tools.audit_show import main as audit_main
 
     return audit_main(args.rest)
 
 
 def cmd_acls(args: argparse.Namespace) -> int:
-    from streams.acls import main as acls_main
+    from streams.tools.acls import main as acls_main
 
     return acls_main(args.rest)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from streams.explain_show import main as explain_main
+    from streams.tools.explain_show import main as explain_main
 
     return explain_main(args.rest)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streams.report.read import main as report_main
+    from streams.tools.report.read import main as report_main
 
     return report_main(args.rest)
 
 
 def cmd_stix(args: argparse.Namespace) -> int:
-    from streams.stix_export import main as stix_main
+    from streams.tools.stix_export import main as stix_main
 
     return stix_main(args.rest)
 

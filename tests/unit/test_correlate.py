@@ -22,7 +22,7 @@ from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rulefiles import load_rules
 from engine.rules import RuleSet
 from engine.watermarks import Mark, SourceWatermarks
-from streams.simulator import Simulator
+from streams.tools.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules([REPO / "rules"])

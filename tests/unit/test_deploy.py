@@ -24,9 +24,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 import streams.cli
-from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import declared_topics
+from streams.worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -205,7 +205,7 @@ def check_expr(expr: str, series: dict[str, set[str]], where: str) -> set[str]:
     """Assert the metric names and labels of one PromQL expression exist; return its labels."""
     names = set(_METRIC.findall(expr))
     missing = sorted(n for n in names if n not in series)
-    assert not missing, f"{where}: {missing} not exported by streams.metrics ({expr})"
+    assert not missing, f"{where}: {missing} not exported by streams.worker.metrics ({expr})"
     known = set().union(*(series[n] for n in names)) | TARGET_LABELS
     bad = labels_used(expr) - known
     assert not bad, f"{where}: labels {sorted(bad)} exist on none of {sorted(names)} ({expr})"

@@ -7,7 +7,7 @@ import orjson
 from engine.ingest import Rejection
 from engine.routing import Origin, RoutedItem
 from engine.watermarks import Mark
-from streams.envelopes import dead_letter, decode_routed, encode_routed
+from streams.worker.envelopes import dead_letter, decode_routed, encode_routed
 
 DOC = {"event_id": "e", "occurred_at": "2026-11-28T10:00:00+00:00"}
 TS = 1795860000.0

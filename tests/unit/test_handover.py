@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 
 from engine.correlate import CorrelateStage
-from streams.checkpoint import Checkpoints
-from streams.fastpath import HandOver
-from streams.metrics import Metrics
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.fastpath import HandOver
+from streams.worker.metrics import Metrics
 from tests.unit.test_stages import RULES, Broker, settings
 
 

@@ -15,15 +15,15 @@ from pydantic import SecretStr
 from engine.correlate import CorrelateStage
 from engine.routing import Router
 from engine.rulefiles import parse_rules_text
-from streams.checkpoint import Checkpoints
-from streams.delivery import Delivery
-from streams.envelopes import decode_routed
 from streams.keys import generate
-from streams.metrics import Metrics
-from streams.reload import SharingPolicy
 from streams.settings import Settings
-from streams.stages.correlate import CorrelateShell
-from streams.stages.ingest import IngestStage
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.delivery import Delivery
+from streams.worker.envelopes import decode_routed
+from streams.worker.metrics import Metrics
+from streams.worker.reload import SharingPolicy
+from streams.worker.stages.correlate import CorrelateShell
+from streams.worker.stages.ingest import IngestStage
 from tests.integration.test_pipeline import event
 
 RULES = parse_rules_text(

@@ -157,7 +157,7 @@ def test_simulated_traffic_gives_valid_bundles():
     import io
 
     from engine.replay import correlate_file
-    from streams.simulator import Simulator
+    from streams.tools.simulator import Simulator
 
     sim = Simulator(seed=11, scenario_share=0.3, run_id="stx")
     clock = iter(range(1_780_000_000, 1_780_000_000 + 9000, 3))

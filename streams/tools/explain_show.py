@@ -102,7 +102,7 @@ def format_trace(trace: EventTrace) -> str:
 
 def _read_all(s: Settings, topics: Sequence[str]) -> Iterator[bytes]:
     """Every message now on the topics, from the beginning."""
-    from streams.topicread import read_span
+    from streams.tools.topicread import read_span
 
     for m in read_span(s, topics, timeout=300, client="explain"):
         if m.value is not None:

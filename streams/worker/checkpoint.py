@@ -23,8 +23,8 @@ import orjson
 
 from engine.correlate import CorrelateStage
 from engine.errors import FusionError
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.checkpoint")
 

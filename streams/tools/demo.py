@@ -86,7 +86,7 @@ def publish_backlog(
     settings: Settings, seconds: float, events: int, seed: int, scenario_share: float
 ) -> int:
     """The simulator's last `seconds`, in `events` draws, published at once; returns the count."""
-    from streams.simulator import Simulator, publish
+    from streams.tools.simulator import Simulator, publish
 
     sim = Simulator(seed=seed, scenario_share=scenario_share, tips=True)
     now = time.time()
@@ -201,7 +201,8 @@ def main() -> int:
             raise SystemExit("demo: the worker did not become ready; see .demo/worker.log")
         live = ["--rate", str(args.rate), "--scenario-share", str(args.scenario_share)]
         live += ["--seed", str(args.seed + 1)]
-        procs.append(start("simulator", [sys.executable, "-m", "streams.simulator", *live], env))
+        simulator = [sys.executable, "-m", "streams.tools.simulator", *live]
+        procs.append(start("simulator", simulator, env))
         clock.say(
             f"worker ready; simulator live at {args.rate:.0f} events/s, a scenario in "
             f"{args.scenario_share:.0%} of them; alerts per country follow"

@@ -1,6 +1,6 @@
 """Realistic border events, with a scenario for every default-pack rule mixed into background
 noise: live (event time follows the clock) or as a backlog (a stretch of the past, at once);
-and publishing them (`python -m streams.simulator`, as `fusion simulate`, with tips)."""
+and publishing them (`python -m streams.tools.simulator`, as `fusion simulate`, with tips)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from schemas.alerts import Action
 from schemas.audit import AuditRecord, FieldAction
-from streams.report.model import (
+from streams.tools.report.model import (
     ACTIONS,
     WITHHELD,
     ActionMix,
@@ -31,7 +31,7 @@ from streams.report.model import (
     Totals,
     WithheldRow,
 )
-from streams.report.period import BUCKET_SECONDS, bucket_size, bucket_starts
+from streams.tools.report.period import BUCKET_SECONDS, bucket_size, bucket_starts
 
 ALERT_LOCATION = "alert location"
 WHOLE_EVENT = "whole event"

@@ -1,14 +1,12 @@
-"""STIX 2.1 out of the pipeline: the `stix.<cc>` topics the worker writes when
-`FUSION_STIX_TOPICS` is on, and `fusion stix`, which reads alerts back from a country's alert
-topic and writes them as bundles (`interop/stix.py` makes them)."""
+"""`fusion stix`: alerts read back from a country's alert topic, written as STIX 2.1 bundles
+(`interop/stix.py` makes them; the worker's own `stix.<cc>` topics are `streams/worker/stix.py`)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,40 +14,9 @@ from typing import Any
 import orjson
 
 from engine.durations import parse_when
+from interop.stix import bundle_json
 from streams.settings import Settings
-from streams.topicread import read_span
-
-log = logging.getLogger(__name__)
-
-
-class StixOutput:
-    """The bundle of each alert a partner receives, for its `stix.<cc>` topic."""
-
-    def __init__(self, settings: Settings) -> None:
-        from interop.stix import bundle_json  # stix2 takes ~0.1 s to import: only when on
-
-        self.settings = settings
-        self.topics = {p: settings.stix_topic(p) for p in settings.partners}
-        self.bundle_json = bundle_json
-
-    def bundle(self, destination: str, alert: Mapping[str, Any]) -> bytes:
-        """The bundle of one alert as released to `destination`, linking to its console."""
-        url = self.settings.alert_url(destination, alert["alert_id"])
-        return self.bundle_json([alert], urls=[url])
-
-    def message(self, destination: str, alert: Mapping[str, Any]) -> tuple[str, bytes] | None:
-        """(topic, bundle) for one released alert; None, logged, if no bundle could be made
-        (the alert itself has gone out: a bundle never holds the pipeline back)."""
-        try:
-            return self.topics[destination], self.bundle(destination, alert)
-        except Exception:
-            log.exception("no STIX bundle for alert %s to %s", alert.get("alert_id"), destination)
-            return None
-
-
-def stix_output(settings: Settings) -> StixOutput | None:
-    """The STIX output if `FUSION_STIX_TOPICS` is on."""
-    return StixOutput(settings) if settings.stix_topics else None
+from streams.tools.topicread import read_span
 
 
 def read_alerts(
@@ -151,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts = list(latest.values())
     alerts = _unique(alerts)
     urls = [s.alert_url(a["recipient"], a["alert_id"]) for a in alerts]
-    text = StixOutput(s).bundle_json(alerts, urls=urls)
+    text = bundle_json(alerts, urls=urls)
     if args.pretty:
         text = orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2)
     if args.out:

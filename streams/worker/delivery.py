@@ -11,10 +11,10 @@ import orjson
 from engine.hits import RawAlert
 from engine.policy import Policy
 from engine.release import recipients, release_json
-from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.stix_export import stix_output
-from streams.tak import TakOutput
+from streams.worker.metrics import Metrics
+from streams.worker.stix import stix_output
+from streams.worker.tak import TakOutput
 
 Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 """Schedule one message: (topic, key, value, partition)."""

@@ -2,16 +2,16 @@
 
 Two hops, each co-partitioned by what it needs, so any producer keying is fine:
 
-1. ingest (`streams/stages/ingest.py`), on the input topics: validate, dead-letter refusals,
+1. ingest (`streams/worker/stages/ingest.py`), on the input topics: validate, dead-letter refusals,
    route each event under every correlation key its rules use to `fusion.routed`, with the
    event-time watermark of every input partition read.
-2. correlate (`streams/stages/correlate.py`), on `fusion.routed`: per partition, events in
+2. correlate (`streams/worker/stages/correlate.py`), on `fusion.routed`: per partition, events in
    event-time order up to the watermark (`engine/correlate.py`), alerts released per
-   destination to `alerts.<cc>` (`streams/delivery.py`), each with its audit record.
+   destination to `alerts.<cc>` (`streams/worker/delivery.py`), each with its audit record.
 
-The correlate stage's state is checkpointed per partition (`streams/checkpoint.py`) before
+The correlate stage's state is checkpointed per partition (`streams/worker/checkpoint.py`) before
 its input is acked, so a restarted or rebalanced worker resumes where it was. Faust's
-consumer hands each stage whole fetches (`streams/fastpath.py`); Faust keeps the group,
+consumer hands each stage whole fetches (`streams/worker/fastpath.py`); Faust keeps the group,
 rebalancing, offsets, commits and the producer.
 """
 
@@ -29,17 +29,17 @@ from faust.types import TP
 
 from engine.correlate import CorrelateStage
 from engine.rules import RuleSet
-from streams.checkpoint import Checkpoints
 from streams.clients import ssl_context
-from streams.delivery import Delivery
-from streams.fastpath import BatchingApp
-from streams.metrics import Metrics
-from streams.reload import Rules, SharingPolicy
 from streams.settings import Settings
-from streams.snapshots import SnapshotReader
-from streams.stages.correlate import CorrelateShell
-from streams.stages.ingest import IngestStage, source_name
-from streams.tak import TakOutput
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.delivery import Delivery
+from streams.worker.fastpath import BatchingApp
+from streams.worker.metrics import Metrics
+from streams.worker.reload import Rules, SharingPolicy
+from streams.worker.snapshots import SnapshotReader
+from streams.worker.stages.correlate import CorrelateShell
+from streams.worker.stages.ingest import IngestStage, source_name
+from streams.worker.tak import TakOutput
 
 log = logging.getLogger("fusion")
 

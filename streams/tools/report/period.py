@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.durations import parse_when
-from streams.report.model import Bucket
+from streams.tools.report.model import Bucket
 
 __all__ = ["bucket_size", "bucket_starts", "parse_when"]
 

@@ -16,11 +16,11 @@ import orjson
 
 from engine.correlate import CorrelateOutput
 from engine.ingest import Rejection
-from streams.checkpoint import Checkpoints
-from streams.delivery import Delivery
-from streams.envelopes import dead_letter, decode_routed
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.delivery import Delivery
+from streams.worker.envelopes import dead_letter, decode_routed
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.correlate")
 

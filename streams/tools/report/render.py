@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
-from streams.report.charts import Series, share_bars, stacked_bars
-from streams.report.model import ACTIONS, ActionMix, Flow, NamedMix, Report
+from streams.tools.report.charts import Series, share_bars, stacked_bars
+from streams.tools.report.model import ACTIONS, ActionMix, Flow, NamedMix, Report
 
 ACTION_SERIES = [
     Series("release", "released as is", "#2e7d32"),

@@ -31,8 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from interop.cot import alert_to_cot
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from schemas.audit import AuditRecord
-from streams.report.aggregate import aggregate
-from streams.report.model import Report
-from streams.report.period import parse_when
-from streams.report.render import render_html
 from streams.settings import Settings
-from streams.topicread import read_span
+from streams.tools.report.aggregate import aggregate
+from streams.tools.report.model import Report
+from streams.tools.report.period import parse_when
+from streams.tools.report.render import render_html
+from streams.tools.topicread import read_span
 
 # Kafka stamps a record when it is sent, a moment after its `released_at`: seek this much
 # earlier and later, then keep exactly the records released in the period.

@@ -19,9 +19,9 @@ from engine.ingest import Rejection, validate
 from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rules import RuleSet
 from engine.watermarks import SourceWatermarks
-from streams.envelopes import dead_letter, encode_routed
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.envelopes import dead_letter, encode_routed
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.ingest")
 

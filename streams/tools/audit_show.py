@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from schemas.audit import AuditRecord
 from streams.settings import Settings
-from streams.topicread import read_span
+from streams.tools.topicread import read_span
 
 
 def _record(value: bytes | None) -> AuditRecord | None:

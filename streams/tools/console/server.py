@@ -15,10 +15,10 @@ import orjson
 from aiohttp import web
 
 from schemas.alerts import Alert
-from streams.console.feed import AlertFeed, FeedStatus
-from streams.console.mapdata import STATIC, map_geojson
-from streams.console.store import AlertStore
 from streams.settings import Settings
+from streams.tools.console.feed import AlertFeed, FeedStatus
+from streams.tools.console.mapdata import STATIC, map_geojson
+from streams.tools.console.store import AlertStore
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from engine.rulefiles import load_rules
 from engine.rules import RuleSet
 from engine.ruletests import run_all
 from streams.keys import keyring_from_sources
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.reload")
 
