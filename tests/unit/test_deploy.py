@@ -327,6 +327,18 @@ def test_package_lists_every_subpackage() -> None:
     )
 
 
+def test_the_image_copies_every_listed_package() -> None:
+    """`pip install /src` in the Dockerfile fails on a listed package it was not given."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tops = {p for p in cfg["packages"] if "." not in p}
+    copied = {
+        shlex.split(rest)[-1]
+        for instr, rest in dockerfile_instructions()
+        if instr == "COPY" and shlex.split(rest)[-1].startswith("/src/")
+    }
+    assert sorted(f"/src/{p}" for p in tops if f"/src/{p}" not in copied) == []
+
+
 def test_bootstrap_servers_are_kafkas_internal_listener(services: dict[str, Any]) -> None:
     env = env_of(services["kafka"])
     listeners = dict(x.split("://", 1) for x in env["KAFKA_LISTENERS"].split(","))
