@@ -34,7 +34,7 @@ from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import Delivery
 from streams.worker.fastpath import BatchingApp
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import Metrics, StateExport, export_lag
 from streams.worker.reload import Rules, SharingPolicy
 from streams.worker.snapshots import SnapshotReader
 from streams.worker.stages.correlate import CorrelateShell
@@ -55,9 +55,7 @@ class Worker:
         self.policy = SharingPolicy(settings, metrics)
         self.failed = False
         self.input_topic_names = frozenset(settings.input_topics.values())
-        self._evictions_seen: dict[str, int] = {}
-        self._late_seen: dict[str, int] = {}
-        self._suppressed_seen: dict[str, int] = {}
+        self.state_export = StateExport(metrics)
         self.snapshots = SnapshotReader(settings)
         self.tak = TakOutput(settings, metrics)
         self.delivery = Delivery(settings, self.send, metrics, self.policy.current, tak=self.tak)
@@ -187,58 +185,17 @@ class Worker:
             self.checkpoints.replace_stages(lambda old: self._carry_over(old, new))
         self.policy.maybe_reload()
         await self.checkpoints.snapshot_due()
-        self.export_state_metrics()
+        self.state_export.export(
+            [checkpoint.stage for checkpoint in self.checkpoints.partitions.values()],
+            self.rules.ruleset.by_id,
+        )
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
-        self.export_lag()
+        export_lag(self.metrics, self.app.batch_consumer().lags())
 
     def _carry_over(self, old: CorrelateStage, ruleset: RuleSet) -> CorrelateStage:
         stage = self.new_stage(ruleset)
         stage.restore_doc(old.snapshot_doc())
         return stage
-
-    def export_lag(self) -> None:
-        consumer = self.app.consumer
-        try:
-            assigned = consumer.assignment()
-        except Exception:
-            return
-        for tp in assigned:
-            try:
-                high = consumer.highwater(tp)
-            except Exception:  # noqa: S112 - no fetch for that partition yet
-                continue
-            read = consumer._read_offset.get(tp)
-            lag = high - (read + 1 if read is not None else 0) if high is not None else 0
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
-
-    def export_state_metrics(self) -> None:
-        m = self.metrics
-        keys: dict[str, int] = {}
-        partials: dict[str, int] = {}
-        counters: dict[str, dict[str, int]] = {"evictions": {}, "late": {}, "suppressed": {}}
-        for cp in self.checkpoints.partitions.values():
-            engine = cp.stage.engine
-            for rid, (k, n, e) in engine.state_size().items():
-                keys[rid] = keys.get(rid, 0) + k
-                partials[rid] = partials.get(rid, 0) + n
-                counters["evictions"][rid] = counters["evictions"].get(rid, 0) + e
-            for rid, rs in engine.stats.rules.items():
-                counters["late"][rid] = counters["late"].get(rid, 0) + rs.late
-                counters["suppressed"][rid] = counters["suppressed"].get(rid, 0) + rs.suppressed
-        m.state_partitions.set(len(self.checkpoints.partitions))
-        m.dedup_ids.set(sum(cp.stage.dedup_ids for cp in self.checkpoints.partitions.values()))
-        for rid in self.rules.ruleset.by_id:
-            m.state_keys.labels(rid).set(keys.get(rid, 0))
-            m.state_partials.labels(rid).set(partials.get(rid, 0))
-            for name, seen, metric in (
-                ("evictions", self._evictions_seen, m.state_evictions),
-                ("late", self._late_seen, m.rule_late),
-                ("suppressed", self._suppressed_seen, m.suppressed),
-            ):
-                total = counters[name].get(rid, 0)
-                if total > seen.get(rid, 0):
-                    metric.labels(rid).inc(total - seen.get(rid, 0))
-                seen[rid] = total
 
     # -- partitions ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any, cast
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 Batch = dict[Any, list[Any]]
 """One fetch of the batch topics: per partition (a Faust `TP`), aiokafka's records (`topic`,
@@ -146,6 +147,24 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         if state is None or state.highwater is None:
             return False
         return bool(handed >= state.highwater)
+
+    def lags(self) -> dict[TP, int]:
+        """Per assigned partition, the messages on the broker not read yet (as of the last
+        fetch response); a partition not fetched yet is left out."""
+        try:
+            assigned = self.assignment()
+        except Exception:
+            return {}
+        out: dict[TP, int] = {}
+        for tp in assigned:
+            try:
+                high = self.highwater(tp)
+            except Exception:  # noqa: S112 - no fetch for that partition yet
+                continue
+            read = self._read_offset.get(tp)
+            lag = high - (read + 1 if read is not None else 0) if high is not None else 0
+            out[tp] = max(0, lag)
+        return out
 
     def forget_positions(self, tps: Any) -> None:
         """Revoked partitions: what was handed of them no longer says anything."""

@@ -1,8 +1,17 @@
-"""Prometheus metrics of the pipeline. Labels stay low-cardinality: never an id, plate or person."""
+"""Prometheus metrics of the worker: every metric declared (`Metrics`), and what is read off
+the worker's state once a tick (`StateExport`, `export_lag`). Labels stay low-cardinality:
+never an id, plate or person."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from engine.correlate import CorrelateStage
 
 # From a millisecond to an hour: event-to-alert latency includes events reported late.
 LATENCY_BUCKETS = (
@@ -208,3 +217,53 @@ class Metrics:
             ["country"],
             registry=r,
         )
+
+
+class StateExport:
+    """The state of the correlate partitions held here, exported once a tick: gauges set to
+    what the stages hold, and counters grown by what their engines counted since the last
+    export."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._seen: dict[str, dict[str, int]] = {"evictions": {}, "late": {}, "suppressed": {}}
+
+    def export(self, stages: Collection[CorrelateStage], rule_ids: Iterable[str]) -> None:
+        """`stages`: one per partition held here; `rule_ids`: the rules in force."""
+        metrics = self.metrics
+        keys: defaultdict[str, int] = defaultdict(int)
+        partials: defaultdict[str, int] = defaultdict(int)
+        counted: dict[str, defaultdict[str, int]] = {
+            name: defaultdict(int) for name in ("evictions", "late", "suppressed")
+        }
+        for stage in stages:
+            engine = stage.engine
+            for rule_id, (held_keys, held_partials, evicted) in engine.state_size().items():
+                keys[rule_id] += held_keys
+                partials[rule_id] += held_partials
+                counted["evictions"][rule_id] += evicted
+            for rule_id, rule_stats in engine.stats.rules.items():
+                counted["late"][rule_id] += rule_stats.late
+                counted["suppressed"][rule_id] += rule_stats.suppressed
+        metrics.state_partitions.set(len(stages))
+        metrics.dedup_ids.set(sum(stage.dedup_ids for stage in stages))
+        counters = {
+            "evictions": metrics.state_evictions,
+            "late": metrics.rule_late,
+            "suppressed": metrics.suppressed,
+        }
+        for rule_id in rule_ids:
+            metrics.state_keys.labels(rule_id).set(keys.get(rule_id, 0))
+            metrics.state_partials.labels(rule_id).set(partials.get(rule_id, 0))
+            for name, counter in counters.items():
+                seen = self._seen[name]
+                total = counted[name].get(rule_id, 0)
+                if total > seen.get(rule_id, 0):
+                    counter.labels(rule_id).inc(total - seen.get(rule_id, 0))
+                seen[rule_id] = total
+
+
+def export_lag(metrics: Metrics, lags: Mapping[tuple[str, int], int]) -> None:
+    """Per (topic, partition) assigned here, the messages on the broker not read yet."""
+    for (topic, partition), lag in lags.items():
+        metrics.lag.labels(topic, str(partition)).set(lag)
