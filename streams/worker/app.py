@@ -28,15 +28,15 @@ import faust
 from faust.types import TP
 
 from engine.correlate import CorrelateStage
-from engine.rules import RuleSet
 from streams.clients import ssl_context
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
-from streams.worker.delivery import Delivery
-from streams.worker.fastpath import BatchingApp
+from streams.worker.delivery import DeadLetters, Delivery
+from streams.worker.edges import Record
+from streams.worker.fastpath import AppProducer, AssignedPartitions, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
 from streams.worker.reload import Rules, SharingPolicy
-from streams.worker.snapshots import SnapshotReader
+from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
 from streams.worker.stages.ingest import IngestStage, source_name
 from streams.worker.tak import TakOutput
@@ -53,38 +53,21 @@ class Worker:
         self.metrics = metrics
         self.rules = Rules(settings, metrics)
         self.policy = SharingPolicy(settings, metrics)
-        self.failed = False
         self.input_topic_names = frozenset(settings.input_topics.values())
         self.state_export = StateExport(metrics)
-        self.snapshots = SnapshotReader(settings)
+        producer = AppProducer(app)
+        dead_letters = DeadLetters(settings, producer, metrics)
         self.tak = TakOutput(settings, metrics)
-        self.delivery = Delivery(settings, self.send, metrics, self.policy.current, tak=self.tak)
-        self.ingest = IngestStage(settings, metrics, self.send, self.rules.current)
+        delivery = Delivery(settings, producer, metrics, self.policy.current, tak=self.tak)
+        self.ingest = IngestStage(settings, metrics, producer, dead_letters, self.rules.current)
         self.checkpoints = Checkpoints(
             settings,
             metrics,
-            new_stage=lambda: self.new_stage(self.rules.ruleset),
-            owns=lambda p: TP(settings.topic_routed, p) in app.consumer.assignment(),
-            read=lambda p: self.snapshots.latest(settings.topic_state_engine, p),
-            send=lambda blob, p: self.send(
-                settings.topic_state_engine, f"engine:{p}".encode(), blob, p
-            ),
-            flush=app.producer.flush,
-            ack=self.ack,
+            StateTopic(settings, producer),
+            AssignedPartitions(app, settings.topic_routed),
+            self.new_stage,
         )
-        self.correlate = CorrelateShell(
-            settings, metrics, self.checkpoints, self.delivery, self.ack
-        )
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None
-    ) -> Awaitable[object]:
-        """Schedule one message on the app's aiokafka producer (the broker acknowledges it
-        later; Faust flushes the producer before committing offsets, and checkpoints flush
-        before snapshotting). Faust's own send wrapper adds only monitoring per message."""
-        producer = self.app.producer._ensure_producer()
-        fut: Awaitable[object] = await producer.send(topic, value, key=key, partition=partition)
-        return fut
+        self.correlate = CorrelateShell(settings, metrics, self.checkpoints, delivery, dead_letters)
 
     def expected_sources(self) -> list[str]:
         """Every input partition: the sources each correlate partition's watermark waits on."""
@@ -95,19 +78,20 @@ class Worker:
             out.extend(source_name(topic, p) for p in range(n))
         return out
 
-    def new_stage(self, ruleset: RuleSet) -> CorrelateStage:
-        s = self.settings
+    def new_stage(self) -> CorrelateStage:
+        """A correlate stage under the rules in force."""
+        settings = self.settings
         return CorrelateStage(
-            ruleset,
+            self.rules.ruleset,
             self.expected_sources(),
-            dedup_window_s=s.dedup_window_s,
-            dedup_max_ids=s.dedup_max_ids,
-            grace_s=s.idle_after_s,
+            dedup_window_s=settings.dedup_window_s,
+            dedup_max_ids=settings.dedup_max_ids,
+            grace_s=settings.idle_after_s,
         )
 
     # -- the fetch loop's handler ----------------------------------------------------------
 
-    async def on_fetch(self, batch: dict[TP, list[Any]]) -> None:
+    async def on_fetch(self, batch: dict[TP, list[Record]]) -> None:
         """One fetch: input records through ingest, then routed records through correlate."""
         routed = self.settings.topic_routed
         inputs = [r for tp, recs in batch.items() if tp.topic != routed for r in recs]
@@ -119,7 +103,7 @@ class Worker:
             for rec in recs:
                 await self.guarded("correlate", rec, self.correlate.on_message(rec))
 
-    async def _ingest(self, batch: dict[TP, list[Any]], records: list[Any]) -> None:
+    async def _ingest(self, batch: dict[TP, list[Record]], records: list[Record]) -> None:
         await self.ingest.on_messages(records, self.caught_up())
         consumer = self.app.batch_consumer()
         routed = self.settings.topic_routed
@@ -127,12 +111,7 @@ class Worker:
             if tp.topic != routed:
                 consumer.ack_offsets(tp, [r.offset for r in recs])
 
-    def ack(self, record: Any) -> None:
-        """Acknowledge one routed record (its offset becomes committable)."""
-        tp = TP(record.topic, record.partition)
-        self.app.batch_consumer().ack_offsets(tp, [record.offset])
-
-    async def guarded(self, stage: str, msg: Any, work: Awaitable[None]) -> None:
+    async def guarded(self, stage: str, record: Record, work: Awaitable[None]) -> None:
         """Run a stage's work. If it fails (a bug, or a broker outage outlasting the retries),
         its partial effects cannot be trusted: stop the worker, so that it restarts from the
         last checkpoint and the committed offsets, which never pass unsnapshotted input.
@@ -146,13 +125,12 @@ class Worker:
                 "%s failed on %s[%d] offset %d; stopping the worker to resume from the last "
                 "checkpoint",
                 stage,
-                msg.topic,
-                msg.partition,
-                msg.offset,
+                record.topic,
+                record.partition,
+                record.offset,
                 exc_info=True,
             )
             self.metrics.internal_errors.labels(stage).inc()
-            self.failed = True
             os.kill(os.getpid(), signal.SIGTERM)
             await asyncio.sleep(3600)
 
@@ -180,22 +158,13 @@ class Worker:
 
     async def tick(self) -> None:
         """Once a second: reloads, due snapshots, metrics."""
-        new = self.rules.maybe_reload()
-        if new is not None:
-            self.checkpoints.replace_stages(lambda old: self._carry_over(old, new))
+        if self.rules.maybe_reload() is not None:
+            self.checkpoints.remake_stages()
         self.policy.maybe_reload()
         await self.checkpoints.snapshot_due()
-        self.state_export.export(
-            [checkpoint.stage for checkpoint in self.checkpoints.partitions.values()],
-            self.rules.ruleset.by_id,
-        )
+        self.state_export.export(self.checkpoints.stages(), self.rules.ruleset.by_id)
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         export_lag(self.metrics, self.app.batch_consumer().lags())
-
-    def _carry_over(self, old: CorrelateStage, ruleset: RuleSet) -> CorrelateStage:
-        stage = self.new_stage(ruleset)
-        stage.restore_doc(old.snapshot_doc())
-        return stage
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -232,15 +201,15 @@ class Worker:
         return True, f"{len(assigned)} partitions assigned"
 
 
-def broker_credentials(s: Settings) -> faust.SASLCredentials | None:
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
     """SCRAM-SHA-512 over TLS (trusting the configured CA) when the broker is secured."""
-    if s.security_protocol != "SASL_SSL":
+    if settings.security_protocol != "SASL_SSL":
         return None
-    assert s.sasl_password is not None
+    assert settings.sasl_password is not None
     return faust.SASLCredentials(
-        username=s.sasl_username,
-        password=s.sasl_password.get_secret_value(),
-        ssl_context=ssl_context(s),
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        ssl_context=ssl_context(settings),
         mechanism="SCRAM-SHA-512",
     )
 

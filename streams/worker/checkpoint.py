@@ -15,15 +15,15 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from engine.correlate import CorrelateStage
 from engine.errors import FusionError
 from streams.settings import Settings
+from streams.worker.edges import Partitions, Record, SnapshotStore
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.checkpoint")
@@ -35,7 +35,7 @@ class PartitionCheckpoint:
 
     stage: CorrelateStage
     applied: int = -1
-    pending: list[Any] = field(default_factory=list)
+    pending: list[Record] = field(default_factory=list)
     dirty: bool = False
     last_snapshot: float = 0.0
     last_applied: float = 0.0
@@ -46,55 +46,65 @@ class PartitionCheckpoint:
 
 
 class Checkpoints:
-    """Owns "processed offsets, state, commit order" for the correlate stage's partitions."""
+    """Owns "processed offsets, state, commit order" for the correlate stage's partitions.
+
+    `store` keeps the snapshots, `routed` says which partitions of the stage's input are
+    assigned here and takes the acks, and `new_stage` makes a stage under the rules in
+    force."""
 
     def __init__(
         self,
         settings: Settings,
         metrics: Metrics,
-        *,
+        store: SnapshotStore,
+        routed: Partitions,
         new_stage: Callable[[], CorrelateStage],
-        owns: Callable[[int], bool],
-        read: Callable[[int], Awaitable[bytes | None]],
-        send: Callable[[bytes, int], Awaitable[object]],
-        flush: Callable[[], Awaitable[None]],
-        ack: Callable[[Any], None],
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.store = store
+        self.routed = routed
         self.new_stage = new_stage
-        self.owns = owns
-        self.read = read
-        self.send = send
-        self.flush = flush
-        self.ack = ack
         self.partitions: dict[int, PartitionCheckpoint] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
-    async def partition(self, p: int) -> PartitionCheckpoint | None:
-        """Partition p's checkpoint, loaded from its snapshot on first use; None if not ours."""
-        cp = self.partitions.get(p)
-        if cp is not None:
-            return cp
-        if not self.owns(p):
+    async def accept(self, record: Record) -> PartitionCheckpoint | None:
+        """The checkpoint of the record's partition, for its stage to apply the record; None
+        if the partition is not assigned here, or if its state covers the record already
+        (read again after a restart or a rebalance: it is acked as it is)."""
+        checkpoint = await self.partition(record.partition)
+        if checkpoint is None:
             return None
-        async with self._locks.setdefault(p, asyncio.Lock()):
-            cp = self.partitions.get(p)
-            if cp is not None:
-                return cp
-            blob = await self._read(p)
-            if not self.owns(p):
+        if record.offset <= checkpoint.applied:
+            self.routed.ack(record)
+            return None
+        return checkpoint
+
+    async def partition(self, partition: int) -> PartitionCheckpoint | None:
+        """The partition's checkpoint, loaded from its snapshot on first use; None if the
+        partition is not assigned here."""
+        checkpoint = self.partitions.get(partition)
+        if checkpoint is not None:
+            return checkpoint
+        if not self.routed.owns(partition):
+            return None
+        async with self._locks.setdefault(partition, asyncio.Lock()):
+            checkpoint = self.partitions.get(partition)
+            if checkpoint is not None:
+                return checkpoint
+            blob = await self._read(partition)
+            if not self.routed.owns(partition):
                 return None  # revoked while its snapshot was read: it is no longer ours
             # The stage is made after the read: rules reloaded while it waited apply to it.
-            cp = self._fresh()
+            checkpoint = self._fresh()
             if blob is not None:
                 try:
                     doc = orjson.loads(zlib.decompress(blob))
                     if doc.get("v") == 1:  # the engine alone, as the previous release wrote it
-                        meta = cp.stage.engine.restore_doc(doc)
+                        meta = checkpoint.stage.engine.restore_doc(doc)
                     else:
-                        meta = cp.stage.restore_doc(doc)
-                    cp.applied = int(meta.get("applied", -1))
+                        meta = checkpoint.stage.restore_doc(doc)
+                    checkpoint.applied = int(meta.get("applied", -1))
                 except (
                     zlib.error,
                     orjson.JSONDecodeError,
@@ -106,12 +116,12 @@ class Checkpoints:
                     log.exception(
                         "snapshot of partition %d unreadable; starting it empty "
                         "(its input is read again from the committed offset)",
-                        p,
+                        partition,
                     )
-                    cp = self._fresh()
-            log.info("partition %d ready (resuming after offset %d)", p, cp.applied)
-            self.partitions[p] = cp
-            return cp
+                    checkpoint = self._fresh()
+            log.info("partition %d ready (resuming after offset %d)", partition, checkpoint.applied)
+            self.partitions[partition] = checkpoint
+            return checkpoint
 
     def _fresh(self) -> PartitionCheckpoint:
         return PartitionCheckpoint(
@@ -120,32 +130,34 @@ class Checkpoints:
             next_interval=self.settings.snapshot_interval_s,
         )
 
-    async def _read(self, p: int) -> bytes | None:
+    async def _read(self, partition: int) -> bytes | None:
         for attempt in range(1, 11):
             try:
-                return await self.read(p)
+                return await self.store.latest(partition)
             except Exception as e:
                 if attempt == 10:
                     raise
-                log.warning("reading the snapshot of partition %d failed (%r); retrying", p, e)
+                log.warning(
+                    "reading the snapshot of partition %d failed (%r); retrying", partition, e
+                )
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         return None
 
     def applied(
-        self, cp: PartitionCheckpoint, offset: int, token: Any, changed: bool, items: int = 0
+        self, checkpoint: PartitionCheckpoint, record: Record, changed: bool, items: int = 0
     ) -> None:
-        """The stage has applied the message at `offset`; ack it once a snapshot covers it.
-        A message that changed nothing (marks that moved no watermark) waits for the next
-        snapshot rather than causing one, so an idle pipeline does not snapshot."""
-        cp.applied = offset
-        cp.pending.append(token)
-        cp.dirty = cp.dirty or changed
+        """The stage has applied the record; it is acked once a snapshot covers it. A record
+        that changed nothing (marks that moved no watermark) waits for the next snapshot
+        rather than causing one, so an idle pipeline does not snapshot."""
+        checkpoint.applied = record.offset
+        checkpoint.pending.append(record)
+        checkpoint.dirty = checkpoint.dirty or changed
         if items:
-            cp.last_applied = time.monotonic()
-            cp.items_since += items
+            checkpoint.last_applied = time.monotonic()
+            checkpoint.items_since += items
 
-    async def maybe_snapshot(self, p: int, force: bool = False) -> None:
-        """Snapshot partition p if due (`force`: now, and wait until written and acked).
+    async def maybe_snapshot(self, partition: int, force: bool = False) -> None:
+        """Snapshot the partition if due (`force`: now, and wait until written and acked).
 
         Snapshots are spaced out as state grows, so that they take at most
         `snapshot_cpu_share` of the time: the cost is more input to re-read after a crash,
@@ -153,83 +165,94 @@ class Checkpoints:
         half as many events as the last snapshot held, so that their cost is proportional to
         the work. A partition whose input has gone quiet is snapshotted at once, so its input
         is committed soon after it is processed."""
-        cp = self.partitions.get(p)
-        if cp is None:
+        checkpoint = self.partitions.get(partition)
+        if checkpoint is None:
             return
-        if cp.writing is not None and not cp.writing.done():
+        if checkpoint.writing is not None and not checkpoint.writing.done():
             if not force:
                 return
-            await cp.writing
-        if not cp.dirty:
+            await checkpoint.writing
+        if not checkpoint.dirty:
             # what it has taken since its last snapshot changed nothing (marks that moved no
             # watermark): ack it as it is
-            if cp.pending and (cp.writing is None or cp.writing.done()):
-                to_ack, cp.pending = cp.pending, []
-                for token in to_ack:
-                    self.ack(token)
+            if checkpoint.pending and (checkpoint.writing is None or checkpoint.writing.done()):
+                to_ack, checkpoint.pending = checkpoint.pending, []
+                for record in to_ack:
+                    self.routed.ack(record)
             return
+        settings = self.settings
         now = time.monotonic()
         if not force:
-            s = self.settings
-            elapsed = now - cp.last_snapshot
-            quiet = now - cp.last_applied >= s.snapshot_interval_s
-            worth = elapsed >= cp.next_interval and 2 * cp.items_since >= cp.items_held
-            if not (quiet or worth or elapsed >= s.snapshot_max_interval_s):
+            elapsed = now - checkpoint.last_snapshot
+            quiet = now - checkpoint.last_applied >= settings.snapshot_interval_s
+            worth = (
+                elapsed >= checkpoint.next_interval
+                and 2 * checkpoint.items_since >= checkpoint.items_held
+            )
+            if not (quiet or worth or elapsed >= settings.snapshot_max_interval_s):
                 return
         began = time.perf_counter()
-        doc = cp.stage.snapshot_doc({"applied": cp.applied})
+        doc = checkpoint.stage.snapshot_doc({"applied": checkpoint.applied})
         blob = zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
-        cp.items_held = len(doc["engine"]["facts"]) + len(doc["buffer"])
-        cp.items_since = 0
-        to_ack, cp.pending = cp.pending, []
-        cp.dirty = False
-        cp.last_snapshot = time.monotonic()
+        checkpoint.items_held = len(doc["engine"]["facts"]) + len(doc["buffer"])
+        checkpoint.items_since = 0
+        to_ack, checkpoint.pending = checkpoint.pending, []
+        checkpoint.dirty = False
+        checkpoint.last_snapshot = time.monotonic()
         cost = (time.perf_counter() - began) * len(self.partitions)
-        s = self.settings
-        cp.next_interval = min(
-            s.snapshot_max_interval_s, max(s.snapshot_interval_s, cost / s.snapshot_cpu_share)
+        checkpoint.next_interval = min(
+            settings.snapshot_max_interval_s,
+            max(settings.snapshot_interval_s, cost / settings.snapshot_cpu_share),
         )
-        write = self._write(p, cp, blob, to_ack)
+        write = self._write(partition, checkpoint, blob, to_ack)
         if force:
             await write
         else:
-            cp.writing = asyncio.ensure_future(write)
+            checkpoint.writing = asyncio.ensure_future(write)
 
-    async def _write(self, p: int, cp: PartitionCheckpoint, blob: bytes, to_ack: list[Any]) -> None:
+    async def _write(
+        self, partition: int, checkpoint: PartitionCheckpoint, blob: bytes, to_ack: list[Record]
+    ) -> None:
         try:
-            await self.flush()
-            await self.send(blob, p)
-            await self.flush()
+            await self.store.flush()
+            await self.store.write(partition, blob)
+            await self.store.flush()
         except Exception:
-            log.exception("writing the snapshot of partition %d failed; will retry", p)
-            cp.pending[:0] = to_ack
-            cp.dirty = True
+            log.exception("writing the snapshot of partition %d failed; will retry", partition)
+            checkpoint.pending[:0] = to_ack
+            checkpoint.dirty = True
             return
         self.metrics.snapshots.labels("correlate").inc()
         self.metrics.snapshot_bytes.labels("correlate").set(len(blob))
-        for token in to_ack:
-            self.ack(token)
+        for record in to_ack:
+            self.routed.ack(record)
 
     async def snapshot_due(self) -> None:
-        for p in list(self.partitions):
-            await self.maybe_snapshot(p)
+        for partition in list(self.partitions):
+            await self.maybe_snapshot(partition)
 
     async def revoke(self, partitions: set[int]) -> None:
         """Hand partitions over: snapshot their state (waiting for it), then forget it."""
-        for p in partitions:
-            if p not in self.partitions:
+        for partition in partitions:
+            if partition not in self.partitions:
                 continue
             try:
-                await self.maybe_snapshot(p, force=True)
+                await self.maybe_snapshot(partition, force=True)
             except Exception:
                 # its input since the last snapshot is read again by the next owner
-                log.exception("could not snapshot partition %d on revocation", p)
+                log.exception("could not snapshot partition %d on revocation", partition)
             finally:
-                self.partitions.pop(p, None)
+                self.partitions.pop(partition, None)
 
-    def replace_stages(self, remake: Callable[[CorrelateStage], CorrelateStage]) -> None:
-        """Swap every partition's stage (a rule reload), keeping what carries over."""
-        for cp in self.partitions.values():
-            cp.stage = remake(cp.stage)
-            cp.dirty = True
+    def remake_stages(self) -> None:
+        """The rules were reloaded: every partition's stage is made again under them, with
+        its state carried over (what the new rules keep of it)."""
+        for checkpoint in self.partitions.values():
+            stage = self.new_stage()
+            stage.restore_doc(checkpoint.stage.snapshot_doc())
+            checkpoint.stage = stage
+            checkpoint.dirty = True
 
+    def stages(self) -> list[CorrelateStage]:
+        """The stage of every partition held here."""
+        return [checkpoint.stage for checkpoint in self.partitions.values()]

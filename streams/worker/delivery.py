@@ -1,23 +1,25 @@
-"""Delivery: an alert released per destination, with its audit record, and its metrics."""
+"""What the stages send out besides their own topics: alerts released per destination with
+their audit records (`Delivery`), and dead letters (`DeadLetters`); with their metrics."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
 
 from engine.hits import RawAlert
+from engine.ingest import Rejection
 from engine.policy import Policy
 from engine.release import recipients, release_json
+from engine.routing import Origin
 from streams.settings import Settings
+from streams.worker.edges import Producer
+from streams.worker.envelopes import dead_letter
 from streams.worker.metrics import Metrics
 from streams.worker.stix import stix_output
 from streams.worker.tak import TakOutput
-
-Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
-"""Schedule one message: (topic, key, value, partition)."""
 
 
 class Delivery:
@@ -26,14 +28,14 @@ class Delivery:
     def __init__(
         self,
         settings: Settings,
-        send: Send,
+        producer: Producer,
         metrics: Metrics,
         policy: Callable[[], Policy],
         *,
         tak: TakOutput | None = None,
     ) -> None:
         self.settings = settings
-        self.send = send
+        self.producer = producer
         self.metrics = metrics
         self.policy = policy
         self.partners = settings.partner_set
@@ -57,15 +59,36 @@ class Delivery:
             if out is None:
                 continue
             body, audit = out
-            await self.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
-            await self.send(topic, key, orjson.dumps(body), None)
+            await self.producer.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
+            await self.producer.send(topic, key, orjson.dumps(body), None)
             metrics.audit_records.labels(dest).inc()
             metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
             if self.stix is not None and (bundle := self.stix.message(dest, body)) is not None:
-                await self.send(bundle[0], key, bundle[1], None)
+                await self.producer.send(bundle[0], key, bundle[1], None)
             if self.tak is not None:
                 self.tak.offer(dest, body)
         done = time.time()
         metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
         if ingested_at is not None:
             metrics.ingest_to_alert.labels(alert.rule_id).observe(max(0.0, done - ingested_at))
+
+
+class DeadLetters:
+    """Refused input to the dead-letter topic, keyed by where it was read, counted by topic
+    and reason."""
+
+    def __init__(self, settings: Settings, producer: Producer, metrics: Metrics) -> None:
+        self.topic = settings.topic_deadletter
+        self.producer = producer
+        self.metrics = metrics
+
+    async def send(self, origin: Origin, raw: bytes | None, why: Rejection, now: float) -> None:
+        """The dead letter of the input read at `origin`, holding its payload `raw`."""
+        topic, partition, offset = origin
+        self.metrics.rejected.labels(topic, why.kind).inc()
+        await self.producer.send(
+            self.topic,
+            f"{topic}:{partition}:{offset}".encode(),
+            dead_letter(topic, partition, offset, raw, why, now),
+            None,
+        )

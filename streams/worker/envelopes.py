@@ -47,9 +47,11 @@ def encode_routed(items: list[RoutedItem], marks: dict[str, Mark]) -> bytes:
     )
 
 
-def decode_routed(raw: bytes) -> RoutedBatch:
+def decode_routed(raw: bytes | None) -> RoutedBatch:
     """A routed message; one written by the previous release (a bare list of items, no
     marks, no routing key) is read with the key kind as its route."""
+    if raw is None:
+        raise ValueError("a routed message must be a v2 JSON object, not a tombstone")
     doc = orjson.loads(raw)
     if isinstance(doc, list):
         return RoutedBatch([_legacy_item(it) for it in doc], {})

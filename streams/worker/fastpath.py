@@ -6,6 +6,10 @@ events per second here).
 Everything else stays Faust's: group membership and rebalancing, offsets and commits (the
 handler acks each message through the consumer once its output is sent), flow control,
 the producer. Topics not in `batch_topics` take the normal per-message path.
+
+Every use of Faust's private parts is in this module, so that an upgrade of faust-streaming
+is checked here: the drain loop, read offsets and gaps, acks, the aiokafka client under
+the consumer thread, and the aiokafka producer under Faust's (`AppProducer`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from streams.worker.edges import Record
 
 Batch = dict[Any, list[Any]]
 """One fetch of the batch topics: per partition (a Faust `TP`), aiokafka's records (`topic`,
@@ -274,3 +280,38 @@ class BatchingApp(faust.App):  # type: ignore[misc]
 
     def batch_consumer(self) -> BatchingConsumer:
         return cast(BatchingConsumer, self.consumer)
+
+
+class AppProducer:
+    """The app's aiokafka producer, as the stages, delivery and the state topic send.
+
+    A message goes straight to aiokafka (Faust's own send wrapper adds only monitoring per
+    message); Faust flushes the producer before committing offsets, and checkpoints flush it
+    before snapshotting."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> None:
+        producer = self.app.producer._ensure_producer()
+        await producer.send(topic, value, key=key, partition=partition)
+
+    async def flush(self) -> None:
+        await self.app.producer.flush()
+
+
+class AssignedPartitions:
+    """The partitions of one batch topic assigned to the app's consumer, and their acks."""
+
+    def __init__(self, app: BatchingApp, topic: str) -> None:
+        self.app = app
+        self.topic = topic
+
+    def owns(self, partition: int) -> bool:
+        return TP(self.topic, partition) in self.app.consumer.assignment()
+
+    def ack(self, record: Record) -> None:
+        consumer = self.app.batch_consumer()
+        consumer.ack_offsets(TP(record.topic, record.partition), [record.offset])

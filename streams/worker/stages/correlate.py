@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import orjson
 
@@ -18,8 +17,9 @@ from engine.correlate import CorrelateOutput
 from engine.ingest import Rejection
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
-from streams.worker.delivery import Delivery
-from streams.worker.envelopes import dead_letter, decode_routed
+from streams.worker.delivery import DeadLetters, Delivery
+from streams.worker.edges import Record
+from streams.worker.envelopes import decode_routed
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.correlate")
@@ -34,35 +34,32 @@ class CorrelateShell:
         metrics: Metrics,
         checkpoints: Checkpoints,
         delivery: Delivery,
-        ack: Any,
+        dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.checkpoints = checkpoints
         self.delivery = delivery
-        self.ack = ack
+        self.dead_letters = dead_letters
 
-    async def on_message(self, msg: Any) -> None:
-        cp = await self.checkpoints.partition(msg.partition)
-        if cp is None:
+    async def on_message(self, record: Record) -> None:
+        checkpoint = await self.checkpoints.accept(record)
+        if checkpoint is None:
             return
-        if msg.offset <= cp.applied:
-            self.ack(msg)
-            return
-        batch = decode_routed(msg.value)
-        stage = cp.stage
+        batch = decode_routed(record.value)
+        stage = checkpoint.stage
         was = (stage.released_before, len(stage.buffer))
         out = stage.take(batch.items, batch.marks, time.time())
         await self.send_output(out)
         changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
-        self.checkpoints.applied(cp, msg.offset, msg, changed, len(batch.items))
-        self.metrics.reordered.labels(str(msg.partition)).set(len(cp.stage.buffer))
-        before = cp.stage.released_before
+        self.checkpoints.applied(checkpoint, record, changed, len(batch.items))
+        self.metrics.reordered.labels(str(record.partition)).set(len(stage.buffer))
+        before = stage.released_before
         if before > float("-inf"):
             self.metrics.watermark.labels(
-                "correlate", self.settings.topic_routed, str(msg.partition)
+                "correlate", self.settings.topic_routed, str(record.partition)
             ).set(before)
-        await self.checkpoints.maybe_snapshot(msg.partition)
+        await self.checkpoints.maybe_snapshot(record.partition)
 
     async def send_output(self, out: CorrelateOutput) -> None:
         m = self.metrics
@@ -76,20 +73,8 @@ class CorrelateShell:
         if out.late:
             now = time.time()
             for it, reason in out.late:
-                topic, partition, offset = it.origin
                 agency = str((it.doc.get("source") or {}).get("agency", ""))
-                m.late.labels(topic, str(it.doc.get("event_type", "")), agency).inc()
-                m.rejected.labels(topic, "late").inc()
-                await self.delivery.send(
-                    self.settings.topic_deadletter,
-                    f"{topic}:{partition}:{offset}".encode(),
-                    dead_letter(
-                        topic,
-                        partition,
-                        offset,
-                        orjson.dumps(it.doc),
-                        Rejection("late", reason),
-                        now,
-                    ),
-                    None,
+                m.late.labels(it.origin.topic, str(it.doc.get("event_type", "")), agency).inc()
+                await self.dead_letters.send(
+                    it.origin, orjson.dumps(it.doc), Rejection("late", reason), now
                 )

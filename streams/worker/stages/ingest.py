@@ -12,22 +12,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from engine.ingest import Rejection, validate
 from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rules import RuleSet
 from engine.watermarks import SourceWatermarks
 from streams.settings import Settings
-from streams.worker.envelopes import dead_letter, encode_routed
+from streams.worker.delivery import DeadLetters
+from streams.worker.edges import Producer, Record
+from streams.worker.envelopes import encode_routed
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.ingest")
 
 MARKS_EVERY_S = 0.05
-
-Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[object]]
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -41,12 +40,14 @@ class IngestStage:
         self,
         settings: Settings,
         metrics: Metrics,
-        send: Send,
+        producer: Producer,
+        dead_letters: DeadLetters,
         rules: Callable[[], tuple[RuleSet, Router]],
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.send = send
+        self.producer = producer
+        self.dead_letters = dead_letters
         self.rules = rules
         self.clocks = SourceWatermarks(
             settings.out_of_orderness_s,
@@ -64,7 +65,7 @@ class IngestStage:
         etype = self.topic_types.get(source.rpartition(":")[0], "")
         return self.settings.caught_up_lag_s.get(etype, float("inf"))
 
-    async def on_messages(self, messages: list[Any], caught_up: dict[str, bool]) -> None:
+    async def on_messages(self, messages: list[Record], caught_up: dict[str, bool]) -> None:
         """One fetch of input messages (any input topics): validate, route, send, mark.
 
         `caught_up` is as of this fetch: a source the fetch shows data for, even if not in
@@ -83,6 +84,7 @@ class IngestStage:
             topic, partition, offset, value = m.topic, m.partition, m.offset, m.value
             etype = self.topic_types[topic]
             source = source_name(topic, partition)
+            origin = Origin(topic, partition, offset)
             touched.add(source)
             try:
                 res = validate(value, etype, now=now, partners=partners, max_bytes=max_bytes)
@@ -97,11 +99,10 @@ class IngestStage:
                 )
             if isinstance(res, Rejection):
                 clocks.clock(source, now).last_new = now
-                await self.dead_letter(topic, partition, offset, value, res, now)
+                await self.dead_letters.send(origin, value, res, now)
                 continue
             clocks.observe(source, res.ts, now)
             counts[(topic, etype, res.country)] += 1
-            origin = Origin(topic, partition, offset)
             for q, item in route_items(res, router, ruleset.rules_taking(res), n, now, origin):
                 parts[q].append(item)
         for (topic, etype, country), k in counts.items():
@@ -136,7 +137,7 @@ class IngestStage:
             marks = self.clocks.marks(now, names)
             if not marks and not items:
                 continue
-            await self.send(topic, None, encode_routed(items, marks), q)
+            await self.producer.send(topic, None, encode_routed(items, marks), q)
             self._last_to[q] = now
         gauge = self.metrics.watermark
         for source, mark in self.clocks.marks(now, sources).items():
@@ -175,14 +176,3 @@ class IngestStage:
 
     def revoked(self, sources: list[str]) -> None:
         self.clocks.forget(sources)
-
-    async def dead_letter(
-        self, topic: str, partition: int, offset: int, raw: bytes | None, why: Rejection, now: float
-    ) -> None:
-        self.metrics.rejected.labels(topic, why.kind).inc()
-        await self.send(
-            self.settings.topic_deadletter,
-            f"{topic}:{partition}:{offset}".encode(),
-            dead_letter(topic, partition, offset, raw, why, now),
-            None,
-        )
