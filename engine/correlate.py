@@ -53,7 +53,7 @@ class CorrelateStage:
         grace_s: float = 0.0,
     ) -> None:
         self.engine = Engine(ruleset)
-        self.watermark = CombinedWatermark(expected_sources, grace_s)
+        self.combined_watermark = CombinedWatermark(expected_sources, grace_s)
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
@@ -115,7 +115,7 @@ class CorrelateStage:
             del seen[order.popleft()]
         if marks:
             for source, mark in marks.items():
-                self.watermark.update(source, mark)
+                self.combined_watermark.update(source, mark)
         self._release(out, now)
         return out
 
@@ -132,7 +132,7 @@ class CorrelateStage:
         return out
 
     def _release(self, out: CorrelateOutput, now: float | None) -> None:
-        before, clock = self.watermark.value(now)
+        before, clock = self.combined_watermark.value(now)
         if before == -math.inf:
             return
         for it in self.buffer.release(before):
@@ -181,7 +181,7 @@ class CorrelateStage:
             "v": STAGE_SNAPSHOT_VERSION,
             "engine": self.engine.snapshot_doc(),
             "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
-            "marks": self.watermark.snapshot(),
+            "marks": self.combined_watermark.snapshot(),
             "origins": {src: [off, sorted(routes)] for src, (off, routes) in self._origins.items()},
             "released_before": None if math.isinf(self.released_before) else self.released_before,
             "meta": meta or {},
@@ -198,7 +198,7 @@ class CorrelateStage:
             self._seen[(it.event_id, it.route)] = it.ts
             self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
-        self.watermark.restore(doc["marks"])
+        self.combined_watermark.restore(doc["marks"])
         for src, (off, routes) in (doc.get("origins") or {}).items():
             self._origins[src] = (int(off), set(routes))
         rb = doc.get("released_before")

@@ -20,7 +20,7 @@ import orjson
 from engine.correlate import CorrelateOutput, CorrelateStage
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
-from engine.release import InterimPolicy, SharingPolicy, recipients, release_json
+from engine.release import InterimPolicy, ReleasePolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
 
@@ -99,7 +99,7 @@ def replay(
     *,
     partners: frozenset[str],
     destination: str | None = None,
-    policy: SharingPolicy | None = None,
+    policy: ReleasePolicy | None = None,
 ) -> ReplayStats:
     """Read events, write one released alert per line (per destination), return counts."""
     policy = policy or InterimPolicy()

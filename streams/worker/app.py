@@ -35,10 +35,10 @@ from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
 from streams.worker.fastpath import AppProducer, AssignedPartitions, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
-from streams.worker.reload import Rules, SharingPolicy
+from streams.worker.reload import LivePolicy, LiveRules
 from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
-from streams.worker.stages.ingest import IngestStage, source_name
+from streams.worker.stages.ingest import IngestShell, source_name
 from streams.worker.tak import TakOutput
 
 log = logging.getLogger("fusion")
@@ -51,15 +51,15 @@ class Worker:
         self.settings = settings
         self.app = app
         self.metrics = metrics
-        self.rules = Rules(settings, metrics)
-        self.policy = SharingPolicy(settings, metrics)
+        self.rules = LiveRules(settings, metrics)
+        self.policy = LivePolicy(settings, metrics)
         self.input_topic_names = frozenset(settings.input_topics.values())
         self.state_export = StateExport(metrics)
         producer = AppProducer(app)
         dead_letters = DeadLetters(settings, producer, metrics)
         self.tak = TakOutput(settings, metrics)
         delivery = Delivery(settings, producer, metrics, self.policy.current, tak=self.tak)
-        self.ingest = IngestStage(settings, metrics, producer, dead_letters, self.rules.current)
+        self.ingest = IngestShell(settings, metrics, producer, dead_letters, self.rules.current)
         self.checkpoints = Checkpoints(
             settings,
             metrics,

@@ -164,7 +164,7 @@ class Metrics:
         self.ready = Gauge(
             "fusion_worker_ready", "1 once every input topic has partitions assigned.", registry=r
         )
-        self.watermark = Gauge(
+        self.watermark_seconds = Gauge(
             "fusion_watermark_seconds",
             "Event-time watermark (epoch seconds), by stage: ingest per input topic partition, "
             "correlate per internal partition of the routed topic.",

@@ -35,7 +35,7 @@ def rules_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-class Rules:
+class LiveRules:
     """The rule set in force, its router, and its reload."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -84,7 +84,7 @@ class Rules:
         return new
 
 
-class SharingPolicy:
+class LivePolicy:
     """The sharing policy in force, with its keys, and its reload."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:

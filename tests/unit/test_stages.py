@@ -20,9 +20,9 @@ from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.envelopes import decode_routed
 from streams.worker.metrics import Metrics
-from streams.worker.reload import SharingPolicy
+from streams.worker.reload import LivePolicy
 from streams.worker.stages.correlate import CorrelateShell
-from streams.worker.stages.ingest import IngestStage
+from streams.worker.stages.ingest import IngestShell
 from tests.integration.test_pipeline import event
 from tests.unit.edges import Assigned, Broker, Msg, StateStore
 
@@ -48,16 +48,16 @@ def unit_settings() -> Settings:
     )
 
 
-def ingest_stage(settings: Settings, broker: Broker) -> IngestStage:
+def ingest_shell(settings: Settings, broker: Broker) -> IngestShell:
     metrics = Metrics()
     dead_letters = DeadLetters(settings, broker, metrics)
-    return IngestStage(settings, metrics, broker, dead_letters, lambda: (RULES, Router(RULES)))
+    return IngestShell(settings, metrics, broker, dead_letters, lambda: (RULES, Router(RULES)))
 
 
 def test_ingest_dead_letters_refusals_and_sends_every_partition_its_copies_and_marks():
     settings = unit_settings()
     broker = Broker()
-    stage = ingest_stage(settings, broker)
+    stage = ingest_shell(settings, broker)
     good = [event("detection", at=-60 + i, plate="ABC-123") for i in range(3)]
     msgs = [Msg(settings.topic_detections, 0, i, orjson.dumps(e)) for i, e in enumerate(good)]
     msgs.append(Msg(settings.topic_detections, 1, 0, b"{not json"))
@@ -77,7 +77,7 @@ def test_ingest_dead_letters_refusals_and_sends_every_partition_its_copies_and_m
 def test_ingest_marks_a_caught_up_quiet_partition_idle():
     settings = unit_settings()
     broker = Broker()
-    stage = ingest_stage(settings, broker)
+    stage = ingest_shell(settings, broker)
     source = f"{settings.topic_suspects}:3"
     stage.assigned([source])
     stage.clocks.clocks[source].last_new -= 10  # quiet for ten seconds
@@ -94,7 +94,7 @@ def correlate(
     checkpoints = Checkpoints(
         settings, metrics, store, assigned, lambda: CorrelateStage(RULES, sources)
     )
-    policy = SharingPolicy(settings, metrics)
+    policy = LivePolicy(settings, metrics)
     delivery = Delivery(settings, broker, metrics, policy.current)
     dead_letters = DeadLetters(settings, broker, metrics)
     return CorrelateShell(settings, metrics, checkpoints, delivery, dead_letters)
@@ -103,7 +103,7 @@ def correlate(
 def test_correlate_raises_alerts_once_every_input_is_heard_and_acks_after_a_snapshot():
     settings = unit_settings()
     up = Broker()
-    stage = ingest_stage(settings, up)
+    stage = ingest_shell(settings, up)
     reads = [event("detection", at=-300 + 60 * i, plate="KX-1") for i in range(3)]
     msgs = [Msg(settings.topic_detections, 0, i, orjson.dumps(e)) for i, e in enumerate(reads)]
     everyone = {f"{t}:{p}": True for t in settings.input_topics.values() for p in range(4)}

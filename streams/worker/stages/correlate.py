@@ -56,7 +56,7 @@ class CorrelateShell:
         self.metrics.reordered.labels(str(record.partition)).set(len(stage.buffer))
         before = stage.released_before
         if before > float("-inf"):
-            self.metrics.watermark.labels(
+            self.metrics.watermark_seconds.labels(
                 "correlate", self.settings.topic_routed, str(record.partition)
             ).set(before)
         await self.checkpoints.maybe_snapshot(record.partition)

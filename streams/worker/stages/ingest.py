@@ -33,7 +33,7 @@ def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class IngestStage:
+class IngestShell:
     """Validation, dead letters, routing and per-partition watermarks."""
 
     def __init__(
@@ -70,12 +70,12 @@ class IngestStage:
 
         `caught_up` is as of this fetch: a source the fetch shows data for, even if not in
         this batch, is not idle when the marks go out, so it holds the watermark back."""
-        s = self.settings
+        settings = self.settings
         now = time.time()
         ruleset, router = self.rules()
-        n = s.internal_partitions
-        partners = s.partner_set
-        max_bytes = s.max_message_bytes
+        n = settings.internal_partitions
+        partners = settings.partner_set
+        max_bytes = settings.max_message_bytes
         parts: dict[int, list[RoutedItem]] = defaultdict(list)
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
         touched: set[str] = set()
@@ -139,7 +139,7 @@ class IngestStage:
                 continue
             await self.producer.send(topic, None, encode_routed(items, marks), q)
             self._last_to[q] = now
-        gauge = self.metrics.watermark
+        gauge = self.metrics.watermark_seconds
         for source, mark in self.clocks.marks(now, sources).items():
             t, _, p = source.rpartition(":")
             gauge.labels("ingest", t, p).set(mark.watermark)
