@@ -194,8 +194,8 @@ class CombinedWatermark:
 
     def restore(self, data: dict[str, list[object]]) -> None:
         for s, (w, idle) in data.items():
-            wm = -math.inf if w is None else float(w)  # type: ignore[arg-type]
-            self.update(s, Mark(wm, bool(idle)))
+            watermark = -math.inf if w is None else float(w)  # type: ignore[arg-type]
+            self.update(s, Mark(watermark, bool(idle)))
 
 
 class ReorderBuffer(Generic[T]):

@@ -78,19 +78,19 @@ class Grant:
         )
 
 
-def acl_plan(s: Settings) -> list[Grant]:
+def acl_plan(settings: Settings) -> list[Grant]:
     """Every grant for the configured partners and topic names (READ and WRITE imply
     DESCRIBE)."""
     grants: list[Grant] = []
-    for cc in s.partners:
+    for cc in settings.partners:
         ops = ops_principal(cc)
-        grants.append(Grant(ops, "READ", "TOPIC", s.alert_topic(cc)))
-        if s.stix_topics:
-            grants.append(Grant(ops, "READ", "TOPIC", s.stix_topic(cc)))
+        grants.append(Grant(ops, "READ", "TOPIC", settings.alert_topic(cc)))
+        if settings.stix_topics:
+            grants.append(Grant(ops, "READ", "TOPIC", settings.stix_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
         grants.extend(
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
-            for topic in s.input_topics.values()
+            for topic in settings.input_topics.values()
         )
     return grants
 
@@ -99,10 +99,10 @@ class AclError(RuntimeError):
     """The broker refused some ACL bindings."""
 
 
-def apply_acls(s: Settings, grants: Sequence[Grant] | None = None) -> list[Grant]:
+def apply_acls(settings: Settings, grants: Sequence[Grant] | None = None) -> list[Grant]:
     """Create the bindings on the broker as the settings' (super) user; return them."""
-    plan = list(acl_plan(s) if grants is None else grants)
-    admin = KafkaAdminClient(client_id=f"{s.app_id}-acls", **kafka_python_config(s))
+    plan = list(acl_plan(settings) if grants is None else grants)
+    admin = KafkaAdminClient(client_id=f"{settings.app_id}-acls", **kafka_python_config(settings))
     try:
         result = admin.create_acls([g.to_acl() for g in plan])
     finally:
@@ -129,13 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the bindings, create nothing")
     args = ap.parse_args(argv)
     try:
-        s = Settings(_env_file=args.env_file) if args.env_file else Settings()
+        settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
     except Exception as e:
         print(f"fusion acls: invalid settings: {e}", file=sys.stderr)
         return 2
-    plan = acl_plan(s)
+    plan = acl_plan(settings)
     if not args.dry_run:
-        if s.security_protocol != "SASL_SSL":
+        if settings.security_protocol != "SASL_SSL":
             print(
                 "fusion acls: the broker is not secured (FUSION_SECURITY_PROTOCOL=PLAINTEXT); "
                 "ACLs need a SASL_SSL broker: deploy/kafka/broker.sh start --secure",
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         try:
-            apply_acls(s, plan)
+            apply_acls(settings, plan)
         except Exception as e:
             print(f"fusion acls: {e}", file=sys.stderr)
             return 1

@@ -23,7 +23,7 @@ def _record(value: bytes | None) -> AuditRecord | None:
 
 
 def find_audit(
-    s: Settings, alert_id: str, destination: str, *, timeout: float = 30.0
+    settings: Settings, alert_id: str, destination: str, *, timeout: float = 30.0
 ) -> list[AuditRecord]:
     """Every audit record of the alert for the destination (oldest first), reading the audit
     topic from its beginning to its end as of the call (a `TopicReadError` if it cannot in
@@ -31,7 +31,7 @@ def find_audit(
     dest = destination.upper()
     key = alert_id.encode()
     found: list[AuditRecord] = []
-    for msg in read_span(s, [s.topic_audit], timeout=timeout, client="audit-show"):
+    for msg in read_span(settings, [settings.topic_audit], timeout=timeout, client="audit-show"):
         # The pipeline keys audit records by alert id: parse only those (and unkeyed records,
         # should another tool have written some).
         if msg.key is None or msg.key == key:
@@ -72,19 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topic")
     args = ap.parse_args(argv)
     try:
-        s = Settings()
+        settings = Settings()
     except Exception as e:
         print(f"fusion audit: invalid settings: {e}", file=sys.stderr)
         return 2
     dest = args.destination.upper()
-    if dest not in s.partner_set:
-        print(f"fusion audit: {dest} is not a partner ({', '.join(s.partners)})", file=sys.stderr)
+    if dest not in settings.partner_set:
+        print(
+            f"fusion audit: {dest} is not a partner ({', '.join(settings.partners)})",
+            file=sys.stderr,
+        )
         return 2
-    recs = find_audit(s, args.alert_id, dest, timeout=args.timeout)
+    recs = find_audit(settings, args.alert_id, dest, timeout=args.timeout)
     if not recs:
         print(
             f"fusion audit: no record of alert {args.alert_id} released to {dest} "
-            f"on {s.topic_audit}",
+            f"on {settings.topic_audit}",
             file=sys.stderr,
         )
         return 1

@@ -243,7 +243,7 @@ def _rule_ids(path: Path) -> list[str]:
 
 
 def _follow(
-    s: Settings,
+    settings: Settings,
     clock: Clock,
     seconds: float,
     counts: Counter[tuple[str, str]],
@@ -256,11 +256,11 @@ def _follow(
     from streams.clients import kafka_python_config
 
     consumer = KafkaConsumer(
-        *[s.alert_topic(p) for p in s.partners],
+        *[settings.alert_topic(p) for p in settings.partners],
         group_id=None,
         auto_offset_reset="earliest",
         consumer_timeout_ms=500,
-        **kafka_python_config(s),
+        **kafka_python_config(settings),
     )
     try:
         while clock.elapsed() < seconds:

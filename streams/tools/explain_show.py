@@ -100,20 +100,20 @@ def format_trace(trace: EventTrace) -> str:
     return "\n".join(lines)
 
 
-def _read_all(s: Settings, topics: Sequence[str]) -> Iterator[bytes]:
+def _read_all(settings: Settings, topics: Sequence[str]) -> Iterator[bytes]:
     """Every message now on the topics, from the beginning."""
     from streams.tools.topicread import read_span
 
-    for m in read_span(s, topics, timeout=300, client="explain"):
+    for m in read_span(settings, topics, timeout=300, client="explain"):
         if m.value is not None:
             yield m.value
 
 
-def _dead_letters(s: Settings, event_id: str) -> Iterator[tuple[str, str]]:
+def _dead_letters(settings: Settings, event_id: str) -> Iterator[tuple[str, str]]:
     """What the pipeline refused of this event, from the dead-letter topic: the replay puts
     every event in order, so only this says that one arrived too late for every rule."""
     needle = event_id.encode()
-    for raw in _read_all(s, [s.topic_deadletter]):
+    for raw in _read_all(settings, [settings.topic_deadletter]):
         if needle not in raw:
             continue
         try:
@@ -126,10 +126,10 @@ def _dead_letters(s: Settings, event_id: str) -> Iterator[tuple[str, str]]:
             yield str(err.get("kind")), str(err.get("message"))
 
 
-def _events(s: Settings, path: Path | None) -> io.BytesIO:
+def _events(settings: Settings, path: Path | None) -> io.BytesIO:
     if path is not None:
         return io.BytesIO(path.read_bytes())
-    return io.BytesIO(b"\n".join(_read_all(s, list(s.input_topics.values()))))
+    return io.BytesIO(b"\n".join(_read_all(settings, list(settings.input_topics.values()))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,19 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("give an ALERT_ID or --event EVENT_ID")
     if args.alert_id and len(args.alert_id) < 8:
         p.error("an alert id prefix needs at least 8 characters")
-    s = Settings()
+    settings = Settings()
     from engine.rulefiles import load_rules
 
     if args.event:
-        ruleset = load_rules([args.rules or s.rules_path])
-        trace = trace_event(_events(s, args.input), ruleset, args.event, partners=s.partner_set)
+        ruleset = load_rules([args.rules or settings.rules_path])
+        trace = trace_event(
+            _events(settings, args.input), ruleset, args.event, partners=settings.partner_set
+        )
         print(format_trace(trace))
         if args.input is None:
-            for kind, message in _dead_letters(s, args.event):
+            for kind, message in _dead_letters(settings, args.event):
                 print(f"  the pipeline dead-lettered it: {kind}: {message}")
         return 0 if trace.found else 1
-    countries = [args.country.upper()] if args.country else list(s.partners)
-    found = list(_released(s, args, countries))
+    countries = [args.country.upper()] if args.country else list(settings.partners)
+    found = list(_released(settings, args, countries))
     for alert in found:
         print(orjson.dumps(alert).decode() if args.json else format_explanation(alert))
         if not args.json:
@@ -166,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = (
             f"--input {args.input}"
             if args.input
-            else ", ".join(s.alert_topic(c) for c in countries)
+            else ", ".join(settings.alert_topic(c) for c in countries)
         )
         print(f"fusion explain: no alert {args.alert_id} in {where}", file=sys.stderr)
         return 1
@@ -174,13 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _released(
-    s: Settings, args: argparse.Namespace, countries: list[str]
+    settings: Settings, args: argparse.Namespace, countries: list[str]
 ) -> Iterator[dict[str, Any]]:
     """The alert as released to each of `countries`: from their topics, or by replay."""
     prefix: str = args.alert_id
     if args.input is None:
         for c in countries:
-            for raw in _read_all(s, [s.alert_topic(c)]):
+            for raw in _read_all(settings, [settings.alert_topic(c)]):
                 try:
                     a = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -194,16 +196,20 @@ def _released(
     from engine.rulefiles import load_rules
     from streams.keys import configured_policy
 
-    ruleset = load_rules([args.rules or s.rules_path])
-    policy = configured_policy(s, throwaway_keys=True)
-    alerts, _ = correlate_file(_events(s, args.input), ruleset, partners=s.partner_set)
+    ruleset = load_rules([args.rules or settings.rules_path])
+    policy = configured_policy(settings, throwaway_keys=True)
+    alerts, _ = correlate_file(
+        _events(settings, args.input), ruleset, partners=settings.partner_set
+    )
     for a in alerts:
         if not a.alert_id.startswith(prefix):
             continue
-        who = recipients(a, s.partner_set, policy)
+        who = recipients(a, settings.partner_set, policy)
         for dest in who:
             if dest in countries:
-                out = release_json(a, dest, who, policy, now=a.raised_at, topic=s.alert_topic(dest))
+                out = release_json(
+                    a, dest, who, policy, now=a.raised_at, topic=settings.alert_topic(dest)
+                )
                 if out is not None:
                     yield out[0]
         return

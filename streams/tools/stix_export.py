@@ -20,7 +20,7 @@ from streams.tools.topicread import read_span
 
 
 def read_alerts(
-    s: Settings,
+    settings: Settings,
     topic: str,
     *,
     since: float | None = None,
@@ -32,7 +32,9 @@ def read_alerts(
     `since` (epoch seconds, by the record's timestamp) until before `until`, or those with
     `alert_id` (the pipeline keys alerts by id)."""
     key = alert_id.encode() if alert_id is not None else None
-    for msg in read_span(s, [topic], since=since, until=until, timeout=timeout, client="stix"):
+    for msg in read_span(
+        settings, [topic], since=since, until=until, timeout=timeout, client="stix"
+    ):
         if key is None or msg.key in (None, key):
             alert = _alert(msg.value)
             if alert is not None and (alert_id is None or alert["alert_id"] == alert_id):
@@ -71,15 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.until is not None and args.since is None:
         ap.error("--until goes with --since")
     try:
-        s = Settings()
+        settings = Settings()
     except Exception as e:
         print(f"fusion stix: invalid settings: {e}", file=sys.stderr)
         return 2
-    countries = [args.country.upper()] if args.country else list(s.partners)
-    unknown = [c for c in countries if c not in s.partner_set]
+    countries = [args.country.upper()] if args.country else list(settings.partners)
+    unknown = [c for c in countries if c not in settings.partner_set]
     if unknown:
         print(
-            f"fusion stix: {unknown[0]} is not a partner ({', '.join(s.partners)})", file=sys.stderr
+            f"fusion stix: {unknown[0]} is not a partner ({', '.join(settings.partners)})",
+            file=sys.stderr,
         )
         return 2
     if args.since is not None:
@@ -91,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             print(f"fusion stix: {e}", file=sys.stderr)
             return 2
-        topic = s.alert_topic(countries[0])
-        alerts = list(read_alerts(s, topic, since=since, until=until, timeout=args.timeout))
+        topic = settings.alert_topic(countries[0])
+        alerts = list(read_alerts(settings, topic, since=since, until=until, timeout=args.timeout))
         if not alerts:
             print(f"fusion stix: no alerts on {topic} in that span", file=sys.stderr)
             return 1
@@ -101,11 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cc in countries:
             # An alert written again (after a restart) is the same alert: keep the last copy.
             for a in read_alerts(
-                s, s.alert_topic(cc), alert_id=args.alert_id, timeout=args.timeout
+                settings, settings.alert_topic(cc), alert_id=args.alert_id, timeout=args.timeout
             ):
                 latest[cc] = a
         if not latest:
-            where = ", ".join(s.alert_topic(c) for c in countries)
+            where = ", ".join(settings.alert_topic(c) for c in countries)
             print(f"fusion stix: no alert {args.alert_id} on {where}", file=sys.stderr)
             return 1
         if len(latest) > 1:
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         alerts = list(latest.values())
     alerts = _unique(alerts)
-    urls = [s.alert_url(a["recipient"], a["alert_id"]) for a in alerts]
+    urls = [settings.alert_url(a["recipient"], a["alert_id"]) for a in alerts]
     text = bundle_json(alerts, urls=urls)
     if args.pretty:
         text = orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2)

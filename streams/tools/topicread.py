@@ -23,7 +23,7 @@ class TopicReadError(FusionError):
 
 
 def read_span(
-    s: Settings,
+    settings: Settings,
     topics: Sequence[str],
     *,
     since: float | None = None,
@@ -37,8 +37,8 @@ def read_span(
     consumer = KafkaConsumer(
         group_id=None,
         enable_auto_commit=False,
-        client_id=f"{s.app_id}-{client}",
-        **kafka_python_config(s),
+        client_id=f"{settings.app_id}-{client}",
+        **kafka_python_config(settings),
     )
     try:
         tps = [
