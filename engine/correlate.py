@@ -23,7 +23,7 @@ from engine.facts import Fact
 from engine.hits import RawAlert
 from engine.routing import Origin, RoutedItem
 from engine.rules import RuleSet
-from engine.watermarks import CombinedWatermark, Mark, ReorderBuffer
+from engine.watermarks import CombinedWatermark, InputPartition, Mark, ReorderBuffer
 
 STAGE_SNAPSHOT_VERSION = 2
 
@@ -46,7 +46,7 @@ class CorrelateStage:
     def __init__(
         self,
         ruleset: RuleSet,
-        expected_sources: Iterable[str] = (),
+        expected_sources: Iterable[InputPartition] = (),
         *,
         dedup_window_s: float = 600.0,
         dedup_max_ids: int = 200_000,
@@ -57,7 +57,7 @@ class CorrelateStage:
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
-        self._origins: dict[str, tuple[int, set[str]]] = {}
+        self._origins: dict[InputPartition, tuple[int, set[str]]] = {}
         self._seen_order: deque[tuple[str, str]] = deque()
         self._dedup_window = dedup_window_s
         self._dedup_max = dedup_max_ids
@@ -74,7 +74,7 @@ class CorrelateStage:
     def take(
         self,
         items: Iterable[RoutedItem],
-        marks: dict[str, Mark] | None = None,
+        marks: dict[InputPartition, Mark] | None = None,
         now: float | None = None,
     ) -> CorrelateOutput:
         """Take routed copies and the marks sent with them; release what the watermark allows
@@ -182,7 +182,10 @@ class CorrelateStage:
             "engine": self.engine.snapshot_doc(),
             "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
             "marks": self.combined_watermark.snapshot(),
-            "origins": {src: [off, sorted(routes)] for src, (off, routes) in self._origins.items()},
+            "origins": {
+                str(source): [offset, sorted(routes)]
+                for source, (offset, routes) in self._origins.items()
+            },
             "released_before": None if math.isinf(self.released_before) else self.released_before,
             "meta": meta or {},
         }
@@ -199,8 +202,8 @@ class CorrelateStage:
             self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
         self.combined_watermark.restore(doc["marks"])
-        for src, (off, routes) in (doc.get("origins") or {}).items():
-            self._origins[src] = (int(off), set(routes))
+        for name, (offset, routes) in (doc.get("origins") or {}).items():
+            self._origins[InputPartition.parse(name)] = (int(offset), set(routes))
         rb = doc.get("released_before")
         if rb is not None:
             self.released_before = float(rb)

@@ -10,6 +10,7 @@ from engine.engine import Route
 from engine.facts import Fact
 from engine.geo import Grid
 from engine.rules import RuleBase, RuleSet
+from engine.watermarks import InputPartition
 
 REGION_KM = 50.0
 
@@ -76,9 +77,9 @@ class Origin(NamedTuple):
     offset: int
 
     @property
-    def source(self) -> str:
-        """The input partition as a watermark source name."""
-        return f"{self.topic}:{self.partition}"
+    def source(self) -> InputPartition:
+        """The input partition, a watermark's source."""
+        return InputPartition(self.topic, self.partition)
 
 
 class RoutedItem(NamedTuple):

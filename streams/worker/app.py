@@ -28,6 +28,7 @@ import faust
 from faust.types import TP
 
 from engine.correlate import CorrelateStage
+from engine.watermarks import InputPartition
 from streams.clients import ssl_context
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
@@ -38,7 +39,7 @@ from streams.worker.metrics import Metrics, StateExport, export_lag
 from streams.worker.reload import LivePolicy, LiveRules
 from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
-from streams.worker.stages.ingest import IngestShell, source_name
+from streams.worker.stages.ingest import IngestShell
 from streams.worker.tak import TakOutput
 
 log = logging.getLogger("fusion")
@@ -69,13 +70,13 @@ class Worker:
         )
         self.correlate = CorrelateShell(settings, metrics, self.checkpoints, delivery, dead_letters)
 
-    def expected_sources(self) -> list[str]:
+    def expected_sources(self) -> list[InputPartition]:
         """Every input partition: the sources each correlate partition's watermark waits on."""
         consumer = self.app.consumer
-        out: list[str] = []
+        out: list[InputPartition] = []
         for topic in self.settings.input_topics.values():
             n = consumer.topic_partitions(topic) or self.settings.input_partitions
-            out.extend(source_name(topic, p) for p in range(n))
+            out.extend(InputPartition(topic, p) for p in range(n))
         return out
 
     def new_stage(self) -> CorrelateStage:
@@ -136,7 +137,7 @@ class Worker:
 
     # -- time ------------------------------------------------------------------------------
 
-    def caught_up(self) -> dict[str, bool]:
+    def caught_up(self) -> dict[InputPartition, bool]:
         """Per input partition assigned here: whether the broker holds nothing more for it."""
         consumer = self.app.batch_consumer()
         try:
@@ -145,7 +146,7 @@ class Worker:
             return {}
         inputs = self.input_topic_names
         return {
-            source_name(tp.topic, tp.partition): consumer.caught_up(tp)
+            InputPartition(tp.topic, tp.partition): consumer.caught_up(tp)
             for tp in assigned
             if tp.topic in inputs
         }
@@ -171,7 +172,7 @@ class Worker:
     async def on_assigned(self, assigned: set[TP]) -> None:
         inputs = self.input_topic_names
         self.ingest.assigned(
-            [source_name(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs]
+            [InputPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in inputs]
         )
 
     async def on_revoked(self, revoked: set[TP]) -> None:
@@ -182,7 +183,7 @@ class Worker:
         consumer = self.app.batch_consumer()
         async with consumer.hand_over.revoking():
             self.ingest.revoked(
-                [source_name(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs]
+                [InputPartition(tp.topic, tp.partition) for tp in revoked if tp.topic in inputs]
             )
             consumer.forget_positions(revoked)
             await self.checkpoints.revoke({tp.partition for tp in revoked if tp.topic == routed})

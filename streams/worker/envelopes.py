@@ -12,7 +12,7 @@ import orjson
 from engine.ingest import Rejection
 from engine.routing import Origin, RoutedItem
 from engine.rules import utc_from_ts
-from engine.watermarks import Mark
+from engine.watermarks import InputPartition, Mark
 from schemas.deadletter import DeadLetter, DeadLetterError
 
 
@@ -22,10 +22,10 @@ class RoutedBatch(NamedTuple):
     each partition's watermark follows every source)."""
 
     items: list[RoutedItem]
-    marks: dict[str, Mark]
+    marks: dict[InputPartition, Mark]
 
 
-def encode_routed(items: list[RoutedItem], marks: dict[str, Mark]) -> bytes:
+def encode_routed(items: list[RoutedItem], marks: dict[InputPartition, Mark]) -> bytes:
     return orjson.dumps(
         {
             "v": 2,
@@ -42,7 +42,7 @@ def encode_routed(items: list[RoutedItem], marks: dict[str, Mark]) -> bytes:
                 ]
                 for it in items
             ],
-            "marks": {s: [_num(m.watermark), m.idle] for s, m in marks.items()},
+            "marks": {str(source): [_num(m.watermark), m.idle] for source, m in marks.items()},
         }
     )
 
@@ -62,8 +62,8 @@ def decode_routed(raw: bytes | None) -> RoutedBatch:
         for r, k, o, p, d, ts, t_in, origin in doc["items"]
     ]
     marks = {
-        s: Mark(-math.inf if w is None else float(w), bool(idle))
-        for s, (w, idle) in doc["marks"].items()
+        InputPartition.parse(name): Mark(-math.inf if w is None else float(w), bool(idle))
+        for name, (w, idle) in doc["marks"].items()
     }
     return RoutedBatch(items, marks)
 

@@ -6,7 +6,7 @@ import orjson
 
 from engine.ingest import Rejection
 from engine.routing import Origin, RoutedItem
-from engine.watermarks import Mark
+from engine.watermarks import InputPartition, Mark
 from streams.worker.envelopes import dead_letter, decode_routed, encode_routed
 
 DOC = {"event_id": "e", "occurred_at": "2026-11-28T10:00:00+00:00"}
@@ -15,10 +15,13 @@ TS = 1795860000.0
 
 def test_routed_batches_round_trip_typed():
     item = RoutedItem("plate:ABC1", "plate", True, True, DOC, TS, 5.0, Origin("t", 2, 7))
-    batch = decode_routed(encode_routed([item], {"t:2": Mark(TS - 1, False), "t:3": Mark(9, True)}))
+    t2, t3 = InputPartition("t", 2), InputPartition("t", 3)
+    raw = encode_routed([item], {t2: Mark(TS - 1, False), t3: Mark(9, True)})
+    assert set(orjson.loads(raw)["marks"]) == {"t:2", "t:3"}  # named where they travel
+    batch = decode_routed(raw)
     assert batch.items == [item]
-    assert batch.items[0].origin.source == "t:2"
-    assert batch.marks == {"t:2": Mark(TS - 1, False), "t:3": Mark(9.0, True)}
+    assert batch.items[0].origin.source == t2
+    assert batch.marks == {t2: Mark(TS - 1, False), t3: Mark(9.0, True)}
 
 
 def test_items_of_the_previous_release_are_still_read():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from engine.correlate import CorrelateStage
+from engine.watermarks import InputPartition
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.fastpath import HandOver
 from streams.worker.metrics import Metrics
@@ -37,7 +38,7 @@ def checkpoints(assigned: Assigned, store: StateStore | None = None) -> Checkpoi
         Metrics(),
         store or StateStore(Broker()),
         assigned,
-        lambda: CorrelateStage(RULES, ["events.detections:0"]),
+        lambda: CorrelateStage(RULES, [InputPartition("events.detections", 0)]),
     )
 
 

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from engine.correlate import CorrelateStage
 from engine.routing import Router
 from engine.rulefiles import parse_rules_text
+from engine.watermarks import InputPartition
 from streams.keys import generate
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
@@ -61,7 +62,7 @@ def test_ingest_dead_letters_refusals_and_sends_every_partition_its_copies_and_m
     good = [event("detection", at=-60 + i, plate="ABC-123") for i in range(3)]
     msgs = [Msg(settings.topic_detections, 0, i, orjson.dumps(e)) for i, e in enumerate(good)]
     msgs.append(Msg(settings.topic_detections, 1, 0, b"{not json"))
-    asyncio.run(stage.on_messages(msgs, {f"{settings.topic_detections}:0": False}))
+    asyncio.run(stage.on_messages(msgs, {InputPartition(settings.topic_detections, 0): False}))
     ((key, dl, _),) = broker.sent[settings.topic_deadletter]
     assert key == f"{settings.topic_detections}:1:0".encode()
     assert orjson.loads(dl)["error"]["kind"] == "json"
@@ -70,15 +71,15 @@ def test_ingest_dead_letters_refusals_and_sends_every_partition_its_copies_and_m
     assert sum(len(b.items) for b in batches) == 3
     newest = max(it.ts for b in batches for it in b.items)
     for b in batches:
-        assert b.marks[f"{settings.topic_detections}:0"].watermark == newest
-        assert not b.marks[f"{settings.topic_detections}:0"].idle
+        assert b.marks[InputPartition(settings.topic_detections, 0)].watermark == newest
+        assert not b.marks[InputPartition(settings.topic_detections, 0)].idle
 
 
 def test_ingest_marks_a_caught_up_quiet_partition_idle():
     settings = unit_settings()
     broker = Broker()
     stage = ingest_shell(settings, broker)
-    source = f"{settings.topic_suspects}:3"
+    source = InputPartition(settings.topic_suspects, 3)
     stage.assigned([source])
     stage.clocks.clocks[source].last_new -= 10  # quiet for ten seconds
     asyncio.run(stage.on_tick({source: True}))
@@ -90,7 +91,7 @@ def correlate(
     settings: Settings, broker: Broker, store: StateStore, assigned: Assigned
 ) -> CorrelateShell:
     metrics = Metrics()
-    sources = [f"{t}:{p}" for t in settings.input_topics.values() for p in range(4)]
+    sources = [InputPartition(t, p) for t in settings.input_topics.values() for p in range(4)]
     checkpoints = Checkpoints(
         settings, metrics, store, assigned, lambda: CorrelateStage(RULES, sources)
     )
@@ -106,15 +107,17 @@ def test_correlate_raises_alerts_once_every_input_is_heard_and_acks_after_a_snap
     stage = ingest_shell(settings, up)
     reads = [event("detection", at=-300 + 60 * i, plate="KX-1") for i in range(3)]
     msgs = [Msg(settings.topic_detections, 0, i, orjson.dumps(e)) for i, e in enumerate(reads)]
-    everyone = {f"{t}:{p}": True for t in settings.input_topics.values() for p in range(4)}
-    everyone[f"{settings.topic_detections}:0"] = False
+    everyone = {
+        InputPartition(t, p): True for t in settings.input_topics.values() for p in range(4)
+    }
+    everyone[InputPartition(settings.topic_detections, 0)] = False
     for source in everyone:
         stage.assigned([source])
         stage.clocks.clocks[source].last_new -= 10
     asyncio.run(stage.on_messages(msgs, everyone))
     # the newest read waits until its partition is caught up and quiet (idle)
-    stage.clocks.clocks[f"{settings.topic_detections}:0"].last_new -= 10
-    asyncio.run(stage.on_tick({**everyone, f"{settings.topic_detections}:0": True}))
+    stage.clocks.clocks[InputPartition(settings.topic_detections, 0)].last_new -= 10
+    asyncio.run(stage.on_tick({**everyone, InputPartition(settings.topic_detections, 0): True}))
 
     down = Broker()
     store = StateStore(down)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from engine.ingest import Rejection, validate
 from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rules import RuleSet
-from engine.watermarks import SourceWatermarks
+from engine.watermarks import InputPartition, SourceWatermarks
 from streams.settings import Settings
 from streams.worker.delivery import DeadLetters
 from streams.worker.edges import Producer, Record
@@ -27,10 +27,6 @@ from streams.worker.metrics import Metrics
 log = logging.getLogger("fusion.ingest")
 
 MARKS_EVERY_S = 0.05
-
-
-def source_name(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
 
 
 class IngestShell:
@@ -59,13 +55,15 @@ class IngestShell:
         self._last_marks_sent = 0.0
         self._last_change = 0.0
         self._last_to: dict[int, float] = {}
-        self._unsent: dict[int, set[str]] = {}
+        self._unsent: dict[int, set[InputPartition]] = {}
 
-    def _caught_up_lag(self, source: str) -> float:
-        etype = self.topic_types.get(source.rpartition(":")[0], "")
+    def _caught_up_lag(self, source: InputPartition) -> float:
+        etype = self.topic_types.get(source.topic, "")
         return self.settings.caught_up_lag_s.get(etype, float("inf"))
 
-    async def on_messages(self, messages: list[Record], caught_up: dict[str, bool]) -> None:
+    async def on_messages(
+        self, messages: list[Record], caught_up: dict[InputPartition, bool]
+    ) -> None:
         """One fetch of input messages (any input topics): validate, route, send, mark.
 
         `caught_up` is as of this fetch: a source the fetch shows data for, even if not in
@@ -78,12 +76,12 @@ class IngestShell:
         max_bytes = settings.max_message_bytes
         parts: dict[int, list[RoutedItem]] = defaultdict(list)
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
-        touched: set[str] = set()
+        touched: set[InputPartition] = set()
         clocks = self.clocks
         for m in messages:
             topic, partition, offset, value = m.topic, m.partition, m.offset, m.value
             etype = self.topic_types[topic]
-            source = source_name(topic, partition)
+            source = InputPartition(topic, partition)
             origin = Origin(topic, partition, offset)
             touched.add(source)
             try:
@@ -115,7 +113,7 @@ class IngestShell:
     async def send_marks(
         self,
         now: float,
-        sources: set[str] | None = None,
+        sources: set[InputPartition] | None = None,
         parts: dict[int, list[RoutedItem]] | None = None,
     ) -> None:
         """Send each partition of `fusion.routed` its copies with the marks of `sources` (all
@@ -127,26 +125,25 @@ class IngestShell:
         for q in range(self.settings.internal_partitions):
             items = parts.get(q, []) if parts else []
             if sources is None:
-                names: set[str] | None = None
+                chosen: set[InputPartition] | None = None
                 unsent.pop(q, None)
             elif items or now - self._last_to.get(q, 0.0) >= MARKS_EVERY_S:
-                names = sources | unsent.pop(q, set())
+                chosen = sources | unsent.pop(q, set())
             else:
                 unsent.setdefault(q, set()).update(sources)
                 continue
-            marks = self.clocks.marks(now, names)
+            marks = self.clocks.marks(now, chosen)
             if not marks and not items:
                 continue
             await self.producer.send(topic, None, encode_routed(items, marks), q)
             self._last_to[q] = now
         gauge = self.metrics.watermark_seconds
         for source, mark in self.clocks.marks(now, sources).items():
-            t, _, p = source.rpartition(":")
-            gauge.labels("ingest", t, p).set(mark.watermark)
+            gauge.labels("ingest", source.topic, str(source.partition)).set(mark.watermark)
         if sources is None:
             self._last_marks_sent = now
 
-    async def on_tick(self, caught_up: dict[str, bool]) -> None:
+    async def on_tick(self, caught_up: dict[InputPartition, bool]) -> None:
         """Look at idleness (`caught_up`: per source read, whether nothing is left on the
         broker); send every mark when a source turned idle or active, and often while some
         source is idle (the correlate stage lets the watermark pass idle sources only after
@@ -163,16 +160,18 @@ class IngestShell:
         elif self._unsent:
             await self.send_marks(now, set().union(*self._unsent.values()))
 
-    def _export_idle(self, sources: list[str]) -> None:
+    def _export_idle(self, sources: list[InputPartition]) -> None:
         for source in sources:
-            t, _, p = source.rpartition(":")
-            self.metrics.input_idle.labels(t, p).set(1 if self.clocks.clocks[source].idle else 0)
+            idle = self.clocks.clocks[source].idle
+            self.metrics.input_idle.labels(source.topic, str(source.partition)).set(
+                1 if idle else 0
+            )
 
-    def assigned(self, sources: list[str]) -> None:
+    def assigned(self, sources: list[InputPartition]) -> None:
         """Start a clock for each newly assigned input partition (idle only once caught up)."""
         now = time.time()
         for source in sources:
             self.clocks.clock(source, now)
 
-    def revoked(self, sources: list[str]) -> None:
+    def revoked(self, sources: list[InputPartition]) -> None:
         self.clocks.forget(sources)
