@@ -23,8 +23,7 @@ from engine.ingest import Rejection, validate
 from engine.release import InterimPolicy, ReleasePolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
-
-EVENT_TYPES = ("detection", "suspect", "weapon", "track", "tip")
+from schemas.events import EVENT_MODELS
 
 
 @dataclass
@@ -54,8 +53,8 @@ def correlate_lines(
         except (orjson.JSONDecodeError, AttributeError):
             yield None, Rejection("json", "not a JSON object")
             continue
-        if etype not in EVENT_TYPES:
-            yield eid, Rejection("event_type", f"{etype!r} is not one of {', '.join(EVENT_TYPES)}")
+        if etype not in EVENT_MODELS:
+            yield eid, Rejection("event_type", f"{etype!r} is not one of {', '.join(EVENT_MODELS)}")
             continue
         res = validate(line, etype, now=math.inf, partners=partners)
         if isinstance(res, Rejection):

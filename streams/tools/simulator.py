@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from engine.border import default_border
+from schemas.events import EventType
 from streams.settings import Settings
 
 US_AGENCIES = ("CBP", "USBP", "ATF", "DEA", "HSI")
@@ -49,7 +50,7 @@ TIP_TEXTS = {
 }
 FIREARMS = (("Colt", "AR-15", "5.56"), ("Glock", "19", "9mm"), ("Ruger", "Mini-14", ".223"))
 
-Event = tuple[str, dict[str, Any]]
+Event = tuple[EventType, dict[str, Any]]
 """(event type, event as it goes on the wire)."""
 Scenario = Callable[[float], list[Event]]
 
@@ -118,7 +119,7 @@ class Simulator:
         return {"agency": self.rng.choice(US_AGENCIES if c == "US" else MX_AGENCIES), "country": c}
 
     def _common(
-        self, etype: str, ts: float, lat: float, lon: float, country: str | None = None
+        self, etype: EventType, ts: float, lat: float, lon: float, country: str | None = None
     ) -> dict[str, Any]:
         return {
             "event_id": self._id(etype[:3]),
@@ -156,7 +157,7 @@ class Simulator:
             ev["serial"] = serial
         return ev
 
-    def background(self, now: float) -> tuple[str, dict[str, Any]]:
+    def background(self, now: float) -> Event:
         """One noise event of a random type."""
         r = self.rng
         ts = now - r.uniform(0.0, 2.0)

@@ -18,6 +18,7 @@ from engine.ingest import Rejection, validate
 from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rules import RuleSet
 from engine.watermarks import InputPartition, SourceWatermarks
+from schemas.events import EventType
 from streams.settings import Settings
 from streams.worker.delivery import DeadLetters
 from streams.worker.edges import Producer, Record
@@ -75,7 +76,7 @@ class IngestShell:
         partners = settings.partner_set
         max_bytes = settings.max_message_bytes
         parts: dict[int, list[RoutedItem]] = defaultdict(list)
-        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        counts: dict[tuple[str, EventType, str], int] = defaultdict(int)
         touched: set[InputPartition] = set()
         clocks = self.clocks
         for m in messages:
