@@ -65,6 +65,7 @@ from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rulefiles import load_rules  # noqa: E402
 from engine.rules import RuleSet  # noqa: E402
 from engine.watermarks import InputPartition, SourceWatermarks  # noqa: E402
+from schemas.alerts import alert_topic  # noqa: E402
 from streams.worker.envelopes import decode_routed, encode_routed  # noqa: E402
 
 PARTNERS = frozenset({"US", "MX"})
@@ -229,7 +230,7 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
         who = recipients(a, PARTNERS, policy)
         n = 0
         for dest in who:
-            res = release_json(a, dest, who, policy, now=now0, topic=f"alerts.{dest.lower()}")
+            res = release_json(a, dest, who, policy, now=now0, topic=alert_topic(dest))
             if res is None:
                 continue
             body, audit = res

@@ -23,6 +23,7 @@ from engine.ingest import Rejection, validate
 from engine.release import InterimPolicy, ReleasePolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
+from schemas.alerts import alert_topic
 from schemas.events import EVENT_MODELS
 
 
@@ -108,9 +109,7 @@ def replay(
         for dest in who:
             if destination and dest != destination.upper():
                 continue
-            res = release_json(
-                a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}"
-            )
+            res = release_json(a, dest, who, policy, now=a.raised_at, topic=alert_topic(dest))
             if res is not None:
                 out.write(orjson.dumps(res[0]) + b"\n")
     return stats

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from interop.cot import cot_types
+from schemas.alerts import ALERT_TOPIC_PREFIX, alert_topic
 from schemas.events import EVENT_MODELS, EventType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
     topic_tips: str = "events.tips"
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
-    alert_topic_prefix: str = "alerts."
+    alert_topic_prefix: str = ALERT_TOPIC_PREFIX
     stix_topics: bool = Field(
         default=False,
         description="Also write each alert a partner receives, as a STIX 2.1 bundle, to its "
@@ -313,7 +314,7 @@ class Settings(BaseSettings):
 
     def alert_topic(self, country: str) -> str:
         """The alert topic of a partner: `alerts.<iso2 lower>`."""
-        return f"{self.alert_topic_prefix}{country.lower()}"
+        return alert_topic(country, self.alert_topic_prefix)
 
     def stix_topic(self, country: str) -> str:
         """The STIX topic of a partner: `stix.<iso2 lower>` (written when `stix_topics`)."""
