@@ -21,11 +21,11 @@ from engine.engine import Engine, Route
 from engine.errors import SnapshotError
 from engine.facts import Fact
 from engine.hits import RawAlert
-from engine.routing import Origin, RoutedItem
+from engine.routing import RoutedItem
 from engine.rules import RuleSet
 from engine.watermarks import CombinedWatermark, InputPartition, Mark, ReorderBuffer
 
-STAGE_SNAPSHOT_VERSION = 2
+STAGE_SNAPSHOT_VERSION = 3
 
 
 @dataclass
@@ -176,14 +176,15 @@ class CorrelateStage:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_doc(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The stage's state as a JSON-able object: the engine, the buffer and the marks."""
+        """The stage's state as a JSON-able object, every part by name: the engine, the
+        buffer, the marks, and per input partition the newest offset taken."""
         return {
             "v": STAGE_SNAPSHOT_VERSION,
             "engine": self.engine.snapshot_doc(),
-            "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
+            "buffer": [it.as_doc() for it in self.buffer.items()],
             "marks": self.combined_watermark.snapshot(),
             "origins": {
-                str(source): [offset, sorted(routes)]
+                str(source): {"offset": offset, "routes": sorted(routes)}
                 for source, (offset, routes) in self._origins.items()
             },
             "released_before": None if math.isinf(self.released_before) else self.released_before,
@@ -192,19 +193,22 @@ class CorrelateStage:
 
     def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Load what `snapshot_doc` returned; returns its meta."""
-        if doc.get("v") != STAGE_SNAPSHOT_VERSION:
-            raise SnapshotError(f"snapshot version {doc.get('v')} is not {STAGE_SNAPSHOT_VERSION}")
-        meta: dict[str, Any] = self.engine.restore_doc(doc["engine"])
-        for raw in doc["buffer"]:
-            route, kind, owner, primary, d, ts, t_in, origin = raw
-            it = RoutedItem(route, kind, owner, primary, d, ts, t_in, Origin(*origin))
+        version = doc.get("v")
+        if version != STAGE_SNAPSHOT_VERSION:
+            raise SnapshotError(
+                f"a stage snapshot of version {version}, not {STAGE_SNAPSHOT_VERSION}: written "
+                "by another release"
+            )
+        self.engine.restore_doc(doc["engine"])
+        for item in doc["buffer"]:
+            it = RoutedItem.from_doc(item)
             self._seen[(it.event_id, it.route)] = it.ts
             self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
         self.combined_watermark.restore(doc["marks"])
-        for name, (offset, routes) in (doc.get("origins") or {}).items():
-            self._origins[InputPartition.parse(name)] = (int(offset), set(routes))
-        rb = doc.get("released_before")
-        if rb is not None:
-            self.released_before = float(rb)
-        return dict(doc.get("meta") or meta)
+        for name, taken in doc["origins"].items():
+            self._origins[InputPartition.parse(name)] = (int(taken["offset"]), set(taken["routes"]))
+        released_before = doc["released_before"]
+        if released_before is not None:
+            self.released_before = float(released_before)
+        return dict(doc["meta"])

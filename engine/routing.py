@@ -102,6 +102,15 @@ class RoutedItem(NamedTuple):
     def event_id(self) -> str:
         return str(self.doc["event_id"])
 
+    def as_doc(self) -> dict[str, Any]:
+        """The copy as a JSON object, field by field (the correlate stage's snapshots)."""
+        return {**self._asdict(), "origin": self.origin._asdict()}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RoutedItem:
+        """The copy `as_doc` gave (TypeError if a field is missing or unknown)."""
+        return cls(**{**doc, "origin": Origin(**doc["origin"])})
+
 
 def route_items(
     fact: Fact,

@@ -28,7 +28,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -214,16 +214,24 @@ class CombinedWatermark:
         """The expected sources not heard from yet (for logs and readiness)."""
         return sorted(self.expected - self.marks.keys())
 
-    def snapshot(self) -> dict[str, list[object]]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Each source's mark by its name, field by field (a watermark of none yet: null)."""
         return {
-            str(source): [None if math.isinf(m.watermark) else m.watermark, m.idle]
-            for source, m in self.marks.items()
+            str(source): {
+                "watermark": None if math.isinf(mark.watermark) else mark.watermark,
+                "idle": mark.idle,
+            }
+            for source, mark in self.marks.items()
         }
 
-    def restore(self, data: dict[str, list[object]]) -> None:
-        for name, (w, idle) in data.items():
-            watermark = -math.inf if w is None else float(w)  # type: ignore[arg-type]
-            self.update(InputPartition.parse(name), Mark(watermark, bool(idle)))
+    def restore(self, data: dict[str, dict[str, Any]]) -> None:
+        """Load what `snapshot` returned."""
+        for name, mark in data.items():
+            watermark = mark["watermark"]
+            self.update(
+                InputPartition.parse(name),
+                Mark(-math.inf if watermark is None else float(watermark), bool(mark["idle"])),
+            )
 
 
 class ReorderBuffer(Generic[T]):

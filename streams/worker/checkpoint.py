@@ -99,16 +99,20 @@ class Checkpoints:
             checkpoint = self._fresh()
             if blob is not None:
                 try:
-                    doc = orjson.loads(zlib.decompress(blob))
-                    if doc.get("v") == 1:  # the engine alone, as the previous release wrote it
-                        meta = checkpoint.stage.engine.restore_doc(doc)
-                    else:
-                        meta = checkpoint.stage.restore_doc(doc)
+                    meta = checkpoint.stage.restore_doc(orjson.loads(zlib.decompress(blob)))
                     checkpoint.applied = int(meta.get("applied", -1))
+                except FusionError as e:
+                    log.warning(
+                        "snapshot of partition %d not used: %s; starting it empty (its input "
+                        "is read again from the committed offset)",
+                        partition,
+                        e,
+                    )
+                    checkpoint = self._fresh()
                 except (
                     zlib.error,
                     orjson.JSONDecodeError,
-                    FusionError,
+                    AttributeError,
                     KeyError,
                     TypeError,
                     ValueError,

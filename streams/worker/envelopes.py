@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -48,13 +47,10 @@ def encode_routed(items: list[RoutedItem], marks: dict[InputPartition, Mark]) ->
 
 
 def decode_routed(raw: bytes | None) -> RoutedBatch:
-    """A routed message; one written by the previous release (a bare list of items, no
-    marks, no routing key) is read with the key kind as its route."""
+    """What `encode_routed` wrote; ValueError for anything else."""
     if raw is None:
         raise ValueError("a routed message must be a v2 JSON object, not a tombstone")
     doc = orjson.loads(raw)
-    if isinstance(doc, list):
-        return RoutedBatch([_legacy_item(it) for it in doc], {})
     if not isinstance(doc, dict) or doc.get("v") != 2:
         raise ValueError("a routed message must be a v2 JSON object")
     items = [
@@ -71,12 +67,6 @@ def decode_routed(raw: bytes | None) -> RoutedBatch:
 def _num(x: float) -> float | None:
     """JSON has no infinities: a source with no event yet has watermark null."""
     return None if math.isinf(x) else x
-
-
-def _legacy_item(it: list[Any]) -> RoutedItem:
-    kind, owner, doc = it[0], it[1], it[2]
-    ts = it[3] if len(it) == 5 else datetime.fromisoformat(doc["occurred_at"]).timestamp()
-    return RoutedItem(kind, kind, owner, owner, doc, ts, it[-1], Origin("", -1, -1))
 
 
 def dead_letter(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import orjson
+import pytest
 
 from engine.ingest import Rejection
 from engine.routing import Origin, RoutedItem
@@ -24,11 +25,10 @@ def test_routed_batches_round_trip_typed():
     assert batch.marks == {t2: Mark(TS - 1, False), t3: Mark(9.0, True)}
 
 
-def test_items_of_the_previous_release_are_still_read():
-    old = orjson.dumps([["plate", True, DOC, 5.0], ["geo", False, DOC, 1.0, 5.0]])
-    items = decode_routed(old).items
-    assert items[0].ts == TS and items[0].kind == "plate" and items[0].primary
-    assert items[1].ts == 1.0 and not items[1].owner and not items[1].primary
+def test_only_what_encode_routed_writes_is_read():
+    for raw in (orjson.dumps([["plate", True, DOC, 5.0]]), b'{"v": 1, "items": []}', None):
+        with pytest.raises(ValueError, match="must be a v2 JSON object"):
+            decode_routed(raw)
 
 
 def test_dead_letter_keeps_the_payload_as_text_or_base64():
