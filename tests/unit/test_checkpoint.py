@@ -1,0 +1,232 @@
+"""Checkpoints (streams/worker/checkpoint.py) alone: a partition's state loaded from its newest
+snapshot, snapshot-then-ack, and what happens when a snapshot cannot be read or written. The
+state topic, the producer and the assigned partitions are in-memory stand-ins that keep one
+journal, so the order of flushes, snapshots and acks can be asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from engine.correlate import CorrelateStage
+from engine.routing import Origin, Router, route_items
+from engine.ruletests import DEFAULT_START, build_event
+from engine.watermarks import InputPartition, Mark
+from streams.settings import Settings
+from streams.worker.checkpoint import Checkpoints, PartitionCheckpoint
+from streams.worker.metrics import Metrics
+from tests.unit.edges import Msg
+from tests.unit.test_stages import RULES, unit_settings
+
+SOURCE = InputPartition("events.detections", 0)
+ROUTED = "fusion.routed"
+
+
+@dataclass
+class Journal:
+    """The Kafka edges in memory, writing what happens to one journal."""
+
+    owned: set[int] = field(default_factory=lambda: {0, 1})
+    snapshots: dict[int, list[bytes]] = field(default_factory=dict)
+    entries: list[str] = field(default_factory=list)
+    fail_writes: bool = False
+    _unflushed: list[tuple[int, bytes]] = field(default_factory=list)
+
+    # the state topic
+    async def latest(self, partition: int) -> bytes | None:
+        self.entries.append(f"read {partition}")
+        return self.snapshots.get(partition, [None])[-1]
+
+    async def write(self, partition: int, blob: bytes) -> None:
+        if self.fail_writes:
+            raise ConnectionError("the broker went away")
+        self.entries.append(f"write {partition}")
+        self._unflushed.append((partition, blob))
+
+    async def flush(self) -> None:
+        self.entries.append("flush")
+        for partition, blob in self._unflushed:
+            self.snapshots.setdefault(partition, []).append(blob)
+        self._unflushed.clear()
+
+    # the partitions of fusion.routed assigned here
+    def owns(self, partition: int) -> bool:
+        return partition in self.owned
+
+    def ack(self, record: Msg) -> None:
+        self.entries.append(f"ack {record.partition}@{record.offset}")
+
+    def acks(self) -> list[str]:
+        return [e for e in self.entries if e.startswith("ack")]
+
+
+def stage() -> CorrelateStage:
+    return CorrelateStage(RULES, [SOURCE])
+
+
+def checkpoints(journal: Journal, settings: Settings | None = None) -> Checkpoints:
+    return Checkpoints(settings or unit_settings(), Metrics(), journal, journal, stage)
+
+
+def record(partition: int, offset: int) -> Msg:
+    return Msg(ROUTED, partition, offset, b"")
+
+
+def held_read(checkpoint: PartitionCheckpoint, event_id: str = "d1") -> None:
+    """The stage takes a plate read and holds it (its source's watermark is behind it)."""
+    fact = build_event({"id": event_id, "type": "detection", "plate": "AB-1"}, DEFAULT_START)
+    items = route_items(
+        fact, Router(RULES), RULES.rules_taking(fact), 1, 0.0, Origin(SOURCE.topic, 0, 0)
+    )
+    checkpoint.stage.take([it for _, it in items], {SOURCE: Mark(fact.ts - 60, False)})
+
+
+def test_a_partition_not_assigned_here_is_neither_loaded_nor_applied() -> None:
+    journal = Journal(owned={1})
+    partitions = checkpoints(journal)
+    assert asyncio.run(partitions.accept(record(0, 5))) is None
+    assert journal.entries == [] and partitions.partitions == {}
+
+
+def test_snapshot_then_ack_after_the_output_is_flushed() -> None:
+    journal = Journal()
+    partitions = checkpoints(journal)
+
+    async def run() -> None:
+        checkpoint = await partitions.accept(record(0, 7))
+        assert checkpoint is not None
+        held_read(checkpoint)
+        partitions.applied(checkpoint, record(0, 7), changed=True, items=1)
+        journal.entries.append("output sent")
+        await partitions.maybe_snapshot(0, force=True)
+
+    asyncio.run(run())
+    assert journal.entries == ["read 0", "output sent", "flush", "write 0", "flush", "ack 0@7"]
+    doc = orjson.loads(zlib.decompress(journal.snapshots[0][-1]))
+    assert doc["meta"] == {"applied": 7} and len(doc["buffer"]) == 1
+
+
+def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers() -> None:
+    journal = Journal()
+    first = checkpoints(journal)
+
+    async def before_the_restart() -> None:
+        checkpoint = await first.accept(record(0, 7))
+        assert checkpoint is not None
+        held_read(checkpoint)
+        first.applied(checkpoint, record(0, 7), changed=True, items=1)
+        await first.maybe_snapshot(0, force=True)
+
+    asyncio.run(before_the_restart())
+    journal.entries.clear()
+    again = checkpoints(journal)
+    assert asyncio.run(again.accept(record(0, 7))) is None  # covered: acked, not applied
+    checkpoint = asyncio.run(again.accept(record(0, 8)))
+    assert checkpoint is not None and checkpoint.applied == 7
+    assert [it.event_id for it in checkpoint.stage.buffer.items()] == ["d1"]
+    assert journal.entries == ["read 0", "ack 0@7"]
+
+
+def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
+    journal = Journal()
+    partitions = checkpoints(journal)
+
+    async def run() -> None:
+        checkpoint = await partitions.accept(record(1, 3))
+        assert checkpoint is not None
+        partitions.applied(checkpoint, record(1, 3), changed=False)
+        await partitions.snapshot_due()
+
+    asyncio.run(run())
+    assert journal.entries == ["read 1", "ack 1@3"]
+
+
+def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
+    journal = Journal()
+    partitions = checkpoints(journal, Settings(snapshot_interval_s=3600))
+
+    async def run() -> None:
+        checkpoint = await partitions.accept(record(0, 1))
+        assert checkpoint is not None
+        held_read(checkpoint)
+        partitions.applied(checkpoint, record(0, 1), changed=True, items=1)
+        await partitions.snapshot_due()
+
+    asyncio.run(run())
+    assert journal.entries == ["read 0"]  # not written, not acked: it waits
+
+
+def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None:
+    journal = Journal(fail_writes=True)
+    partitions = checkpoints(journal)
+
+    async def run() -> None:
+        checkpoint = await partitions.accept(record(0, 4))
+        assert checkpoint is not None
+        held_read(checkpoint)
+        partitions.applied(checkpoint, record(0, 4), changed=True, items=1)
+        await partitions.maybe_snapshot(0, force=True)
+        assert journal.acks() == []
+        journal.fail_writes = False
+        await partitions.maybe_snapshot(0, force=True)
+
+    asyncio.run(run())
+    assert journal.acks() == ["ack 0@4"] and len(journal.snapshots[0]) == 1
+
+
+def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    old = stage().snapshot_doc({"applied": 99})
+    old["v"] = 2
+    journal = Journal(snapshots={0: [zlib.compress(orjson.dumps(old))]})
+    with caplog.at_level(logging.WARNING, logger="fusion.checkpoint"):
+        checkpoint = asyncio.run(checkpoints(journal).accept(record(0, 5)))
+    assert checkpoint is not None and checkpoint.applied == -1  # empty: everything is applied
+    assert (
+        "snapshot of partition 0 not used: a stage snapshot of version 2, not 3: written by "
+        "another release; starting it empty (its input is read again from the committed offset)"
+    ) in caplog.messages
+
+
+def test_an_unreadable_snapshot_starts_the_partition_empty(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = Journal(snapshots={0: [b"not zlib"]})
+    with caplog.at_level(logging.ERROR, logger="fusion.checkpoint"):
+        checkpoint = asyncio.run(checkpoints(journal).accept(record(0, 5)))
+    assert checkpoint is not None and checkpoint.applied == -1
+    assert any("snapshot of partition 0 unreadable" in m for m in caplog.messages)
+
+
+def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
+    journal = Journal()
+    partitions = checkpoints(journal)
+
+    async def run() -> None:
+        for p in (0, 1):
+            checkpoint = await partitions.accept(record(p, 2))
+            assert checkpoint is not None
+            held_read(checkpoint)
+            partitions.applied(checkpoint, record(p, 2), changed=True, items=1)
+        await partitions.revoke({0})
+
+    asyncio.run(run())
+    assert list(partitions.partitions) == [1]
+    assert journal.acks() == ["ack 0@2"] and list(journal.snapshots) == [0]
+
+
+def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
+    journal = Journal()
+    partitions = checkpoints(journal)
+    checkpoint = asyncio.run(partitions.accept(record(0, 2)))
+    assert checkpoint is not None
+    held_read(checkpoint)
+    old = checkpoint.stage
+    partitions.remake_stages()
+    assert partitions.stages() == [checkpoint.stage] and checkpoint.stage is not old
+    assert checkpoint.stage.buffer.items() == old.buffer.items()
+    assert checkpoint.dirty  # the next snapshot holds the new stage
