@@ -2,17 +2,18 @@
 
 Two hops, each co-partitioned by what it needs, so any producer keying is fine:
 
-1. ingest (`streams/worker/stages/ingest.py`), on the input topics: validate, dead-letter refusals,
-   route each event under every correlation key its rules use to `fusion.routed`, with the
+1. ingest (`stages/ingest.py`), on the input topics: validate, dead-letter refusals, route
+   each event under every correlation key its rules use to `fusion.routed`, with the
    event-time watermark of every input partition read.
-2. correlate (`streams/worker/stages/correlate.py`), on `fusion.routed`: per partition, events in
-   event-time order up to the watermark (`engine/correlate.py`), alerts released per
-   destination to `alerts.<cc>` (`streams/worker/delivery.py`), each with its audit record.
+2. correlate (`stages/correlate.py`), on `fusion.routed`: per partition, events in event-time
+   order up to the watermark (`engine/correlate.py`), alerts released per destination to
+   `alerts.<cc>` (`delivery.py`), each with its audit record.
 
-The correlate stage's state is checkpointed per partition (`streams/worker/checkpoint.py`) before
-its input is acked, so a restarted or rebalanced worker resumes where it was. Faust's
-consumer hands each stage whole fetches (`streams/worker/fastpath.py`); Faust keeps the group,
-rebalancing, offsets, commits and the producer.
+The correlate stage's state is checkpointed per partition (`checkpoint.py`, into the state
+topic of `snapshots.py`) before its input is acked, so a restarted or rebalanced worker
+resumes where it was. Faust's consumer hands each stage whole fetches (`fastpath.py`); Faust
+keeps the group, rebalancing, offsets, commits and the producer. Paths are under
+`streams/worker/`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
-from streams.worker.fastpath import AppProducer, AssignedPartitions, BatchingApp
+from streams.worker.fastpath import AppProducer, AssignedPartitions, Batch, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
 from streams.worker.reload import LivePolicy, LiveRules
 from streams.worker.snapshots import StateTopic
@@ -92,7 +93,7 @@ class Worker:
 
     # -- the fetch loop's handler ----------------------------------------------------------
 
-    async def on_fetch(self, batch: dict[TP, list[Record]]) -> None:
+    async def on_fetch(self, batch: Batch) -> None:
         """One fetch: input records through ingest, then routed records through correlate."""
         routed = self.settings.topic_routed
         inputs = [r for tp, recs in batch.items() if tp.topic != routed for r in recs]
@@ -104,7 +105,7 @@ class Worker:
             for rec in recs:
                 await self.guarded("correlate", rec, self.correlate.on_message(rec))
 
-    async def _ingest(self, batch: dict[TP, list[Record]], records: list[Record]) -> None:
+    async def _ingest(self, batch: Batch, records: list[Record]) -> None:
         await self.ingest.on_messages(records, self.caught_up())
         consumer = self.app.batch_consumer()
         routed = self.settings.topic_routed

@@ -26,9 +26,9 @@ from faust.types import TP
 
 from streams.worker.edges import Record
 
-Batch = dict[Any, list[Any]]
-"""One fetch of the batch topics: per partition (a Faust `TP`), aiokafka's records (`topic`,
-`partition`, `offset`, `key`, `value`) in offset order, none read before."""
+Batch = dict[TP, list[Record]]
+"""One fetch of the batch topics: per partition, aiokafka's records in offset order, none
+read before."""
 BatchHandler = Callable[[Batch], Awaitable[None]]
 
 
