@@ -24,7 +24,6 @@ CAUGHT_UP_LAG_S: dict[EventType, float] = {
 }
 
 
-
 def _default_lags() -> dict[str, float]:
     return {event_type: lag for event_type, lag in CAUGHT_UP_LAG_S.items()}
 
