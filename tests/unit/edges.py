@@ -1,5 +1,6 @@
 """In-memory stand-ins for the worker's Kafka edges (streams/worker/edges.py): each records
-what was sent, written or acked, for the tests to assert on."""
+what was sent, written or acked, and all of them write to the producer's `journal`, so a
+test can assert the order of sends, flushes, snapshots and acks."""
 
 from __future__ import annotations
 
@@ -20,20 +21,21 @@ class Msg:
 
 @dataclass
 class Broker:
-    """The producer: what was sent, by topic, as (key, value, partition); `flushes` counts
-    the flushes, and `fail` makes every send raise (a broker outage)."""
+    """The producer: what was sent, by topic, as (key, value, partition); `fail` makes every
+    send raise (a broker outage)."""
 
     sent: dict[str, list[tuple[bytes | None, bytes, int | None]]] = field(default_factory=dict)
-    flushes: int = 0
+    journal: list[str] = field(default_factory=list)
     fail: bool = False
 
     async def send(self, topic: str, key: bytes | None, value: bytes, p: int | None) -> None:
         if self.fail:
             raise ConnectionError("the broker went away")
         self.sent.setdefault(topic, []).append((key, value, p))
+        self.journal.append(f"send {topic}")
 
     async def flush(self) -> None:
-        self.flushes += 1
+        self.journal.append("flush")
 
     def values(self, topic: str) -> list[bytes]:
         return [value for _, value, _ in self.sent.get(topic, [])]
@@ -54,15 +56,16 @@ class StateStore:
 
     producer: Broker
     written: dict[int, list[bytes]] = field(default_factory=dict)
-    reads: int = 0
     _unflushed: list[tuple[int, bytes]] = field(default_factory=list)
 
     async def latest(self, partition: int) -> bytes | None:
-        self.reads += 1
+        self.producer.journal.append(f"read {partition}")
         return self.written.get(partition, [None])[-1]
 
     async def write(self, partition: int, blob: bytes) -> None:
-        await self.producer.send("state", f"engine:{partition}".encode(), blob, partition)
+        if self.producer.fail:
+            raise ConnectionError("the broker went away")
+        self.producer.journal.append(f"write {partition}")
         self._unflushed.append((partition, blob))
 
     async def flush(self) -> None:
@@ -75,13 +78,16 @@ class StateStore:
 @dataclass
 class Assigned:
     """The partitions of an input topic assigned here (`owned`; None: every one), and the
-    records acked."""
+    records acked (in the producer's journal too, when given one)."""
 
     owned: set[int] | None = None
     acked: list[Msg] = field(default_factory=list)
+    journal: list[str] | None = None
 
     def owns(self, partition: int) -> bool:
         return self.owned is None or partition in self.owned
 
     def ack(self, record: Msg) -> None:
         self.acked.append(record)
+        if self.journal is not None:
+            self.journal.append(f"ack {record.partition}@{record.offset}")

@@ -1,14 +1,14 @@
 """Checkpoints (streams/worker/checkpoint.py) alone: a partition's state loaded from its newest
 snapshot, snapshot-then-ack, and what happens when a snapshot cannot be read or written. The
-state topic, the producer and the assigned partitions are in-memory stand-ins that keep one
-journal, so the order of flushes, snapshots and acks can be asserted."""
+state topic, the producer and the assigned partitions are the in-memory stand-ins of
+tests/unit/edges.py, which keep one journal, so the order of flushes, snapshots and acks can
+be asserted."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import zlib
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -20,57 +20,32 @@ from engine.watermarks import InputPartition, Mark
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoints, PartitionCheckpoint
 from streams.worker.metrics import Metrics
-from tests.unit.edges import Msg
+from tests.unit.edges import Assigned, Broker, Msg, StateStore
 from tests.unit.test_stages import RULES, unit_settings
 
 SOURCE = InputPartition("events.detections", 0)
 ROUTED = "fusion.routed"
 
 
-@dataclass
-class Journal:
-    """The Kafka edges in memory, writing what happens to one journal."""
+class Edges:
+    """The producer, the state topic and the assigned partitions (0 and 1), one journal."""
 
-    owned: set[int] = field(default_factory=lambda: {0, 1})
-    snapshots: dict[int, list[bytes]] = field(default_factory=dict)
-    entries: list[str] = field(default_factory=list)
-    fail_writes: bool = False
-    _unflushed: list[tuple[int, bytes]] = field(default_factory=list)
-
-    # the state topic
-    async def latest(self, partition: int) -> bytes | None:
-        self.entries.append(f"read {partition}")
-        return self.snapshots.get(partition, [None])[-1]
-
-    async def write(self, partition: int, blob: bytes) -> None:
-        if self.fail_writes:
-            raise ConnectionError("the broker went away")
-        self.entries.append(f"write {partition}")
-        self._unflushed.append((partition, blob))
-
-    async def flush(self) -> None:
-        self.entries.append("flush")
-        for partition, blob in self._unflushed:
-            self.snapshots.setdefault(partition, []).append(blob)
-        self._unflushed.clear()
-
-    # the partitions of fusion.routed assigned here
-    def owns(self, partition: int) -> bool:
-        return partition in self.owned
-
-    def ack(self, record: Msg) -> None:
-        self.entries.append(f"ack {record.partition}@{record.offset}")
+    def __init__(self, snapshots: dict[int, list[bytes]] | None = None) -> None:
+        self.broker = Broker()
+        self.store = StateStore(self.broker, written=snapshots or {})
+        self.assigned = Assigned({0, 1}, journal=self.broker.journal)
+        self.journal = self.broker.journal
 
     def acks(self) -> list[str]:
-        return [e for e in self.entries if e.startswith("ack")]
+        return [entry for entry in self.journal if entry.startswith("ack")]
 
 
 def stage() -> CorrelateStage:
     return CorrelateStage(RULES, [SOURCE])
 
 
-def checkpoints(journal: Journal, settings: Settings | None = None) -> Checkpoints:
-    return Checkpoints(settings or unit_settings(), Metrics(), journal, journal, stage)
+def checkpoints(edges: Edges, settings: Settings | None = None) -> Checkpoints:
+    return Checkpoints(settings or unit_settings(), Metrics(), edges.store, edges.assigned, stage)
 
 
 def record(partition: int, offset: int) -> Msg:
@@ -87,33 +62,34 @@ def held_read(checkpoint: PartitionCheckpoint, event_id: str = "d1") -> None:
 
 
 def test_a_partition_not_assigned_here_is_neither_loaded_nor_applied() -> None:
-    journal = Journal(owned={1})
-    partitions = checkpoints(journal)
+    edges = Edges()
+    edges.assigned.owned = {1}
+    partitions = checkpoints(edges)
     assert asyncio.run(partitions.accept(record(0, 5))) is None
-    assert journal.entries == [] and partitions.partitions == {}
+    assert edges.journal == [] and partitions.partitions == {}
 
 
 def test_snapshot_then_ack_after_the_output_is_flushed() -> None:
-    journal = Journal()
-    partitions = checkpoints(journal)
+    edges = Edges()
+    partitions = checkpoints(edges)
 
     async def run() -> None:
         checkpoint = await partitions.accept(record(0, 7))
         assert checkpoint is not None
         held_read(checkpoint)
         partitions.applied(checkpoint, record(0, 7), changed=True, items=1)
-        journal.entries.append("output sent")
+        await edges.broker.send("alerts.us", b"a1", b"{}", None)  # what the record produced
         await partitions.maybe_snapshot(0, force=True)
 
     asyncio.run(run())
-    assert journal.entries == ["read 0", "output sent", "flush", "write 0", "flush", "ack 0@7"]
-    doc = orjson.loads(zlib.decompress(journal.snapshots[0][-1]))
+    assert edges.journal == ["read 0", "send alerts.us", "flush", "write 0", "flush", "ack 0@7"]
+    doc = orjson.loads(zlib.decompress(edges.store.written[0][-1]))
     assert doc["meta"] == {"applied": 7} and len(doc["buffer"]) == 1
 
 
 def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers() -> None:
-    journal = Journal()
-    first = checkpoints(journal)
+    edges = Edges()
+    first = checkpoints(edges)
 
     async def before_the_restart() -> None:
         checkpoint = await first.accept(record(0, 7))
@@ -123,18 +99,18 @@ def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers
         await first.maybe_snapshot(0, force=True)
 
     asyncio.run(before_the_restart())
-    journal.entries.clear()
-    again = checkpoints(journal)
+    edges.journal.clear()
+    again = checkpoints(edges)
     assert asyncio.run(again.accept(record(0, 7))) is None  # covered: acked, not applied
     checkpoint = asyncio.run(again.accept(record(0, 8)))
     assert checkpoint is not None and checkpoint.applied == 7
     assert [it.event_id for it in checkpoint.stage.buffer.items()] == ["d1"]
-    assert journal.entries == ["read 0", "ack 0@7"]
+    assert edges.journal == ["read 0", "ack 0@7"]
 
 
 def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
-    journal = Journal()
-    partitions = checkpoints(journal)
+    edges = Edges()
+    partitions = checkpoints(edges)
 
     async def run() -> None:
         checkpoint = await partitions.accept(record(1, 3))
@@ -143,12 +119,12 @@ def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
         await partitions.snapshot_due()
 
     asyncio.run(run())
-    assert journal.entries == ["read 1", "ack 1@3"]
+    assert edges.journal == ["read 1", "ack 1@3"]
 
 
 def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
-    journal = Journal()
-    partitions = checkpoints(journal, Settings(snapshot_interval_s=3600))
+    edges = Edges()
+    partitions = checkpoints(edges, Settings(snapshot_interval_s=3600))
 
     async def run() -> None:
         checkpoint = await partitions.accept(record(0, 1))
@@ -158,33 +134,34 @@ def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
         await partitions.snapshot_due()
 
     asyncio.run(run())
-    assert journal.entries == ["read 0"]  # not written, not acked: it waits
+    assert edges.journal == ["read 0"]  # not written, not acked: it waits
 
 
 def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None:
-    journal = Journal(fail_writes=True)
-    partitions = checkpoints(journal)
+    edges = Edges()
+    partitions = checkpoints(edges)
 
     async def run() -> None:
         checkpoint = await partitions.accept(record(0, 4))
         assert checkpoint is not None
         held_read(checkpoint)
         partitions.applied(checkpoint, record(0, 4), changed=True, items=1)
+        edges.broker.fail = True  # the broker went away
         await partitions.maybe_snapshot(0, force=True)
-        assert journal.acks() == []
-        journal.fail_writes = False
+        assert edges.acks() == []
+        edges.broker.fail = False
         await partitions.maybe_snapshot(0, force=True)
 
     asyncio.run(run())
-    assert journal.acks() == ["ack 0@4"] and len(journal.snapshots[0]) == 1
+    assert edges.acks() == ["ack 0@4"] and len(edges.store.written[0]) == 1
 
 
 def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
     old = stage().snapshot_doc({"applied": 99})
     old["v"] = 2
-    journal = Journal(snapshots={0: [zlib.compress(orjson.dumps(old))]})
+    edges = Edges(snapshots={0: [zlib.compress(orjson.dumps(old))]})
     with caplog.at_level(logging.WARNING, logger="fusion.checkpoint"):
-        checkpoint = asyncio.run(checkpoints(journal).accept(record(0, 5)))
+        checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
     assert checkpoint is not None and checkpoint.applied == -1  # empty: everything is applied
     assert (
         "snapshot of partition 0 not used: a stage snapshot of version 2, not 3: written by "
@@ -195,16 +172,16 @@ def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixt
 def test_an_unreadable_snapshot_starts_the_partition_empty(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    journal = Journal(snapshots={0: [b"not zlib"]})
+    edges = Edges(snapshots={0: [b"not zlib"]})
     with caplog.at_level(logging.ERROR, logger="fusion.checkpoint"):
-        checkpoint = asyncio.run(checkpoints(journal).accept(record(0, 5)))
+        checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
     assert checkpoint is not None and checkpoint.applied == -1
     assert any("snapshot of partition 0 unreadable" in m for m in caplog.messages)
 
 
 def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
-    journal = Journal()
-    partitions = checkpoints(journal)
+    edges = Edges()
+    partitions = checkpoints(edges)
 
     async def run() -> None:
         for p in (0, 1):
@@ -216,12 +193,12 @@ def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
 
     asyncio.run(run())
     assert list(partitions.partitions) == [1]
-    assert journal.acks() == ["ack 0@2"] and list(journal.snapshots) == [0]
+    assert edges.acks() == ["ack 0@2"] and list(edges.store.written) == [0]
 
 
 def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
-    journal = Journal()
-    partitions = checkpoints(journal)
+    edges = Edges()
+    partitions = checkpoints(edges)
     checkpoint = asyncio.run(partitions.accept(record(0, 2)))
     assert checkpoint is not None
     held_read(checkpoint)
