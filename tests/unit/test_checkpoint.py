@@ -52,13 +52,21 @@ def record(partition: int, offset: int) -> Msg:
     return Msg(ROUTED, partition, offset, b"")
 
 
-def held_read(checkpoint: PartitionCheckpoint, event_id: str = "d1") -> None:
+def held_read(checkpoint: PartitionCheckpoint) -> None:
     """The stage takes a plate read and holds it (its source's watermark is behind it)."""
-    fact = build_event({"id": event_id, "type": "detection", "plate": "AB-1"}, DEFAULT_START)
+    fact = build_event({"id": "d1", "type": "detection", "plate": "AB-1"}, DEFAULT_START)
     items = route_items(
         fact, Router(RULES), RULES.rules_taking(fact), 1, 0.0, Origin(SOURCE.topic, 0, 0)
     )
     checkpoint.stage.take([it for _, it in items], {SOURCE: Mark(fact.ts - 60, False)})
+
+
+async def apply_read(partitions: Checkpoints, partition: int, offset: int) -> None:
+    """The record at `offset` of `partition` brings the stage a read it holds."""
+    checkpoint = await partitions.accept(record(partition, offset))
+    assert checkpoint is not None
+    held_read(checkpoint)
+    partitions.applied(checkpoint, record(partition, offset), changed=True, items=1)
 
 
 def test_a_partition_not_assigned_here_is_neither_loaded_nor_applied() -> None:
@@ -74,10 +82,7 @@ def test_snapshot_then_ack_after_the_output_is_flushed() -> None:
     partitions = checkpoints(edges)
 
     async def run() -> None:
-        checkpoint = await partitions.accept(record(0, 7))
-        assert checkpoint is not None
-        held_read(checkpoint)
-        partitions.applied(checkpoint, record(0, 7), changed=True, items=1)
+        await apply_read(partitions, 0, 7)
         await edges.broker.send("alerts.us", b"a1", b"{}", None)  # what the record produced
         await partitions.maybe_snapshot(0, force=True)
 
@@ -92,10 +97,7 @@ def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers
     first = checkpoints(edges)
 
     async def before_the_restart() -> None:
-        checkpoint = await first.accept(record(0, 7))
-        assert checkpoint is not None
-        held_read(checkpoint)
-        first.applied(checkpoint, record(0, 7), changed=True, items=1)
+        await apply_read(first, 0, 7)
         await first.maybe_snapshot(0, force=True)
 
     asyncio.run(before_the_restart())
@@ -127,10 +129,7 @@ def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
     partitions = checkpoints(edges, Settings(snapshot_interval_s=3600))
 
     async def run() -> None:
-        checkpoint = await partitions.accept(record(0, 1))
-        assert checkpoint is not None
-        held_read(checkpoint)
-        partitions.applied(checkpoint, record(0, 1), changed=True, items=1)
+        await apply_read(partitions, 0, 1)
         await partitions.snapshot_due()
 
     asyncio.run(run())
@@ -142,10 +141,7 @@ def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None
     partitions = checkpoints(edges)
 
     async def run() -> None:
-        checkpoint = await partitions.accept(record(0, 4))
-        assert checkpoint is not None
-        held_read(checkpoint)
-        partitions.applied(checkpoint, record(0, 4), changed=True, items=1)
+        await apply_read(partitions, 0, 4)
         edges.broker.fail = True  # the broker went away
         await partitions.maybe_snapshot(0, force=True)
         assert edges.acks() == []
@@ -185,10 +181,7 @@ def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
 
     async def run() -> None:
         for p in (0, 1):
-            checkpoint = await partitions.accept(record(p, 2))
-            assert checkpoint is not None
-            held_read(checkpoint)
-            partitions.applied(checkpoint, record(p, 2), changed=True, items=1)
+            await apply_read(partitions, p, 2)
         await partitions.revoke({0})
 
     asyncio.run(run())
