@@ -14,6 +14,7 @@ COPY pyproject.toml /src/
 COPY schemas /src/schemas
 COPY engine /src/engine
 COPY streams /src/streams
+COPY interop /src/interop
 RUN pip install /src && rm -rf /src
 
 # The rules are configuration, not code: they live outside the package.

@@ -35,7 +35,7 @@ setup: $(STAMP) ## create the venv, install packages, the Kafka jars, Prometheus
 	  else echo "note: install Debian's prometheus package for the Prometheus tests (sudo apt-get install prometheus)"; fi; }
 
 demo: setup ## broker, worker, a console per country, simulator: every rule fires in both within a minute
-	$(BIN)/python -m streams.demo --seconds $(DEMO_SECONDS)
+	$(BIN)/python -m streams.tools.demo --seconds $(DEMO_SECONDS)
 
 test: setup ## every test: lint, types, rule tests, unit, integration (starts its own broker)
 	$(BIN)/ruff check .

@@ -62,7 +62,7 @@ from peers import (  # noqa: E402
 )
 from provenance import tree_state  # noqa: E402
 
-from streams.simulator import Simulator  # noqa: E402
+from streams.tools.simulator import Simulator  # noqa: E402
 from tests.integration.conftest import Lab, Worker  # noqa: E402
 from tests.integration.test_event_time import PLATE_RULE as SINGLE_RULE  # noqa: E402
 

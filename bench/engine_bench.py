@@ -64,8 +64,9 @@ from engine.release import InterimPolicy, recipients, release_json  # noqa: E402
 from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rulefiles import load_rules  # noqa: E402
 from engine.rules import RuleSet  # noqa: E402
-from engine.watermarks import SourceWatermarks  # noqa: E402
-from streams.envelopes import decode_routed, encode_routed  # noqa: E402
+from engine.watermarks import InputPartition, SourceWatermarks  # noqa: E402
+from schemas.alerts import alert_topic  # noqa: E402
+from streams.worker.envelopes import decode_routed, encode_routed  # noqa: E402
 
 PARTNERS = frozenset({"US", "MX"})
 IDLE_LAG_S = 60.0  # the worker's default FUSION_IDLE_LAG_S
@@ -211,8 +212,8 @@ def phase_engine_only(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
 def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
     """The worker's ingest -> correlate -> deliver, minus Kafka and Faust: validation and
     routing (engine.routing.route_items), the routed envelope encoded and decoded
-    (streams.envelopes), 4 partitions each with its engine.correlate.CorrelateStage fed the
-    one source's marks, one batch per `advance_every` input events."""
+    (streams.worker.envelopes), 4 partitions each with its engine.correlate.CorrelateStage fed
+    the one source's marks, one batch per `advance_every` input events."""
     now0 = ctx["now"]
     ruleset: RuleSet = ctx["ruleset"]
     router = Router(ruleset)
@@ -220,7 +221,8 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
     nparts = 4
     batch = ctx["advance_every"]
     clocks = SourceWatermarks(0.0, 1.0, math.inf)
-    stages = {p: CorrelateStage(ruleset, ["bench:0"]) for p in range(nparts)}
+    source = InputPartition("bench", 0)
+    stages = {p: CorrelateStage(ruleset, [source]) for p in range(nparts)}
     acc = alerts = routed_items = 0
     out_bytes = 0
 
@@ -228,7 +230,7 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
         who = recipients(a, PARTNERS, policy)
         n = 0
         for dest in who:
-            res = release_json(a, dest, who, policy, now=now0, topic=f"alerts.{dest.lower()}")
+            res = release_json(a, dest, who, policy, now=now0, topic=alert_topic(dest))
             if res is None:
                 continue
             body, audit = res
@@ -244,7 +246,7 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
             if isinstance(r, Rejection):
                 continue
             acc += 1
-            clocks.observe("bench:0", r.ts, now0)
+            clocks.observe(source, r.ts, now0)
             origin = Origin("bench", 0, off)
             for q, item in route_items(r, router, ruleset.rules_taking(r), nparts, now0, origin):
                 routed[q].append(item)

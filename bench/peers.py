@@ -204,7 +204,7 @@ def make_detections(
     """n LPR detections (key, value, timestamp ms) per partition, event time spread evenly over
     `span_s` up to `end_ts` (default: a 10-minute boundary), each plate's partition fixed by its
     normalised form. Returns (per-partition lists, windows reaching 5, total value bytes)."""
-    from streams.simulator import CROSSINGS, MX_AGENCIES, US_AGENCIES
+    from streams.tools.simulator import CROSSINGS, MX_AGENCIES, US_AGENCIES
 
     rng = random.Random(seed)
     pool = make_plates(plates, rng)

@@ -1,6 +1,6 @@
 """A benchmark stream: the simulator's events, with a bounded population of active keys.
 
-`streams.simulator.Simulator` draws background plates from ~120 million values, so almost no
+`streams.tools.simulator.Simulator` draws background plates from ~120 million values, so almost no
 two events share a key and the keyed rules see no repeats. For benchmarks we want a realistic
 working set instead: `keys` plates, serials and person refs that recur, so per-key state
 (watchlists, sequences, temporal pairs, serial counts) is exercised as in production.
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from streams.simulator import Simulator
+from streams.tools.simulator import Simulator
 
 PLATE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 

@@ -21,11 +21,11 @@ from engine.engine import Engine, Route
 from engine.errors import SnapshotError
 from engine.facts import Fact
 from engine.hits import RawAlert
-from engine.routing import Origin, RoutedItem
+from engine.routing import RoutedItem
 from engine.rules import RuleSet
-from engine.watermarks import CombinedWatermark, Mark, ReorderBuffer
+from engine.watermarks import CombinedWatermark, InputPartition, Mark, ReorderBuffer
 
-STAGE_SNAPSHOT_VERSION = 2
+STAGE_SNAPSHOT_VERSION = 3
 
 
 @dataclass
@@ -46,19 +46,19 @@ class CorrelateStage:
     def __init__(
         self,
         ruleset: RuleSet,
-        expected_sources: Iterable[str] = (),
+        expected_sources: Iterable[InputPartition] = (),
         *,
         dedup_window_s: float = 600.0,
         dedup_max_ids: int = 200_000,
         grace_s: float = 0.0,
     ) -> None:
         self.engine = Engine(ruleset)
-        self.watermark = CombinedWatermark(expected_sources, grace_s)
+        self.combined_watermark = CombinedWatermark(expected_sources, grace_s)
         self.buffer: ReorderBuffer[RoutedItem] = ReorderBuffer()
         self.released_before = -math.inf
         self._advanced_to = -math.inf
         self._seen: dict[tuple[str, str], float] = {}
-        self._origins: dict[str, tuple[int, set[str]]] = {}
+        self._origins: dict[InputPartition, tuple[int, set[str]]] = {}
         self._seen_order: deque[tuple[str, str]] = deque()
         self._dedup_window = dedup_window_s
         self._dedup_max = dedup_max_ids
@@ -75,7 +75,7 @@ class CorrelateStage:
     def take(
         self,
         items: Iterable[RoutedItem],
-        marks: dict[str, Mark] | None = None,
+        marks: dict[InputPartition, Mark] | None = None,
         now: float | None = None,
     ) -> CorrelateOutput:
         """Take routed copies and the marks sent with them; release what the watermark allows
@@ -116,7 +116,7 @@ class CorrelateStage:
             del seen[order.popleft()]
         if marks:
             for source, mark in marks.items():
-                self.watermark.update(source, mark)
+                self.combined_watermark.update(source, mark)
         self._release(out, now)
         return out
 
@@ -133,7 +133,7 @@ class CorrelateStage:
         return out
 
     def _release(self, out: CorrelateOutput, now: float | None) -> None:
-        before, clock = self.watermark.value(now)
+        before, clock = self.combined_watermark.value(now)
         if before == -math.inf:
             return
         for it in self.buffer.release(before):
@@ -180,32 +180,39 @@ class CorrelateStage:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_doc(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The stage's state as a JSON-able object: the engine, the buffer and the marks."""
+        """The stage's state as a JSON-able object, every part by name: the engine, the
+        buffer, the marks, and per input partition the newest offset taken."""
         return {
             "v": STAGE_SNAPSHOT_VERSION,
             "engine": self.engine.snapshot_doc(),
-            "buffer": [[*it[:7], list(it.origin)] for it in self.buffer.items()],
-            "marks": self.watermark.snapshot(),
-            "origins": {src: [off, sorted(routes)] for src, (off, routes) in self._origins.items()},
+            "buffer": [it.as_doc() for it in self.buffer.items()],
+            "marks": self.combined_watermark.snapshot(),
+            "origins": {
+                str(source): {"offset": offset, "routes": sorted(routes)}
+                for source, (offset, routes) in self._origins.items()
+            },
             "released_before": None if math.isinf(self.released_before) else self.released_before,
             "meta": meta or {},
         }
 
     def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Load what `snapshot_doc` returned; returns its meta."""
-        if doc.get("v") != STAGE_SNAPSHOT_VERSION:
-            raise SnapshotError(f"snapshot version {doc.get('v')} is not {STAGE_SNAPSHOT_VERSION}")
-        meta: dict[str, Any] = self.engine.restore_doc(doc["engine"])
-        for raw in doc["buffer"]:
-            route, kind, owner, primary, d, ts, t_in, origin = raw
-            it = RoutedItem(route, kind, owner, primary, d, ts, t_in, Origin(*origin))
+        version = doc.get("v")
+        if version != STAGE_SNAPSHOT_VERSION:
+            raise SnapshotError(
+                f"a stage snapshot of version {version}, not {STAGE_SNAPSHOT_VERSION}: written "
+                "by another release"
+            )
+        self.engine.restore_doc(doc["engine"])
+        for item in doc["buffer"]:
+            it = RoutedItem.from_doc(item)
             self._seen[(it.event_id, it.route)] = it.ts
             self._seen_order.append((it.event_id, it.route))
             self.buffer.push(it.ts, f"{it.event_id}\0{it.route}", it)
-        self.watermark.restore(doc["marks"])
-        for src, (off, routes) in (doc.get("origins") or {}).items():
-            self._origins[src] = (int(off), set(routes))
-        rb = doc.get("released_before")
-        if rb is not None:
-            self.released_before = float(rb)
-        return dict(doc.get("meta") or meta)
+        self.combined_watermark.restore(doc["marks"])
+        for name, taken in doc["origins"].items():
+            self._origins[InputPartition.parse(name)] = (int(taken["offset"]), set(taken["routes"]))
+        released_before = doc["released_before"]
+        if released_before is not None:
+            self.released_before = float(released_before)
+        return dict(doc["meta"])

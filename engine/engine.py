@@ -126,23 +126,26 @@ class Engine:
         """Take one fact (for the rules of `route`, or all rules); return the alerts it raises."""
         if fact.ts > self.watermark:
             self.watermark = fact.ts
-        wm = self.watermark
+        watermark = self.watermark
         hits: list[Hit] = []
         owner = route.owner if route is not None else True
         plans = self._plans
-        rs = self.ruleset
-        rules = rs.rules_taking(fact) if route is None else rs.rules_taking_for(fact, route.kind)
+        ruleset = self.ruleset
+        if route is None:
+            rules = ruleset.rules_taking(fact)
+        else:
+            rules = ruleset.rules_taking_for(fact, route.kind)
         for rule in rules:
             rid, _kind, spec, lateness, correlator = plans[rule.id]
-            st = self.stats.rules[rid]
-            if wm - fact.ts > lateness:
-                st.late += 1
+            rule_stats = self.stats.rules[rid]
+            if watermark - fact.ts > lateness:
+                rule_stats.late += 1
                 continue
             key = spec.value(fact) if spec is not None else None
             if spec is not None and key is None:
                 continue
-            st.facts += 1
-            hits.extend(correlator.on_fact(fact, key, owner, wm))
+            rule_stats.facts += 1
+            hits.extend(correlator.on_fact(fact, key, owner, watermark))
         scope = route.key if route is not None else ""
         return self._emit(hits, fact.ts if now is None else now, scope)
 
@@ -150,12 +153,12 @@ class Engine:
         """Move the watermark to `now` (if later); fire what waited for it and expire state."""
         if now > self.watermark:
             self.watermark = now
-        wm = self.watermark
+        watermark = self.watermark
         hits: list[Hit] = []
         for c in self.correlators.values():
-            hits.extend(c.on_watermark(wm))
-        if wm - self._last_expiry >= self._expire_every:
-            self.expire(wm)
+            hits.extend(c.on_watermark(watermark))
+        if watermark - self._last_expiry >= self._expire_every:
+            self.expire(watermark)
         return self._emit(hits, now)
 
     def expire(self, watermark: float) -> None:
@@ -181,8 +184,8 @@ class Engine:
         out: list[RawAlert] = []
         for hit in hits:
             rule = self.ruleset.by_id[hit.rule_id]
-            st = self.stats.rules[rule.id]
-            st.hits += 1
+            rule_stats = self.stats.rules[rule.id]
+            rule_stats.hits += 1
             ev = tuple(sorted(hit.evidence, key=lambda f: (f.ts, f.event_id)))
             aid = alert_id(rule.id, [f.event_id for f in ev])
             if aid in self._raised:
@@ -193,11 +196,11 @@ class Engine:
                 anchors = self._suppress[rule.id]
                 anchor = anchors.get(skey)
                 if anchor is not None and abs(last - anchor) < rule.suppress.for_:
-                    st.suppressed += 1
+                    rule_stats.suppressed += 1
                     continue
                 anchors[skey] = last
             self._remember(aid, last)
-            st.alerts += 1
+            rule_stats.alerts += 1
             out.append(
                 RawAlert(
                     alert_id=aid,
@@ -238,12 +241,12 @@ class Engine:
             for k in list(raised)[: len(raised) - self._max_raised]:
                 del raised[k]
 
-    def _expire_suppression(self, wm: float) -> None:
+    def _expire_suppression(self, watermark: float) -> None:
         for rule_id, anchors in self._suppress.items():
             rule = self.ruleset.by_id.get(rule_id)
             if rule is None or rule.suppress is None:
                 continue
-            horizon = wm - rule.suppress.for_ - rule.allowed_lateness
+            horizon = watermark - rule.suppress.for_ - rule.allowed_lateness
             for k in [k for k, a in anchors.items() if a < horizon]:
                 del anchors[k]
 
@@ -298,9 +301,9 @@ class Engine:
             facts = {eid: Fact.from_doc(d) for eid, d in doc["facts"].items()}
         except (KeyError, ValueError) as e:
             raise SnapshotError(f"snapshot holds an invalid event: {e}") from e
-        wm = doc.get("watermark")
-        if wm is not None and wm > self.watermark:
-            self.watermark = wm
+        watermark = doc.get("watermark")
+        if watermark is not None and watermark > self.watermark:
+            self.watermark = watermark
         same = {r.id for r in self.ruleset.rules if doc["rules"].get(r.id) == self._rule_docs[r.id]}
         for rid in same:
             self.correlators[rid].restore(doc["state"][rid], facts)

@@ -9,7 +9,7 @@ import orjson
 from pydantic import ValidationError
 
 from engine.facts import Fact
-from schemas.events import EVENT_MODELS, Event
+from schemas.events import EVENT_MODELS, Event, EventType
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_FUTURE_S = 300.0
@@ -39,7 +39,7 @@ def _schema_message(e: ValidationError, etype: str) -> str:
 
 def validate(
     raw: bytes | None,
-    expected_type: str,
+    expected_type: EventType,
     *,
     now: float,
     partners: frozenset[str],
@@ -83,7 +83,7 @@ def validate(
     return fact
 
 
-def _decode_and_validate(raw: bytes, expected_type: str) -> Event | Rejection:
+def _decode_and_validate(raw: bytes, expected_type: EventType) -> Event | Rejection:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -114,6 +114,6 @@ def _decode_and_validate(raw: bytes, expected_type: str) -> Event | Rejection:
 # Each event model's own JSON validator (what `model_validate_json` calls, without its
 # Python-level wrapper): accepts exactly what decoding and then `model_validate` accept,
 # with equal models (tests/unit/test_ingest.py compares the two).
-_FROM_JSON: dict[str, Callable[[bytes], Event]] = {
+_FROM_JSON: dict[EventType, Callable[[bytes], Event]] = {
     t: m.__pydantic_validator__.validate_json for t, m in EVENT_MODELS.items()
 }

@@ -29,7 +29,7 @@ TLP_BY_SEVERITY = {
 }
 
 
-class SharingPolicy(Protocol):
+class ReleasePolicy(Protocol):
     """What the release step asks of a sharing policy."""
 
     @property
@@ -99,7 +99,7 @@ class InterimPolicy:
         return set()
 
 
-def recipients(alert: RawAlert, partners: frozenset[str], policy: SharingPolicy) -> list[str]:
+def recipients(alert: RawAlert, partners: frozenset[str], policy: ReleasePolicy) -> list[str]:
     """Every partner whose agency contributed, whose territory holds the location, or whom the
     policy or rule names."""
     who = {f.country for f in alert.evidence}
@@ -113,7 +113,7 @@ def release(
     alert: RawAlert,
     destination: str,
     all_recipients: list[str],
-    policy: SharingPolicy,
+    policy: ReleasePolicy,
     *,
     now: float,
     topic: str,
@@ -130,7 +130,7 @@ def release_json(
     alert: RawAlert,
     destination: str,
     all_recipients: list[str],
-    policy: SharingPolicy,
+    policy: ReleasePolicy,
     *,
     now: float,
     topic: str,

@@ -20,11 +20,11 @@ import orjson
 from engine.correlate import CorrelateOutput, CorrelateStage
 from engine.hits import RawAlert
 from engine.ingest import Rejection, validate
-from engine.release import InterimPolicy, SharingPolicy, recipients, release_json
+from engine.release import InterimPolicy, ReleasePolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
-
-EVENT_TYPES = ("detection", "suspect", "weapon", "track", "tip")
+from schemas.alerts import alert_topic
+from schemas.events import EVENT_MODELS
 
 
 @dataclass
@@ -54,8 +54,8 @@ def correlate_lines(
         except (orjson.JSONDecodeError, AttributeError):
             yield None, Rejection("json", "not a JSON object")
             continue
-        if etype not in EVENT_TYPES:
-            yield eid, Rejection("event_type", f"{etype!r} is not one of {', '.join(EVENT_TYPES)}")
+        if etype not in EVENT_MODELS:
+            yield eid, Rejection("event_type", f"{etype!r} is not one of {', '.join(EVENT_MODELS)}")
             continue
         res = validate(line, etype, now=math.inf, partners=partners)
         if isinstance(res, Rejection):
@@ -99,7 +99,7 @@ def replay(
     *,
     partners: frozenset[str],
     destination: str | None = None,
-    policy: SharingPolicy | None = None,
+    policy: ReleasePolicy | None = None,
 ) -> ReplayStats:
     """Read events, write one released alert per line (per destination), return counts."""
     policy = policy or InterimPolicy()
@@ -109,9 +109,7 @@ def replay(
         for dest in who:
             if destination and dest != destination.upper():
                 continue
-            res = release_json(
-                a, dest, who, policy, now=a.raised_at, topic=f"alerts.{dest.lower()}"
-            )
+            res = release_json(a, dest, who, policy, now=a.raised_at, topic=alert_topic(dest))
             if res is not None:
                 out.write(orjson.dumps(res[0]) + b"\n")
     return stats

@@ -10,6 +10,7 @@ from engine.engine import Route
 from engine.facts import Fact
 from engine.geo import Grid
 from engine.rules import RuleBase, RuleSet
+from engine.watermarks import InputPartition
 
 REGION_KM = 50.0
 
@@ -76,9 +77,9 @@ class Origin(NamedTuple):
     offset: int
 
     @property
-    def source(self) -> str:
-        """The input partition as a watermark source name."""
-        return f"{self.topic}:{self.partition}"
+    def source(self) -> InputPartition:
+        """The input partition, a watermark's source."""
+        return InputPartition(self.topic, self.partition)
 
 
 class RoutedItem(NamedTuple):
@@ -100,6 +101,15 @@ class RoutedItem(NamedTuple):
     @property
     def event_id(self) -> str:
         return str(self.doc["event_id"])
+
+    def as_doc(self) -> dict[str, Any]:
+        """The copy as a JSON object, field by field (the correlate stage's snapshots)."""
+        return {**self._asdict(), "origin": self.origin._asdict()}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RoutedItem:
+        """The copy `as_doc` gave (TypeError if a field is missing or unknown)."""
+        return cls(**{**doc, "origin": Origin(**doc["origin"])})
 
 
 def route_items(

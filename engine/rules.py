@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import (
     AwareDatetime,
@@ -18,13 +18,14 @@ from pydantic import (
 
 from engine.durations import parse_duration
 from engine.facts import Fact
-from engine.selectors import EventTypeName, Selector
+from engine.selectors import Selector
+from schemas.alerts import Severity
+from schemas.events import EventType
 
 if TYPE_CHECKING:
     from engine.explain import Explanation
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Severity = Literal["low", "medium", "high", "critical"]
 RuleId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 
 
@@ -40,7 +41,7 @@ class KeySpec(Frozen):
     """
 
     name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
-    fields: dict[EventTypeName, str] = Field(default_factory=dict)
+    fields: dict[EventType, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

@@ -10,11 +10,11 @@ from engine.durations import parse_duration
 from engine.engine import Engine
 from engine.facts import Fact
 from engine.rules import RuleBase, RuleSet, RuleTest
-from schemas.events import EVENT_MODELS
+from schemas.events import EVENT_MODELS, EventType
 
 DEFAULT_START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
+_DEFAULTS: dict[EventType, dict[str, Any]] = {
     "detection": {"sensor_id": "S-1", "sensor_kind": "lpr", "subject_kind": "vehicle"},
     "suspect": {"person_ref": "P-0", "watchlist": "general", "risk": "high"},
     "weapon": {"weapon_event": "seizure"},

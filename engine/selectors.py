@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.facts import Fact
-
-EventTypeName = Literal["detection", "suspect", "weapon", "track", "tip"]
+from schemas.events import EventType
 
 
 class Condition(BaseModel):
@@ -100,7 +99,7 @@ class Selector(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    type: Annotated[list[EventTypeName], Field(min_length=1)]
+    type: Annotated[list[EventType], Field(min_length=1)]
     where: dict[str, Condition] = Field(default_factory=dict)
 
     @model_validator(mode="before")

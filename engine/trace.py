@@ -75,10 +75,10 @@ class TracingEngine(Engine):
                         for s in rule.selectors()
                     )
                     tr.rules[rule.id] = RuleOutcome(rule.id, "not selected", why)
-        wm = max(self.watermark, fact.ts)
+        watermark = max(self.watermark, fact.ts)
         mine = taking if route is None else rs.rules_taking_for(fact, route.kind)
         for rule in mine:
-            behind = wm - fact.ts
+            behind = watermark - fact.ts
             spec = rule.route_key()
             if behind > rule.allowed_lateness:
                 tr.rules[rule.id] = RuleOutcome(

@@ -1,6 +1,7 @@
 """Event-time watermarks: per input partition, carried downstream, combined by minimum.
 
-A *source* is one partition of one input topic (`"events.detections:2"`). Its watermark
+A *source* is one partition of one input topic (`InputPartition`, named
+`"events.detections:2"` where it travels: marks on `fusion.routed`, snapshots). Its watermark
 says: this source will send no more events with an event time before it, except late ones.
 The ingest stage keeps one `SourceClock` per source it reads (bounded out-of-orderness:
 the newest event time seen, less the allowed disorder) and sends each source's `Mark`
@@ -27,9 +28,28 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+
+class InputPartition(NamedTuple):
+    """A source of event time: one partition of one input topic."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        """Its name where it travels: `<topic>:<partition>`."""
+        return f"{self.topic}:{self.partition}"
+
+    @classmethod
+    def parse(cls, name: str) -> InputPartition:
+        """The input partition a name (`str()` of one) names; ValueError if it names none."""
+        topic, colon, partition = name.rpartition(":")
+        if not (topic and colon and partition.isdigit()):
+            raise ValueError(f"{name!r} does not name an input partition (<topic>:<partition>)")
+        return cls(topic, int(partition))
 
 
 class Mark(NamedTuple):
@@ -75,15 +95,15 @@ class SourceWatermarks:
         out_of_orderness: float,
         idle_after: float,
         clock_lag: float,
-        caught_up_lag: Callable[[str], float] = lambda source: math.inf,
+        caught_up_lag: Callable[[InputPartition], float] = lambda source: math.inf,
     ) -> None:
         self.out_of_orderness = out_of_orderness
         self.idle_after = idle_after
         self.clock_lag = clock_lag
         self.caught_up_lag = caught_up_lag
-        self.clocks: dict[str, SourceClock] = {}
+        self.clocks: dict[InputPartition, SourceClock] = {}
 
-    def clock(self, source: str, now: float) -> SourceClock:
+    def clock(self, source: InputPartition, now: float) -> SourceClock:
         c = self.clocks.get(source)
         if c is None:
             c = self.clocks[source] = SourceClock(
@@ -91,10 +111,12 @@ class SourceWatermarks:
             )
         return c
 
-    def observe(self, source: str, ts: float, now: float) -> None:
+    def observe(self, source: InputPartition, ts: float, now: float) -> None:
         self.clock(source, now).observe(ts, now)
 
-    def update_idleness(self, caught_up: dict[str, bool], now: float) -> list[str]:
+    def update_idleness(
+        self, caught_up: dict[InputPartition, bool], now: float
+    ) -> list[InputPartition]:
         """Mark sources idle (caught up and quiet for `idle_after`) or active; returns the
         sources whose state changed. A source missing from `caught_up` is not caught up."""
         changed = []
@@ -106,16 +128,22 @@ class SourceWatermarks:
                 changed.append(source)
         return changed
 
-    def marks(self, now: float, sources: Iterable[str] | None = None) -> dict[str, Mark]:
+    def marks(
+        self, now: float, sources: Iterable[InputPartition] | None = None
+    ) -> dict[InputPartition, Mark]:
         idle_floor = now - self.clock_lag
         ooo = self.out_of_orderness
         clocks = self.clocks
-        names = clocks if sources is None else sources
-        return {s: clocks[s].mark(ooo, now, idle_floor) for s in names if s in clocks}
+        chosen = clocks if sources is None else sources
+        return {
+            source: clocks[source].mark(ooo, now, idle_floor)
+            for source in chosen
+            if source in clocks
+        }
 
-    def forget(self, sources: Iterable[str]) -> None:
-        for s in sources:
-            self.clocks.pop(s, None)
+    def forget(self, sources: Iterable[InputPartition]) -> None:
+        for source in sources:
+            self.clocks.pop(source, None)
 
 
 class CombinedWatermark:
@@ -131,15 +159,15 @@ class CombinedWatermark:
     still idle when the first one wakes must not find their share behind the watermark.
     """
 
-    def __init__(self, expected: Iterable[str] = (), grace: float = 0.0) -> None:
-        self.expected: frozenset[str] = frozenset(expected)
+    def __init__(self, expected: Iterable[InputPartition] = (), grace: float = 0.0) -> None:
+        self.expected: frozenset[InputPartition] = frozenset(expected)
         self.grace = grace
-        self.marks: dict[str, Mark] = {}
+        self.marks: dict[InputPartition, Mark] = {}
         self._history: deque[tuple[float, float, float]] = deque()
         self._woke = False
         self._last_wake = -math.inf
 
-    def update(self, source: str, mark: Mark) -> None:
+    def update(self, source: InputPartition, mark: Mark) -> None:
         """A source's newest mark. An active source's watermark never goes back (a restarted
         reader may resend an older one); an idle source's mark is its newest event time, as
         sent (when every source is idle, everything that arrived goes, up to the newest)."""
@@ -182,20 +210,28 @@ class CombinedWatermark:
             return before, clock
         return min(h[1] for h in history), min(h[2] for h in history)
 
-    def waiting_for(self) -> list[str]:
+    def waiting_for(self) -> list[InputPartition]:
         """The expected sources not heard from yet (for logs and readiness)."""
         return sorted(self.expected - self.marks.keys())
 
-    def snapshot(self) -> dict[str, list[object]]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Each source's mark by its name, field by field (a watermark of none yet: null)."""
         return {
-            s: [None if math.isinf(m.watermark) else m.watermark, m.idle]
-            for s, m in self.marks.items()
+            str(source): {
+                "watermark": None if math.isinf(mark.watermark) else mark.watermark,
+                "idle": mark.idle,
+            }
+            for source, mark in self.marks.items()
         }
 
-    def restore(self, data: dict[str, list[object]]) -> None:
-        for s, (w, idle) in data.items():
-            wm = -math.inf if w is None else float(w)  # type: ignore[arg-type]
-            self.update(s, Mark(wm, bool(idle)))
+    def restore(self, data: dict[str, dict[str, Any]]) -> None:
+        """Load what `snapshot` returned."""
+        for name, mark in data.items():
+            watermark = mark["watermark"]
+            self.update(
+                InputPartition.parse(name),
+                Mark(-math.inf if watermark is None else float(watermark), bool(mark["idle"])),
+            )
 
 
 class ReorderBuffer(Generic[T]):

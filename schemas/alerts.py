@@ -9,6 +9,14 @@ from pydantic import AwareDatetime, Field
 from schemas.base import WireModel
 from schemas.events import EventType, Source
 
+ALERT_TOPIC_PREFIX = "alerts."
+
+
+def alert_topic(country: str, prefix: str = ALERT_TOPIC_PREFIX) -> str:
+    """The topic of the alerts released to a partner: `alerts.<iso2 lower>`."""
+    return f"{prefix}{country.lower()}"
+
+
 Severity = Literal["low", "medium", "high", "critical"]
 Tlp = Literal["TLP:RED", "TLP:AMBER+STRICT", "TLP:AMBER", "TLP:GREEN", "TLP:CLEAR"]
 Action = Literal["release", "pseudonymize", "generalize", "redact", "drop"]

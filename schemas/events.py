@@ -11,6 +11,8 @@ from pydantic import AwareDatetime, Field, field_validator
 from schemas.base import WireModel
 
 EventType = Literal["detection", "suspect", "weapon", "track", "tip"]
+"""Every event type; `EVENT_MODELS` gives each its model, and every other table per event type
+(the settings' input topics, the pipeline's per-type defaults) is keyed by it."""
 SubjectKind = Literal["person", "vehicle", "vessel", "aircraft", "drone", "unknown"]
 SensorKind = Literal["lpr", "camera", "radar", "seismic", "thermal", "inspection", "other"]
 Risk = Literal["low", "medium", "high"]
@@ -157,7 +159,7 @@ class Tip(EventBase):
 Event = Detection | Suspect | Weapon | Track | Tip
 
 EVENT_MODELS: dict[
-    str, type[Detection] | type[Suspect] | type[Weapon] | type[Track] | type[Tip]
+    EventType, type[Detection] | type[Suspect] | type[Weapon] | type[Track] | type[Tip]
 ] = {
     "detection": Detection,
     "suspect": Suspect,

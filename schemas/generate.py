@@ -15,15 +15,11 @@ from pydantic import BaseModel
 from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
-from schemas.events import Detection, Suspect, Tip, Track, Weapon
+from schemas.events import EVENT_MODELS
 
 OUT = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
-    "detection": Detection,
-    "suspect": Suspect,
-    "weapon": Weapon,
-    "track": Track,
-    "tip": Tip,
+    **{event_type: model for event_type, model in EVENT_MODELS.items()},
     "alert": Alert,
     "deadletter": DeadLetter,
     "audit": AuditRecord,

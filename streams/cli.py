@@ -7,15 +7,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from engine.errors import FusionError, RuleSetError
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 
 def _settings() -> Settings:
@@ -29,25 +26,25 @@ def _settings() -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from streams.app import create_app
     from streams.clients import create_topics
-    from streams.metrics import Metrics
+    from streams.worker.app import create_app
+    from streams.worker.metrics import Metrics
 
-    s = _settings()
+    settings = _settings()
     logging.basicConfig(
-        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    created = create_topics(s)
+    created = create_topics(settings)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
     metrics = Metrics()
-    if s.metrics_port:
+    if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(s.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
-    app, _ = create_app(s, metrics)
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
+    app, _ = create_app(settings, metrics)
     _tune_gc()
-    worker = faust.Worker(app, loglevel=s.log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0
 
@@ -66,16 +63,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from streams.clients import create_topics
     from streams.topics import declared_topics
 
-    s = _settings()
-    created = create_topics(s)
-    for t in declared_topics(s):
+    settings = _settings()
+    created = create_topics(settings)
+    for t in declared_topics(settings):
         mark = "created" if t.name in created else "exists"
         print(f"{t.name:28} {t.partitions:3} partitions  {t.role:10} {mark}")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulator import main as simulator_main
+    from streams.tools.simulator import main as simulator_main
 
     return simulator_main(args.rest)
 
@@ -118,7 +115,7 @@ def cmd_tip(args: argparse.Namespace) -> int:
 
     from streams.clients import kafka_python_config
 
-    s = _settings()
+    settings = _settings()
     try:
         doc = tip_event(args)
     except ValidationError as e:
@@ -130,12 +127,12 @@ def cmd_tip(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(orjson.dumps(doc).decode())
         return 0
-    producer = KafkaProducer(acks="all", **kafka_python_config(s))
+    producer = KafkaProducer(acks="all", **kafka_python_config(settings))
     try:
-        producer.send(s.topic_tips, orjson.dumps(doc)).get(timeout=30)
+        producer.send(settings.topic_tips, orjson.dumps(doc)).get(timeout=30)
     finally:
         producer.close()
-    print(f"sent tip {doc['event_id']} to {s.topic_tips}")
+    print(f"sent tip {doc['event_id']} to {settings.topic_tips}")
     return 0
 
 
@@ -160,15 +157,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     from streams.clients import kafka_python_config
 
-    s = _settings()
-    topic = s.alert_topic(args.country.upper())
+    settings = _settings()
+    topic = settings.alert_topic(args.country.upper())
     consumer = KafkaConsumer(
         topic,
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
-        **kafka_python_config(s),
+        **kafka_python_config(settings),
     )
     print(f"tailing {topic} (Ctrl-C to stop)", flush=True)
     n = 0
@@ -187,15 +184,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from streams.console.server import run
-    from streams.console.since import parse_since
+    from streams.tools.console.server import run
+    from streams.tools.console.since import parse_since
 
-    s = _settings()
+    settings = _settings()
     country = args.country.upper()
-    if country not in s.partners:
+    if country not in settings.partners:
         print(
             f"fusion console: {args.country!r} is not a partner (FUSION_PARTNERS: "
-            f"{', '.join(s.partners)})",
+            f"{', '.join(settings.partners)})",
             file=sys.stderr,
         )
         return 2
@@ -205,9 +202,9 @@ def cmd_console(args: argparse.Namespace) -> int:
         print(f"fusion console: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    run(s, country, host=args.host, port=args.port, since_s=since_s)
+    run(settings, country, host=args.host, port=args.port, since_s=since_s)
     return 0
 
 
@@ -216,11 +213,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.rulefiles import load_rules
     from streams.keys import configured_policy
 
-    s = _settings()
-    ruleset = load_rules([args.rules or s.rules_path])
-    policy = configured_policy(s, throwaway_keys=True)
+    settings = _settings()
+    ruleset = load_rules([args.rules or settings.rules_path])
+    policy = configured_policy(settings, throwaway_keys=True)
     out = sys.stdout.buffer
-    opts = {"partners": s.partner_set, "destination": args.destination, "policy": policy}
+    opts = {"partners": settings.partner_set, "destination": args.destination, "policy": policy}
     if args.input == "-":
         stats = replay(sys.stdin.buffer, out, ruleset, **opts)
     else:
@@ -239,8 +236,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from engine.rulefiles import load_rules
     from engine.ruletests import run_all
 
-    s = _settings()
-    paths = args.paths or [s.rules_path]
+    settings = _settings()
+    paths = args.paths or [settings.rules_path]
     try:
         ruleset = load_rules(paths)
     except RuleSetError as e:
@@ -271,39 +268,41 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_policy(args: argparse.Namespace) -> int:
     from streams.keys import configured_policy
 
-    s = _settings()
-    policy = configured_policy(s)  # a PolicyError names the file, the policy rule and the field
+    settings = _settings()
+    policy = configured_policy(
+        settings
+    )  # a PolicyError names the file, the policy rule and the field
     ref = policy.ref
-    print(f"{s.policy_path}: policy {ref.id} version {ref.version} sha256 {ref.sha256}: ok")
+    print(f"{settings.policy_path}: policy {ref.id} version {ref.version} sha256 {ref.sha256}: ok")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.audit_show import main as audit_main
+    from streams.tools.audit_show import main as audit_main
 
     return audit_main(args.rest)
 
 
 def cmd_acls(args: argparse.Namespace) -> int:
-    from streams.acls import main as acls_main
+    from streams.tools.acls import main as acls_main
 
     return acls_main(args.rest)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from streams.explain_show import main as explain_main
+    from streams.tools.explain_show import main as explain_main
 
     return explain_main(args.rest)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streams.report.read import main as report_main
+    from streams.tools.report.read import main as report_main
 
     return report_main(args.rest)
 
 
 def cmd_stix(args: argparse.Namespace) -> int:
-    from streams.stix_export import main as stix_main
+    from streams.tools.stix_export import main as stix_main
 
     return stix_main(args.rest)
 
@@ -320,7 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run the pipeline worker (Faust)").set_defaults(fn=cmd_worker)
     sub.add_parser("topics", help="create every declared topic").set_defaults(fn=cmd_topics)
 
-
     tail = sub.add_parser("tail", help="print one country's alerts as readable lines")
     tail.add_argument("country", help="partner code, e.g. us or mx")
     tail.add_argument("--from-beginning", action="store_true")
@@ -333,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("country", help="partner code, e.g. mx or us")
     con.add_argument("--host", help="address to listen on (default FUSION_CONSOLE_HOST)")
     con.add_argument("--port", type=int, help="port (default: the partner's console port)")
-    con.add_argument(
-        "--since", default="24h", help="read back alerts this far (15m, 24h, 7d, all)"
-    )
+    con.add_argument("--since", default="24h", help="read back alerts this far (15m, 24h, 7d, all)")
     con.set_defaults(fn=cmd_console)
 
     tip = sub.add_parser("tip", help="publish one community tip to the tips topic")

@@ -38,10 +38,10 @@ NO_KEYS = (
 )
 
 
-def configured_policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
+def configured_policy(settings: Settings, *, throwaway_keys: bool = False) -> Policy:
     """The sharing policy with the configured keys (or, for offline tools with none
     configured, throwaway ones, said on stderr)."""
-    if throwaway_keys and s.pseudonym_keys_file is None and s.pseudonym_keys is None:
+    if throwaway_keys and settings.pseudonym_keys_file is None and settings.pseudonym_keys is None:
         print(
             "fusion: no pseudonymisation keys configured: using throwaway keys "
             "(pseudonyms will not match the worker's)",
@@ -49,8 +49,8 @@ def configured_policy(s: Settings, *, throwaway_keys: bool = False) -> Policy:
         )
         keys = Keyring.parse(generate(), source="throwaway keys")
     else:
-        keys = keyring_from_sources(s.pseudonym_keys_file, s.pseudonym_keys)
-    return load_policy(s.policy_path, keys)
+        keys = keyring_from_sources(settings.pseudonym_keys_file, settings.pseudonym_keys)
+    return load_policy(settings.policy_path, keys)
 
 
 def keyring_from_sources(file: Path | None, inline: SecretStr | str | None) -> Keyring:

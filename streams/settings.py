@@ -11,15 +11,21 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from interop.cot import cot_types
+from schemas.alerts import ALERT_TOPIC_PREFIX, alert_topic
+from schemas.events import EVENT_MODELS, EventType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CAUGHT_UP_LAG_S = {
+CAUGHT_UP_LAG_S: dict[EventType, float] = {
     "detection": 600.0,
     "track": 600.0,
     "suspect": 2.0,
     "weapon": 2.0,
     "tip": 2.0,
 }
+
+
+def _default_lags() -> dict[str, float]:
+    return {event_type: lag for event_type, lag in CAUGHT_UP_LAG_S.items()}
 
 
 class Settings(BaseSettings):
@@ -61,7 +67,7 @@ class Settings(BaseSettings):
     topic_tips: str = "events.tips"
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
-    alert_topic_prefix: str = "alerts."
+    alert_topic_prefix: str = ALERT_TOPIC_PREFIX
     stix_topics: bool = Field(
         default=False,
         description="Also write each alert a partner receives, as a STIX 2.1 bundle, to its "
@@ -100,7 +106,7 @@ class Settings(BaseSettings):
         "holding the watermark back, until its next event.",
     )
     caught_up_lag_s: dict[str, float] = Field(
-        default_factory=lambda: dict(CAUGHT_UP_LAG_S),
+        default_factory=_default_lags,
         description="Per event type's topic: how far behind the wall clock an input partition "
         "with nothing left to read on the broker may hold the watermark (a partition with a "
         "backlog holds it back as far as its records go). Long for sensor feeds, so that a "
@@ -112,13 +118,13 @@ class Settings(BaseSettings):
     @field_validator("caught_up_lag_s")
     @classmethod
     def _lags(cls, v: dict[str, float]) -> dict[str, float]:
-        known = set(CAUGHT_UP_LAG_S)
+        known = set(EVENT_MODELS)
         unknown = sorted(set(v) - known)
         if unknown or any(x <= 0 for x in v.values()):
             raise ValueError(
                 f"caught_up_lag_s takes positive seconds per event type ({sorted(known)}); got {v}"
             )
-        return {**CAUGHT_UP_LAG_S, **v}
+        return {**_default_lags(), **v}
 
     idle_clock_lag_s: float | None = Field(
         default=None,
@@ -295,8 +301,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def input_topics(self) -> dict[str, str]:
-        """Event type -> input topic."""
+    def input_topics(self) -> dict[EventType, str]:
+        """Event type -> input topic (every type of `schemas.events.EVENT_MODELS`)."""
         return {
             "detection": self.topic_detections,
             "suspect": self.topic_suspects,
@@ -307,7 +313,7 @@ class Settings(BaseSettings):
 
     def alert_topic(self, country: str) -> str:
         """The alert topic of a partner: `alerts.<iso2 lower>`."""
-        return f"{self.alert_topic_prefix}{country.lower()}"
+        return alert_topic(country, self.alert_topic_prefix)
 
     def stix_topic(self, country: str) -> str:
         """The STIX topic of a partner: `stix.<iso2 lower>` (written when `stix_topics`)."""

@@ -17,33 +17,43 @@ class TopicSpec:
     role: str = ""
 
 
-def declared_topics(s: Settings) -> list[TopicSpec]:
+def declared_topics(settings: Settings) -> list[TopicSpec]:
     """The topics of the wire contract plus the pipeline's internal ones."""
     # Retention counts from arrival (LogAppendTime), so events backdated by their producer
     # are not deleted by the broker as soon as they land.
     inputs = {
-        "retention.ms": str(s.input_retention_hours * HOUR_MS),
+        "retention.ms": str(settings.input_retention_hours * HOUR_MS),
         "message.timestamp.type": "LogAppendTime",
-        "max.message.bytes": str(max(s.max_message_bytes * 4, 1_048_576)),
+        "max.message.bytes": str(max(settings.max_message_bytes * 4, 1_048_576)),
     }
     outputs = {"retention.ms": str(30 * 24 * HOUR_MS)}
     internal = {
         "retention.ms": str(7 * 24 * HOUR_MS),
         "max.message.bytes": "16777216",
     }
-    specs = [TopicSpec(t, s.input_partitions, inputs, "input") for t in s.input_topics.values()]
+    specs = [
+        TopicSpec(t, settings.input_partitions, inputs, "input")
+        for t in settings.input_topics.values()
+    ]
     specs += [
-        TopicSpec(s.topic_deadletter, s.input_partitions, outputs, "deadletter"),
+        TopicSpec(settings.topic_deadletter, settings.input_partitions, outputs, "deadletter"),
         TopicSpec(
-            s.topic_audit, s.input_partitions, {"retention.ms": str(365 * 24 * HOUR_MS)}, "audit"
+            settings.topic_audit,
+            settings.input_partitions,
+            {"retention.ms": str(365 * 24 * HOUR_MS)},
+            "audit",
         ),
-        *[TopicSpec(s.alert_topic(p), 1, outputs, "alerts") for p in s.partners],
-        *[TopicSpec(s.stix_topic(p), 1, outputs, "stix") for p in s.partners if s.stix_topics],
-        TopicSpec(s.topic_routed, s.internal_partitions, internal, "internal"),
+        *[TopicSpec(settings.alert_topic(p), 1, outputs, "alerts") for p in settings.partners],
+        *[
+            TopicSpec(settings.stix_topic(p), 1, outputs, "stix")
+            for p in settings.partners
+            if settings.stix_topics
+        ],
+        TopicSpec(settings.topic_routed, settings.internal_partitions, internal, "internal"),
         *[
             TopicSpec(
                 t,
-                s.internal_partitions,
+                settings.internal_partitions,
                 {
                     "cleanup.policy": "compact",
                     "max.message.bytes": "16777216",
@@ -52,9 +62,9 @@ def declared_topics(s: Settings) -> list[TopicSpec]:
                 },
                 "state",
             )
-            for t in (s.topic_state_engine,)
+            for t in (settings.topic_state_engine,)
         ],
     ]
     # Faust's own assignor topic; created here because the app may not declare topics.
-    specs.append(TopicSpec(f"{s.app_id}-__assignor-__leader", 1, {}, "faust"))
+    specs.append(TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}, "faust"))
     return specs

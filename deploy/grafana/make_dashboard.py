@@ -4,7 +4,8 @@
     python deploy/grafana/make_dashboard.py --check   # exit 1 if the JSON is stale
 
 The JSON is generated so it stays reviewable: edit this file, not the JSON, and commit both.
-Metric names and labels are those of streams/metrics.py (tests/unit/test_deploy.py checks them).
+Metric names and labels are those of streams/worker/metrics.py (tests/unit/test_deploy.py checks
+them).
 Standard library only.
 """
 

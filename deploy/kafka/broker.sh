@@ -6,7 +6,7 @@
 #
 # Secure mode (`start --secure` or FUSION_BROKER_SECURE=1): the client listener speaks SASL_SSL
 # with SCRAM-SHA-512 users and TLS from a local CA generated with openssl into the broker folder;
-# the StandardAuthorizer enforces ACLs (streams/acls.py applies them after start): `ops-<cc>` reads
+# the StandardAuthorizer enforces ACLs (streams/tools/acls.py applies them after start): `ops-<cc>` reads
 # only alerts.<cc>, `producer-<cc>` writes only the input topics, `fusion` (the pipeline) and
 # `broker` (inter-broker) are super users. Passwords are generated into <folder>/credentials.env
 # (mode 600), which also configures a client as the pipeline. The KRaft controller listener stays
@@ -314,15 +314,15 @@ super.users=User:fusion;User:broker;User:ANONYMOUS
 EOF
 }
 
-# Apply the per-country ACLs (streams/acls.py) as the pipeline's user; the connection comes from
+# Apply the per-country ACLs (streams/tools/acls.py) as the pipeline's user; the connection comes from
 # $CREDS only, whatever FUSION_* connection settings the caller has.
 apply_acls() {
   local out
   if ! out="$(cd "$REPO_ROOT" && env -u FUSION_BOOTSTRAP_SERVERS -u FUSION_SECURITY_PROTOCOL \
       -u FUSION_SASL_USERNAME -u FUSION_SASL_PASSWORD -u FUSION_SSL_CAFILE \
-      "$PYTHON" -m streams.acls --env-file "$CREDS" 2>&1)"; then
+      "$PYTHON" -m streams.tools.acls --env-file "$CREDS" 2>&1)"; then
     echo "$out" >&2
-    die "the broker is up but applying the ACLs failed (see above); retry: $PYTHON -m streams.acls --env-file $CREDS"
+    die "the broker is up but applying the ACLs failed (see above); retry: $PYTHON -m streams.tools.acls --env-file $CREDS"
   fi
   say "ACLs applied: $(echo "$out" | grep -c '^allowed') bindings"
 }

@@ -63,7 +63,7 @@ def _border_km(border: BorderLine, lat: float, lon: float) -> float:
 
 
 class Policy:
-    """A loaded sharing policy and its keyring: the release step's `SharingPolicy`."""
+    """A loaded sharing policy and its keyring: the release step's `ReleasePolicy`."""
 
     def __init__(
         self,

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from engine.selectors import EventTypeName
 from schemas.alerts import Severity, Tlp
+from schemas.events import EventType
 
 ActionName = Literal["release", "pseudonymize", "generalize", "redact", "drop"]
 
@@ -61,7 +61,7 @@ class PolicyRule(Frozen):
     direction: Literal["domestic", "cross-border", "any"] = Field(
         default="any", description="`domestic`: origin is the destination; `cross-border`: not."
     )
-    event_types: Annotated[list[EventTypeName] | None, AnyOf] = Field(
+    event_types: Annotated[list[EventType] | None, AnyOf] = Field(
         default=None, description="Event types; `*` for any (and for the alert's own location)."
     )
     zone: Literal["inside", "outside", "anywhere"] = Field(

@@ -297,7 +297,7 @@ def test_console_reads_its_own_alerts_on_the_secure_broker(secure: Any) -> None:
     import asyncio
 
     from schemas.alerts import Alert
-    from streams.console.feed import AlertFeed
+    from streams.tools.console.feed import AlertFeed
     from tests.unit.test_console import alert_doc
 
     doc = alert_doc("secure-" + uuid.uuid4().hex[:8])

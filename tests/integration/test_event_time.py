@@ -16,7 +16,7 @@ import orjson
 from engine.replay import correlate_file
 from engine.rulefiles import load_rules
 from engine.ruletests import DEFAULT_START, build_event
-from streams.simulator import Simulator
+from streams.tools.simulator import Simulator
 from tests.integration.conftest import REPO, Lab, Worker
 from tests.integration.test_pipeline import event
 

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.simulator import Simulator
+from streams.tools.simulator import Simulator
 from tests.browser import browser_page, chromium_available
 from tests.integration.conftest import REPO, Lab, Worker
 from tests.integration.test_event_time import rule_test_burst, ts_of

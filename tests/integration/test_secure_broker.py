@@ -43,10 +43,10 @@ from pydantic import SecretStr
 
 from schemas.alerts import PolicyRef
 from schemas.audit import AuditRecord, FieldAction
-from streams import acls
-from streams.audit_show import find_audit, format_audit
 from streams.clients import create_topics, kafka_python_config
 from streams.settings import Settings
+from streams.tools import acls
+from streams.tools.audit_show import find_audit, format_audit
 from tests.integration.conftest import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from engine.geo import haversine_km
-from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.tak import TakOutput
+from streams.worker.metrics import Metrics
+from streams.worker.tak import TakOutput
 from tests.integration.conftest import Lab, free_port
 from tests.integration.test_pipeline import NOGALES_MX, NOGALES_US, SONORA, crossing, event
 from tests.unit.test_cot import watchlist_alert

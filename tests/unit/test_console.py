@@ -18,12 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.border import default_border
 from schemas.alerts import Alert
-from streams.console.feed import AlertFeed, FeedStatus
-from streams.console.mapdata import STATES_FILE, STATIC, border_feature, map_geojson
-from streams.console.server import Console, allowed_hosts, create_app
-from streams.console.since import parse_since
-from streams.console.store import AlertStore
 from streams.settings import Settings
+from streams.tools.console.feed import AlertFeed, FeedStatus
+from streams.tools.console.mapdata import STATES_FILE, STATIC, border_feature, map_geojson
+from streams.tools.console.server import Console, allowed_hosts, create_app
+from streams.tools.console.since import parse_since
+from streams.tools.console.store import AlertStore
 
 REPO = Path(__file__).resolve().parents[2]
 

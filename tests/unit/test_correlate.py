@@ -13,22 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.correlate import CorrelateStage
+from engine.correlate import STAGE_SNAPSHOT_VERSION, CorrelateStage
+from engine.errors import SnapshotError
 from engine.ingest import Rejection, validate
 from engine.replay import correlate_file
 from engine.routing import Origin, RoutedItem, Router, route_items
 from engine.rulefiles import load_rules
 from engine.rules import RuleSet
-from engine.watermarks import Mark, SourceWatermarks
-from streams.simulator import Simulator
+from engine.watermarks import InputPartition, Mark, SourceWatermarks
+from streams.tools.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules([REPO / "rules"])
 PARTNERS = frozenset({"US", "MX"})
 SOURCES = 4
+A, B = InputPartition("a", 0), InputPartition("b", 0)
 
 
 def events(n: int, seed: int) -> list[dict[str, Any]]:
@@ -56,7 +59,7 @@ class Pipeline:
         self.router = Router(ruleset)
         self.partitions = partitions
         self.clocks = SourceWatermarks(disorder, idle_after=1.0, clock_lag=math.inf)
-        names = [f"in:{s}" for s in range(SOURCES)]
+        names = [InputPartition("in", s) for s in range(SOURCES)]
         self.stages = {p: CorrelateStage(ruleset, names) for p in range(partitions)}
         self.alerts: set[str] = set()
         self.late = 0
@@ -66,12 +69,12 @@ class Pipeline:
         for source, offset, ev in batch:
             fact = validate(orjson.dumps(ev), ev["event_type"], now=math.inf, partners=PARTNERS)
             assert not isinstance(fact, Rejection)
-            self.clocks.observe(f"in:{source}", fact.ts, now=0.0)
+            self.clocks.observe(InputPartition("in", source), fact.ts, now=0.0)
             rules = self.ruleset.rules_taking(fact)
             origin = Origin("in", source, offset)
             for q, item in route_items(fact, self.router, rules, self.partitions, 0.0, origin):
                 parts[q].append(item)
-        marks = self.clocks.marks(0.0, {f"in:{s}" for s, _, _ in batch})
+        marks = self.clocks.marks(0.0, {InputPartition("in", s) for s, _, _ in batch})
         for q, stage in self.stages.items():
             self.collect(stage.take(parts.get(q, []), marks))
 
@@ -172,7 +175,7 @@ def test_a_snapshot_and_restore_midway_changes_nothing():
         doc = orjson.loads(
             orjson.dumps(stage.snapshot_doc({"applied": 1}), option=orjson.OPT_NON_STR_KEYS)
         )
-        fresh = CorrelateStage(RULES, [f"in:{s}" for s in range(SOURCES)])
+        fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
         assert fresh.restore_doc(doc) == {"applied": 1}
         pipe.stages[p] = fresh
     for k in range(half, len(flat), 25):
@@ -182,7 +185,7 @@ def test_a_snapshot_and_restore_midway_changes_nothing():
 
 
 def test_nothing_is_released_until_every_source_is_heard_from():
-    stage = CorrelateStage(RULES, ["a", "b"])
+    stage = CorrelateStage(RULES, [A, B])
     pipe = Pipeline(1)
     ev = EVENTS[0]
     fact = validate(orjson.dumps(ev), ev["event_type"], now=math.inf, partners=PARTNERS)
@@ -193,14 +196,14 @@ def test_nothing_is_released_until_every_source_is_heard_from():
             fact, pipe.router, RULES.rules_taking(fact), 1, 0.0, Origin("a", 0, 0)
         )
     ]
-    stage.take(items, {"a": Mark(fact.ts + 100, False)})
+    stage.take(items, {A: Mark(fact.ts + 100, False)})
     assert len(stage.buffer) == len(items) > 0
-    stage.take([], {"b": Mark(fact.ts + 50, False)})
+    stage.take([], {B: Mark(fact.ts + 50, False)})
     assert len(stage.buffer) == 0
 
 
 def test_an_event_behind_the_watermark_is_taken_if_a_rule_allows_it_else_dead_lettered():
-    stage = CorrelateStage(RULES, ["a"])
+    stage = CorrelateStage(RULES, [A])
     pipe = Pipeline(1)
     ev = next(e for e in EVENTS if e["event_type"] == "detection" and e.get("plate"))
     fact = validate(orjson.dumps(ev), "detection", now=math.inf, partners=PARTNERS)
@@ -211,11 +214,11 @@ def test_an_event_behind_the_watermark_is_taken_if_a_rule_allows_it_else_dead_le
             fact, pipe.router, RULES.rules_taking(fact), 1, 0.0, Origin("a", 0, 0)
         )
     ]
-    stage.take([], {"a": Mark(fact.ts + 3600, False)})
+    stage.take([], {A: Mark(fact.ts + 3600, False)})
     out = stage.take(items)
     assert out.behind and not out.late  # an hour behind: watchlist-plate allows 30 days
-    stage2 = CorrelateStage(RULES, ["a"])
-    stage2.take([], {"a": Mark(fact.ts + 40 * 86400, False)})
+    stage2 = CorrelateStage(RULES, [A])
+    stage2.take([], {A: Mark(fact.ts + 40 * 86400, False)})
     out = stage2.take(items)
     assert len(out.late) == 1 and "behind the pipeline's event-time watermark" in out.late[0][1]
 
@@ -228,7 +231,7 @@ def test_input_read_again_after_a_restart_is_taken_once():
     pipe.ingest(batch)
     stage = pipe.stages[0]
     doc = orjson.loads(orjson.dumps(stage.snapshot_doc(), option=orjson.OPT_NON_STR_KEYS))
-    fresh = CorrelateStage(RULES, [f"in:{s}" for s in range(SOURCES)])
+    fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
     fresh.restore_doc(doc)
     pipe.stages[0] = fresh
     before = set(pipe.alerts)
@@ -276,3 +279,27 @@ def test_an_absence_due_before_the_newest_event_fires_when_every_input_goes_idle
     assert stage.take(items, {"a": Mark(now, False)}).alerts == []  # "b" not heard from yet
     out = stage.take([], {"a": Mark(now, True), "b": Mark(-math.inf, True)})
     assert [a.rule_id for a, _ in out.alerts] == ["crossing-without-inspection"]
+
+
+def test_a_snapshot_names_every_field():
+    pipe = Pipeline(1)
+    pipe.ingest([(0, i, e) for i, e in enumerate(EVENTS[:50])])  # 1 of 4 sources heard: held
+    stage = pipe.stages[0]
+    doc = orjson.loads(orjson.dumps(stage.snapshot_doc({"applied": 49})))
+    assert doc["v"] == STAGE_SNAPSHOT_VERSION
+    assert doc["buffer"] and all(set(it) == set(RoutedItem._fields) for it in doc["buffer"])
+    assert {tuple(it["origin"]) for it in doc["buffer"]} == {("topic", "partition", "offset")}
+    newest = max(_ts(e) for e in EVENTS[:50])
+    assert doc["marks"] == {"in:0": {"watermark": newest, "idle": False}}
+    assert list(doc["origins"]) == ["in:0"]
+    assert doc["origins"]["in:0"]["offset"] == 49 and doc["origins"]["in:0"]["routes"]
+    fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
+    assert fresh.restore_doc(doc) == {"applied": 49}
+    assert fresh.buffer.items() == stage.buffer.items()
+
+
+def test_a_snapshot_of_another_version_is_refused():
+    doc = CorrelateStage(RULES).snapshot_doc()
+    doc["v"] = 2
+    with pytest.raises(SnapshotError, match="version 2, not 3: written by another release"):
+        CorrelateStage(RULES).restore_doc(doc)

@@ -31,9 +31,9 @@ from interop.cot import (
     cot_types,
     cot_uid,
 )
-from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.tak import TakOutput, TakSender, cot_converter, pytak_config
+from streams.worker.metrics import Metrics
+from streams.worker.tak import TakOutput, TakSender, cot_converter, pytak_config
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = Keyring.parse(

@@ -24,9 +24,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 import streams.cli
-from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import declared_topics
+from streams.worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -205,7 +205,7 @@ def check_expr(expr: str, series: dict[str, set[str]], where: str) -> set[str]:
     """Assert the metric names and labels of one PromQL expression exist; return its labels."""
     names = set(_METRIC.findall(expr))
     missing = sorted(n for n in names if n not in series)
-    assert not missing, f"{where}: {missing} not exported by streams.metrics ({expr})"
+    assert not missing, f"{where}: {missing} not exported by streams.worker.metrics ({expr})"
     known = set().union(*(series[n] for n in names)) | TARGET_LABELS
     bad = labels_used(expr) - known
     assert not bad, f"{where}: labels {sorted(bad)} exist on none of {sorted(names)} ({expr})"
@@ -325,6 +325,18 @@ def test_package_lists_every_subpackage() -> None:
         f"pyproject.toml [tool.setuptools] packages lacks {missing}: a non-editable install "
         "(the Docker image) would not contain them"
     )
+
+
+def test_the_image_copies_every_listed_package() -> None:
+    """`pip install /src` in the Dockerfile fails on a listed package it was not given."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tops = {p for p in cfg["packages"] if "." not in p}
+    copied = {
+        shlex.split(rest)[-1]
+        for instr, rest in dockerfile_instructions()
+        if instr == "COPY" and shlex.split(rest)[-1].startswith("/src/")
+    }
+    assert sorted(f"/src/{p}" for p in tops if f"/src/{p}" not in copied) == []
 
 
 def test_bootstrap_servers_are_kafkas_internal_listener(services: dict[str, Any]) -> None:

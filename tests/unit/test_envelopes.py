@@ -3,11 +3,12 @@ from __future__ import annotations
 import base64
 
 import orjson
+import pytest
 
 from engine.ingest import Rejection
 from engine.routing import Origin, RoutedItem
-from engine.watermarks import Mark
-from streams.envelopes import dead_letter, decode_routed, encode_routed
+from engine.watermarks import InputPartition, Mark
+from streams.worker.envelopes import dead_letter, decode_routed, encode_routed
 
 DOC = {"event_id": "e", "occurred_at": "2026-11-28T10:00:00+00:00"}
 TS = 1795860000.0
@@ -15,17 +16,19 @@ TS = 1795860000.0
 
 def test_routed_batches_round_trip_typed():
     item = RoutedItem("plate:ABC1", "plate", True, True, DOC, TS, 5.0, Origin("t", 2, 7))
-    batch = decode_routed(encode_routed([item], {"t:2": Mark(TS - 1, False), "t:3": Mark(9, True)}))
+    t2, t3 = InputPartition("t", 2), InputPartition("t", 3)
+    raw = encode_routed([item], {t2: Mark(TS - 1, False), t3: Mark(9, True)})
+    assert set(orjson.loads(raw)["marks"]) == {"t:2", "t:3"}  # named where they travel
+    batch = decode_routed(raw)
     assert batch.items == [item]
-    assert batch.items[0].origin.source == "t:2"
-    assert batch.marks == {"t:2": Mark(TS - 1, False), "t:3": Mark(9.0, True)}
+    assert batch.items[0].origin.source == t2
+    assert batch.marks == {t2: Mark(TS - 1, False), t3: Mark(9.0, True)}
 
 
-def test_items_of_the_previous_release_are_still_read():
-    old = orjson.dumps([["plate", True, DOC, 5.0], ["geo", False, DOC, 1.0, 5.0]])
-    items = decode_routed(old).items
-    assert items[0].ts == TS and items[0].kind == "plate" and items[0].primary
-    assert items[1].ts == 1.0 and not items[1].owner and not items[1].primary
+def test_only_what_encode_routed_writes_is_read():
+    for raw in (orjson.dumps([["plate", True, DOC, 5.0]]), b'{"v": 1, "items": []}', None):
+        with pytest.raises(ValueError, match="must be a v2 JSON object"):
+            decode_routed(raw)
 
 
 def test_dead_letter_keeps_the_payload_as_text_or_base64():

@@ -31,9 +31,9 @@ from engine.rules import RuleBase, RuleSet, RuleTest
 from engine.ruletests import DEFAULT_START, build_event
 from engine.trace import trace_event
 from schemas.alerts import Alert
-from streams.explain_show import _lookup, format_explanation, format_trace
-from streams.explain_show import main as explain_main
 from streams.keys import generate
+from streams.tools.explain_show import _lookup, format_explanation, format_trace
+from streams.tools.explain_show import main as explain_main
 
 REPO = Path(__file__).resolve().parents[2]
 RULESET = load_rules([REPO / "rules"])

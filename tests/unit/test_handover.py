@@ -12,67 +12,67 @@ from __future__ import annotations
 import asyncio
 
 from engine.correlate import CorrelateStage
-from streams.checkpoint import Checkpoints
-from streams.fastpath import HandOver
-from streams.metrics import Metrics
-from tests.unit.test_stages import RULES, Broker, settings
+from engine.watermarks import InputPartition
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.fastpath import HandOver
+from streams.worker.metrics import Metrics
+from tests.unit.edges import Assigned, Broker, StateStore
+from tests.unit.test_stages import RULES, unit_settings
 
 
-def checkpoints(owned: set[int], read: asyncio.Event | None = None) -> Checkpoints:
-    s = settings()
-    broker = Broker()
+class SlowStore(StateStore):
+    """A state topic whose reads wait for `read` to be set."""
 
-    async def read_snapshot(p: int) -> bytes | None:
-        if read is not None:
-            await read.wait()
-        return None
+    def __init__(self, read: asyncio.Event) -> None:
+        super().__init__(Broker())
+        self.read = read
 
+    async def latest(self, partition: int) -> bytes | None:
+        await self.read.wait()
+        return await super().latest(partition)
+
+
+def checkpoints(assigned: Assigned, store: StateStore | None = None) -> Checkpoints:
     return Checkpoints(
-        s,
+        unit_settings(),
         Metrics(),
-        new_stage=lambda: CorrelateStage(RULES, ["events.detections:0"]),
-        owns=lambda p: p in owned,
-        read=read_snapshot,
-        send=lambda blob, p: broker.send(s.topic_state_engine, None, blob, p),
-        flush=broker.flush,
-        ack=broker.acked.append,
+        store or StateStore(Broker()),
+        assigned,
+        lambda: CorrelateStage(RULES, [InputPartition("events.detections", 0)]),
     )
 
 
 def test_a_partition_revoked_while_its_snapshot_is_read_is_not_kept() -> None:
-    owned = {0, 1}
+    assigned = Assigned({0, 1})
     read = asyncio.Event()
-    cps = checkpoints(owned, read)
+    partitions = checkpoints(assigned, SlowStore(read))
 
     async def run() -> object:
-        loading = asyncio.ensure_future(cps.partition(0))
+        loading = asyncio.ensure_future(partitions.partition(0))
         await asyncio.sleep(0)  # the load is waiting for the snapshot
-        owned.discard(0)  # the rebalance gives partition 0 to another worker
-        await cps.revoke({0, 1})
+        assigned.owned = {1}  # the rebalance gives partition 0 to another worker
+        await partitions.revoke({0, 1})
         read.set()
         return await loading
 
     assert asyncio.run(run()) is None
-    assert 0 not in cps.partitions
+    assert 0 not in partitions.partitions
 
 
 def test_a_revoked_partition_is_forgotten_even_when_its_snapshot_fails() -> None:
-    cps = checkpoints({0, 1})
+    broker = Broker()
+    partitions = checkpoints(Assigned({0, 1}), StateStore(broker))
 
     async def run() -> None:
         for p in (0, 1):
-            cp = await cps.partition(p)
-            assert cp is not None
-            cp.dirty = True
-
-        async def broken(blob: bytes, p: int) -> object:
-            raise RuntimeError("the broker went away")
-
-        cps.send = broken
-        await cps.revoke({0, 1})
+            checkpoint = await partitions.partition(p)
+            assert checkpoint is not None
+            checkpoint.dirty = True
+        broker.fail = True  # the broker went away
+        await partitions.revoke({0, 1})
 
     asyncio.run(run())
-    assert cps.partitions == {}
+    assert partitions.partitions == {}
 
 
 def test_a_revocation_waits_for_the_batch_in_hand() -> None:

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from engine.errors import PolicyError
 from engine.policy import same_subject
 from streams import keys as K
-from streams.acls import acl_plan
 from streams.settings import Settings
+from streams.tools.acls import acl_plan
 
 
 def test_keys_come_from_a_file_or_environment_text(tmp_path: Path):

@@ -808,7 +808,7 @@ def test_the_workers_json_release_is_exactly_what_the_models_dump() -> None:
 
     from engine.release import release_json
     from engine.replay import correlate_file
-    from streams.simulator import Simulator
+    from streams.tools.simulator import Simulator
 
     sim = Simulator(seed=5, scenario_share=0.3, run_id="rj")
     clock = iter(range(1_780_000_000, 1_780_000_000 + 9000, 3))

@@ -9,7 +9,7 @@ import orjson
 from engine.replay import replay
 from engine.rulefiles import load_rules
 from streams.cli import main
-from streams.simulator import Simulator
+from streams.tools.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 PARTNERS = frozenset({"US", "MX"})

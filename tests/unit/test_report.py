@@ -16,10 +16,10 @@ import pytest
 
 from engine.release import release, release_json
 from schemas.audit import AuditRecord
-from streams.report.aggregate import aggregate, field_name
-from streams.report.model import Flow, Report
-from streams.report.period import bucket_size, bucket_starts, parse_when
-from streams.report.render import render_html
+from streams.tools.report.aggregate import aggregate, field_name
+from streams.tools.report.model import Flow, Report
+from streams.tools.report.period import bucket_size, bucket_starts, parse_when
+from streams.tools.report.render import render_html
 from tests.unit.test_policy import DEFAULT, DROP_MX_WEAPONS_FOR_US, KEYS, fact, raw_alert
 
 REPO = Path(__file__).resolve().parents[2]
@@ -465,7 +465,7 @@ def test_the_pure_part_imports_no_kafka_client() -> None:
         "streams.settings",
     )
     for name in ("model", "aggregate", "period", "charts", "render"):
-        tree = ast.parse((REPO / "streams" / "report" / f"{name}.py").read_text())
+        tree = ast.parse((REPO / "streams" / "tools" / "report" / f"{name}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
@@ -474,4 +474,4 @@ def test_the_pure_part_imports_no_kafka_client() -> None:
             else:
                 continue
             for mod in mods:
-                assert not mod.startswith(banned), f"streams/report/{name}.py imports {mod}"
+                assert not mod.startswith(banned), f"streams/tools/report/{name}.py imports {mod}"

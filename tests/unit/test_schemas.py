@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
+from engine.ruletests import _DEFAULTS
 from schemas import Detection, Suspect, Track, Weapon, normalize_plate
+from schemas.events import EVENT_MODELS, EventType
 from schemas.generate import expected
+from streams.settings import CAUGHT_UP_LAG_S, Settings
 
 BASE = {
     "event_id": "e-1",
@@ -94,3 +98,15 @@ def test_json_schema_is_usable_json():
         doc = json.loads(path.read_text())
         assert doc["$schema"].startswith("https://json-schema.org/")
         assert doc.get("additionalProperties") is False
+
+
+def test_one_table_of_event_types():
+    """`EventType` and `EVENT_MODELS` name the same types, each model its own; every other
+    table per event type is keyed by exactly those."""
+    types = list(get_args(EventType))
+    assert list(EVENT_MODELS) == types
+    for event_type, model in EVENT_MODELS.items():
+        assert get_args(model.model_fields["event_type"].annotation) == (event_type,)
+    assert list(Settings().input_topics) == types
+    assert set(CAUGHT_UP_LAG_S) == set(types)
+    assert set(_DEFAULTS) == set(types)

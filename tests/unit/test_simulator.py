@@ -20,10 +20,10 @@ from engine.policy import Keyring, load_policy
 from engine.release import recipients, release_json
 from engine.replay import correlate_file
 from engine.rulefiles import load_rules
-from streams.demo import run_overrides
 from streams.keys import generate
 from streams.settings import Settings
-from streams.simulator import Event, Simulator
+from streams.tools.demo import run_overrides
+from streams.tools.simulator import Event, Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = load_rules([REPO / "rules"])

@@ -30,9 +30,9 @@ from engine.ruletests import DEFAULT_START, build_event, run_all
 from engine.selectors import Selector
 from schemas import EVENT_MODELS, Tip
 from schemas.generate import MODELS, OUT, render
-from streams.acls import acl_plan
 from streams.cli import tip_event
 from streams.settings import Settings
+from streams.tools.acls import acl_plan
 from streams.topics import declared_topics
 
 REPO = Path(__file__).resolve().parents[2]

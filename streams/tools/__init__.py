@@ -1,0 +1,1 @@
+"""The `fusion` commands other than the worker, one module or package per command."""

@@ -1,0 +1,1 @@
+"""The pipeline worker (`fusion worker`): `app.py` wires the modules beside it."""

@@ -1,0 +1,94 @@
+"""What the stages send out besides their own topics: alerts released per destination with
+their audit records (`Delivery`), and dead letters (`DeadLetters`); with their metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import orjson
+
+from engine.hits import RawAlert
+from engine.ingest import Rejection
+from engine.policy import Policy
+from engine.release import recipients, release_json
+from engine.routing import Origin
+from streams.settings import Settings
+from streams.worker.edges import Producer
+from streams.worker.envelopes import dead_letter
+from streams.worker.metrics import Metrics
+from streams.worker.stix import stix_output
+from streams.worker.tak import TakOutput
+
+
+class Delivery:
+    """Releases alerts to each partner's topic under the sharing policy, audited."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer,
+        metrics: Metrics,
+        policy: Callable[[], Policy],
+        *,
+        tak: TakOutput | None = None,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.metrics = metrics
+        self.policy = policy
+        self.partners = settings.partner_set
+        self.alert_topics = {p: settings.alert_topic(p) for p in settings.partners}
+        self.stix = stix_output(settings)
+        self.tak = tak if tak is not None and tak.senders else None
+
+    async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
+        now = time.time()
+        # The engine stamps an alert with the event time that completed it (so replays are
+        # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
+        alert = replace(alert, raised_at=now)
+        policy = self.policy()
+        who = recipients(alert, self.partners, policy)
+        metrics = self.metrics
+        metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+        key = alert.alert_id.encode()
+        for dest in who:
+            topic = self.alert_topics[dest]
+            out = release_json(alert, dest, who, policy, now=now, topic=topic)
+            if out is None:
+                continue
+            body, audit = out
+            await self.producer.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
+            await self.producer.send(topic, key, orjson.dumps(body), None)
+            metrics.audit_records.labels(dest).inc()
+            metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
+            if self.stix is not None and (bundle := self.stix.message(dest, body)) is not None:
+                await self.producer.send(bundle[0], key, bundle[1], None)
+            if self.tak is not None:
+                self.tak.offer(dest, body)
+        done = time.time()
+        metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
+        if ingested_at is not None:
+            metrics.ingest_to_alert.labels(alert.rule_id).observe(max(0.0, done - ingested_at))
+
+
+class DeadLetters:
+    """Refused input to the dead-letter topic, keyed by where it was read, counted by topic
+    and reason."""
+
+    def __init__(self, settings: Settings, producer: Producer, metrics: Metrics) -> None:
+        self.topic = settings.topic_deadletter
+        self.producer = producer
+        self.metrics = metrics
+
+    async def send(self, origin: Origin, raw: bytes | None, why: Rejection, now: float) -> None:
+        """The dead letter of the input read at `origin`, holding its payload `raw`."""
+        topic, partition, offset = origin
+        self.metrics.rejected.labels(topic, why.kind).inc()
+        await self.producer.send(
+            self.topic,
+            f"{topic}:{partition}:{offset}".encode(),
+            dead_letter(topic, partition, offset, raw, why, now),
+            None,
+        )

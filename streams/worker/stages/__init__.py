@@ -1,0 +1,1 @@
+"""The worker's two stages, one module each: `ingest` then `correlate`."""

@@ -1,0 +1,80 @@
+"""Stage 2, correlate: per partition of `fusion.routed`, the pure `CorrelateStage` (dedup,
+event-time buffer, engine); alerts delivered, late events dead-lettered.
+
+Input: routed messages (copies and marks). Output: alerts and audit records (through
+`Delivery`), dead letters for events too late for every rule. State: one `CorrelateStage`
+per partition, checkpointed by `Checkpoints` before its input is acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from engine.correlate import CorrelateOutput
+from engine.ingest import Rejection
+from streams.settings import Settings
+from streams.worker.checkpoint import Checkpoints
+from streams.worker.delivery import DeadLetters, Delivery
+from streams.worker.edges import Record
+from streams.worker.envelopes import decode_routed
+from streams.worker.metrics import Metrics
+
+log = logging.getLogger("fusion.correlate")
+
+
+class CorrelateShell:
+    """Feeds routed messages to each partition's stage and sends what comes out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        checkpoints: Checkpoints,
+        delivery: Delivery,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.checkpoints = checkpoints
+        self.delivery = delivery
+        self.dead_letters = dead_letters
+
+    async def on_message(self, record: Record) -> None:
+        checkpoint = await self.checkpoints.accept(record)
+        if checkpoint is None:
+            return
+        batch = decode_routed(record.value)
+        stage = checkpoint.stage
+        was = (stage.released_before, len(stage.buffer))
+        out = stage.take(batch.items, batch.marks, time.time())
+        await self.send_output(out)
+        changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
+        self.checkpoints.applied(checkpoint, record, changed, len(batch.items))
+        self.metrics.reordered.labels(str(record.partition)).set(len(stage.buffer))
+        before = stage.released_before
+        if before > float("-inf"):
+            self.metrics.watermark_seconds.labels(
+                "correlate", self.settings.topic_routed, str(record.partition)
+            ).set(before)
+        await self.checkpoints.maybe_snapshot(record.partition)
+
+    async def send_output(self, out: CorrelateOutput) -> None:
+        m = self.metrics
+        for alert, ingested_at in out.alerts:
+            await self.delivery.deliver(alert, ingested_at)
+        for it in out.duplicates:
+            m.duplicates.labels(it.doc.get("event_type", "")).inc()
+        for it in out.behind:
+            if it.primary:
+                m.out_of_order.labels(it.origin.topic).inc()
+        if out.late:
+            now = time.time()
+            for it, reason in out.late:
+                agency = str((it.doc.get("source") or {}).get("agency", ""))
+                m.late.labels(it.origin.topic, str(it.doc.get("event_type", "")), agency).inc()
+                await self.dead_letters.send(
+                    it.origin, orjson.dumps(it.doc), Rejection("late", reason), now
+                )

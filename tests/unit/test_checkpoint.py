@@ -1,0 +1,202 @@
+"""Checkpoints (streams/worker/checkpoint.py) alone: a partition's state loaded from its newest
+snapshot, snapshot-then-ack, and what happens when a snapshot cannot be read or written. The
+state topic, the producer and the assigned partitions are the in-memory stand-ins of
+tests/unit/edges.py, which keep one journal, so the order of flushes, snapshots and acks can
+be asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+import orjson
+import pytest
+
+from engine.correlate import CorrelateStage
+from engine.routing import Origin, Router, route_items
+from engine.ruletests import DEFAULT_START, build_event
+from engine.watermarks import InputPartition, Mark
+from streams.settings import Settings
+from streams.worker.checkpoint import Checkpoints, PartitionCheckpoint
+from streams.worker.metrics import Metrics
+from tests.unit.edges import Assigned, Broker, Msg, StateStore
+from tests.unit.test_stages import RULES, unit_settings
+
+SOURCE = InputPartition("events.detections", 0)
+ROUTED = "fusion.routed"
+
+
+class Edges:
+    """The producer, the state topic and the assigned partitions (0 and 1), one journal."""
+
+    def __init__(self, snapshots: dict[int, list[bytes]] | None = None) -> None:
+        self.broker = Broker()
+        self.store = StateStore(self.broker, written=snapshots or {})
+        self.assigned = Assigned({0, 1}, journal=self.broker.journal)
+        self.journal = self.broker.journal
+
+    def acks(self) -> list[str]:
+        return [entry for entry in self.journal if entry.startswith("ack")]
+
+
+def stage() -> CorrelateStage:
+    return CorrelateStage(RULES, [SOURCE])
+
+
+def checkpoints(edges: Edges, settings: Settings | None = None) -> Checkpoints:
+    return Checkpoints(settings or unit_settings(), Metrics(), edges.store, edges.assigned, stage)
+
+
+def record(partition: int, offset: int) -> Msg:
+    return Msg(ROUTED, partition, offset, b"")
+
+
+def held_read(checkpoint: PartitionCheckpoint) -> None:
+    """The stage takes a plate read and holds it (its source's watermark is behind it)."""
+    fact = build_event({"id": "d1", "type": "detection", "plate": "AB-1"}, DEFAULT_START)
+    items = route_items(
+        fact, Router(RULES), RULES.rules_taking(fact), 1, 0.0, Origin(SOURCE.topic, 0, 0)
+    )
+    checkpoint.stage.take([it for _, it in items], {SOURCE: Mark(fact.ts - 60, False)})
+
+
+async def apply_read(partitions: Checkpoints, partition: int, offset: int) -> None:
+    """The record at `offset` of `partition` brings the stage a read it holds."""
+    checkpoint = await partitions.accept(record(partition, offset))
+    assert checkpoint is not None
+    held_read(checkpoint)
+    partitions.applied(checkpoint, record(partition, offset), changed=True, items=1)
+
+
+def test_a_partition_not_assigned_here_is_neither_loaded_nor_applied() -> None:
+    edges = Edges()
+    edges.assigned.owned = {1}
+    partitions = checkpoints(edges)
+    assert asyncio.run(partitions.accept(record(0, 5))) is None
+    assert edges.journal == [] and partitions.partitions == {}
+
+
+def test_snapshot_then_ack_after_the_output_is_flushed() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges)
+
+    async def run() -> None:
+        await apply_read(partitions, 0, 7)
+        await edges.broker.send("alerts.us", b"a1", b"{}", None)  # what the record produced
+        await partitions.maybe_snapshot(0, force=True)
+
+    asyncio.run(run())
+    assert edges.journal == ["read 0", "send alerts.us", "flush", "write 0", "flush", "ack 0@7"]
+    doc = orjson.loads(zlib.decompress(edges.store.written[0][-1]))
+    assert doc["meta"] == {"applied": 7} and len(doc["buffer"]) == 1
+
+
+def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers() -> None:
+    edges = Edges()
+    first = checkpoints(edges)
+
+    async def before_the_restart() -> None:
+        await apply_read(first, 0, 7)
+        await first.maybe_snapshot(0, force=True)
+
+    asyncio.run(before_the_restart())
+    edges.journal.clear()
+    again = checkpoints(edges)
+    assert asyncio.run(again.accept(record(0, 7))) is None  # covered: acked, not applied
+    checkpoint = asyncio.run(again.accept(record(0, 8)))
+    assert checkpoint is not None and checkpoint.applied == 7
+    assert [it.event_id for it in checkpoint.stage.buffer.items()] == ["d1"]
+    assert edges.journal == ["read 0", "ack 0@7"]
+
+
+def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges)
+
+    async def run() -> None:
+        checkpoint = await partitions.accept(record(1, 3))
+        assert checkpoint is not None
+        partitions.applied(checkpoint, record(1, 3), changed=False)
+        await partitions.snapshot_due()
+
+    asyncio.run(run())
+    assert edges.journal == ["read 1", "ack 1@3"]
+
+
+def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges, Settings(snapshot_interval_s=3600))
+
+    async def run() -> None:
+        await apply_read(partitions, 0, 1)
+        await partitions.snapshot_due()
+
+    asyncio.run(run())
+    assert edges.journal == ["read 0"]  # not written, not acked: it waits
+
+
+def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges)
+
+    async def run() -> None:
+        await apply_read(partitions, 0, 4)
+        edges.broker.fail = True  # the broker went away
+        await partitions.maybe_snapshot(0, force=True)
+        assert edges.acks() == []
+        edges.broker.fail = False
+        await partitions.maybe_snapshot(0, force=True)
+
+    asyncio.run(run())
+    assert edges.acks() == ["ack 0@4"] and len(edges.store.written[0]) == 1
+
+
+def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    old = stage().snapshot_doc({"applied": 99})
+    old["v"] = 2
+    edges = Edges(snapshots={0: [zlib.compress(orjson.dumps(old))]})
+    with caplog.at_level(logging.WARNING, logger="fusion.checkpoint"):
+        checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
+    assert checkpoint is not None and checkpoint.applied == -1  # empty: everything is applied
+    assert (
+        "snapshot of partition 0 not used: a stage snapshot of version 2, not 3: written by "
+        "another release; starting it empty (its input is read again from the committed offset)"
+    ) in caplog.messages
+
+
+def test_an_unreadable_snapshot_starts_the_partition_empty(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    edges = Edges(snapshots={0: [b"not zlib"]})
+    with caplog.at_level(logging.ERROR, logger="fusion.checkpoint"):
+        checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
+    assert checkpoint is not None and checkpoint.applied == -1
+    assert any("snapshot of partition 0 unreadable" in m for m in caplog.messages)
+
+
+def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges)
+
+    async def run() -> None:
+        for p in (0, 1):
+            await apply_read(partitions, p, 2)
+        await partitions.revoke({0})
+
+    asyncio.run(run())
+    assert list(partitions.partitions) == [1]
+    assert edges.acks() == ["ack 0@2"] and list(edges.store.written) == [0]
+
+
+def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
+    edges = Edges()
+    partitions = checkpoints(edges)
+    checkpoint = asyncio.run(partitions.accept(record(0, 2)))
+    assert checkpoint is not None
+    held_read(checkpoint)
+    old = checkpoint.stage
+    partitions.remake_stages()
+    assert partitions.stages() == [checkpoint.stage] and checkpoint.stage is not old
+    assert checkpoint.stage.buffer.items() == old.buffer.items()
+    assert checkpoint.dirty  # the next snapshot holds the new stage
