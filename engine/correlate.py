@@ -21,7 +21,7 @@ from engine.engine import Engine, Route
 from engine.errors import SnapshotError
 from engine.facts import Fact
 from engine.hits import RawAlert
-from engine.routing import RoutedItem
+from engine.routing import Origin, RoutedItem
 from engine.rules import RuleSet
 from engine.watermarks import CombinedWatermark, InputPartition, Mark, ReorderBuffer
 
@@ -198,7 +198,9 @@ class CorrelateStage:
     def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Load what `snapshot_doc` returned; returns its meta."""
         version = doc.get("v")
-        if version != STAGE_SNAPSHOT_VERSION:
+        if version == 2:
+            doc = _from_version_2(doc)
+        elif version != STAGE_SNAPSHOT_VERSION:
             raise SnapshotError(
                 f"a stage snapshot of version {version}, not {STAGE_SNAPSHOT_VERSION}: written "
                 "by another release"
@@ -216,3 +218,30 @@ class CorrelateStage:
         if released_before is not None:
             self.released_before = float(released_before)
         return dict(doc["meta"])
+
+
+def _from_version_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot of release 0.9.0 (positional lists) in the named form, so that an upgrade
+    keeps what the state held (open windows, pending absences, dedup, suppression)."""
+    fields = RoutedItem._fields[:-1]
+    return {
+        **doc,
+        "v": STAGE_SNAPSHOT_VERSION,
+        "buffer": [
+            {
+                **dict(zip(fields, item[:-1], strict=True)),
+                "origin": dict(zip(Origin._fields, item[-1], strict=True)),
+            }
+            for item in doc["buffer"]
+        ],
+        "marks": {
+            name: {"watermark": watermark, "idle": idle}
+            for name, (watermark, idle) in doc["marks"].items()
+        },
+        "origins": {
+            name: {"offset": offset, "routes": routes}
+            for name, (offset, routes) in (doc.get("origins") or {}).items()
+        },
+        "released_before": doc.get("released_before"),
+        "meta": doc.get("meta") or {},
+    }

@@ -300,6 +300,26 @@ def test_a_snapshot_names_every_field():
 
 def test_a_snapshot_of_another_version_is_refused():
     doc = CorrelateStage(RULES).snapshot_doc()
-    doc["v"] = 2
-    with pytest.raises(SnapshotError, match="version 2, not 3: written by another release"):
+    doc["v"] = 1
+    with pytest.raises(SnapshotError, match="version 1, not 3: written by another release"):
         CorrelateStage(RULES).restore_doc(doc)
+
+
+def test_a_snapshot_of_release_0_9_0_is_read_so_an_upgrade_keeps_the_state():
+    pipe = Pipeline(1)
+    pipe.ingest([(0, i, e) for i, e in enumerate(EVENTS[:50])])  # held: 1 of 4 sources heard
+    stage = pipe.stages[0]
+    named = orjson.loads(orjson.dumps(stage.snapshot_doc({"applied": 49})))
+    positional = {  # as 0.9.0 wrote it
+        **named,
+        "v": 2,
+        "buffer": [
+            [*(it[f] for f in RoutedItem._fields[:-1]), list(it["origin"].values())]
+            for it in named["buffer"]
+        ],
+        "marks": {n: [m["watermark"], m["idle"]] for n, m in named["marks"].items()},
+        "origins": {n: [o["offset"], o["routes"]] for n, o in named["origins"].items()},
+    }
+    upgraded = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
+    assert upgraded.restore_doc(positional) == {"applied": 49}
+    assert upgraded.snapshot_doc({"applied": 49}) == stage.snapshot_doc({"applied": 49})
