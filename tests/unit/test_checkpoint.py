@@ -154,13 +154,13 @@ def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None
 
 def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
     old = stage().snapshot_doc({"applied": 99})
-    old["v"] = 2
+    old["v"] = 1
     edges = Edges(snapshots={0: [zlib.compress(orjson.dumps(old))]})
     with caplog.at_level(logging.WARNING, logger="fusion.checkpoint"):
         checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
     assert checkpoint is not None and checkpoint.applied == -1  # empty: everything is applied
     assert (
-        "snapshot of partition 0 not used: a stage snapshot of version 2, not 3: written by "
+        "snapshot of partition 0 not used: a stage snapshot of version 1, not 3: written by "
         "another release; starting it empty (its input is read again from the committed offset)"
     ) in caplog.messages
 
