@@ -56,6 +56,7 @@ class Worker:
         self.rules = LiveRules(settings, metrics)
         self.policy = LivePolicy(settings, metrics)
         self.input_topic_names = frozenset(settings.input_topics.values())
+        self._remake_stages = False
         self.state_export = StateExport(metrics)
         producer = AppProducer(app)
         dead_letters = DeadLetters(settings, producer, metrics)
@@ -155,15 +156,23 @@ class Worker:
     async def watch_inputs(self) -> None:
         """Often (every half idle span): which input partitions are idle, and their marks."""
         hand_over = self.app.batch_consumer().hand_over
-        async with hand_over.handling(hand_over.epoch()):
-            await self.ingest.on_tick(self.caught_up())
+        async with hand_over.handling(hand_over.epoch()) as current:
+            if current:  # not for partitions a revocation has just taken
+                await self.ingest.on_tick(self.caught_up())
 
     async def tick(self) -> None:
-        """Once a second: reloads, due snapshots, metrics."""
+        """Once a second: reloads, due snapshots, metrics. The stages are remade and
+        snapshotted between batches, never under a record half taken."""
         if self.rules.maybe_reload() is not None:
-            self.checkpoints.remake_stages()
+            self._remake_stages = True
         self.policy.maybe_reload()
-        await self.checkpoints.snapshot_due()
+        hand_over = self.app.batch_consumer().hand_over
+        async with hand_over.handling(hand_over.epoch()) as current:
+            if current:
+                if self._remake_stages:
+                    self.checkpoints.remake_stages()
+                    self._remake_stages = False
+                await self.checkpoints.snapshot_due()
         self.state_export.export(self.checkpoints.stages(), self.rules.ruleset.by_id)
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         export_lag(self.metrics, self.app.batch_consumer().lags())

@@ -194,6 +194,23 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         self._read_offset[tp] = records[-1].offset
         return records
 
+    async def _read_again(self, first: dict[Any, int]) -> None:
+        """Records fetched but not handed to the stages, because a rebalance stopped the flow
+        meanwhile: seek back to the committed offsets, as Faust does, and each partition with
+        no committed offset to its first record not handed (Faust's seek leaves such a
+        partition where it is, and those records would never be read)."""
+        try:
+            await self.perform_seek()
+        except Exception as e:  # the assignment can change under it, as in Faust's getmany
+            self.log.warning("seeking back to the committed offsets failed: %r", e)
+        for tp, offset in first.items():
+            if self._committed_offset.get(tp) is not None:
+                continue
+            try:
+                await self.seek(tp, offset)
+            except Exception as e:  # no longer assigned here: its next owner reads it
+                self.log.warning("seeking %s back to offset %d failed: %r", tp, offset, e)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - via worker
         # Faust's loop (faust/transport/consumer.py: Consumer._drain_messages and getmany),
         # with the batch path; keep them in step when upgrading faust-streaming.
@@ -211,14 +228,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
                 records, active = await self._wait_next_records(1.0)
-                # Nothing awaited since the fetch returned: these are its positions.
+                # Nothing awaited since the fetch returned: these are its positions (and none,
+                # the next time round, if no fetch was made: the thread fetches on request).
                 fetched = getattr(self._thread, "fetched_positions", {})
+                self._thread.fetched_positions = {}
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     unset_flag(CONSUMER_FETCHING)
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()
+                    first = {tp: recs[0].offset for tp, recs in records.items() if recs}
+                    await self._read_again(first)
                     unset_flag(CONSUMER_FETCHING)
                     continue
                 epoch = self.hand_over.epoch()
@@ -242,8 +262,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                         set_read_offset(tp, rec.offset)
                 async with self.hand_over.handling(epoch) as current:
-                    same_generation = app.consumer_generation_id == generation
-                    if current and batch and handler is not None and same_generation:
+                    current = current and app.consumer_generation_id == generation
+                    if current and batch and handler is not None:
                         await handler(batch)
                     if current:
                         skipped = {tp for tp in records if not (active is None or tp in active)}

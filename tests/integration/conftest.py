@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from streams.keys import generate, write_keys
 
@@ -377,7 +378,10 @@ class Lab:
         for topics in (inputs, [e["FUSION_TOPIC_ROUTED"]]):
             want = {tp: end for tp, end in self.end_offsets(topics).items() if end > 0}
             while True:
-                done = self.committed(group)
+                try:
+                    done = self.committed(group)
+                except KafkaError:  # the coordinator loading after a broker restart: ask again
+                    done = {}
                 behind = {
                     tp: (done.get(tp, 0), end) for tp, end in want.items() if done.get(tp, 0) < end
                 }
@@ -439,12 +443,14 @@ class Lab:
         return self.alert_ids(prefix)
 
     def close(self) -> None:
-        for w in self.workers:
-            w.stop()
-        self.producer.close()
-        if self._probe is not None:
-            for client in self._probe:
-                client.close()
+        try:
+            for w in self.workers:
+                w.stop()
+        finally:
+            self.producer.close()
+            if self._probe is not None:
+                for client in self._probe:
+                    client.close()
 
 
 @pytest.fixture

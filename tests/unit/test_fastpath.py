@@ -155,3 +155,26 @@ def test_the_producer_sends_straight_to_aiokafka_and_flushes_through_faust() -> 
     asyncio.run(run())
     assert sent == [("alerts.us", b"v", b"k", None), ("fusion.routed", b"batch", None, 3)]
     assert flushed == [True]
+
+
+def test_records_dropped_in_a_rebalance_are_read_again_even_where_nothing_was_committed(
+    app: BatchingApp,
+) -> None:
+    """A fetch that ends after a rebalance stopped the flow is not handed to the stages. Faust
+    seeks back to the committed offsets, which leaves a partition with none where it is: that
+    partition is sought back to its first record not handed. A seek that fails (the
+    assignment changing under it) is logged, not raised."""
+    consumer = app.batch_consumer()
+    sought: list[tuple[TP, int]] = []
+
+    async def perform_seek() -> None:
+        consumer._committed_offset[T0] = 40  # T0 has a committed offset; T1 none
+        raise RuntimeError("the assignment changed")
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    consumer.seek = seek  # type: ignore[method-assign]
+    asyncio.run(consumer._read_again({T0: 45, T1: 0}))
+    assert sought == [(T1, 0)]
