@@ -38,10 +38,10 @@ class HandOver:
     A revocation waits for the batch being handled to finish, and no batch is handled while
     it runs. A batch fetched before a revocation began is dropped rather than handled after
     it: its records are read again from the committed offsets by whichever worker is then
-    assigned them. Without this, the stages went on with a revoked partition's records
-    after its state was handed over, and loaded that partition again (aiokafka reports
-    the old assignment until the new one arrives): a worker kept a stale copy of a
-    partition's state, and used it when the partition came back (alerts were lost).
+    assigned them. Otherwise the stages would go on with a revoked partition's records
+    after its state was handed over and load that partition again (aiokafka reports the
+    old assignment until the new one arrives): the worker would keep a stale copy of the
+    partition's state and use it, not the newest snapshot, when the partition came back.
     """
 
     def __init__(self) -> None:
