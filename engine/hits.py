@@ -18,6 +18,11 @@ class Hit:
     key: str | None
     lat: float
     lon: float
+    refuted_by: tuple[Fact, ...] = ()
+    """Non-empty: not a match but a correction. The alert this rule raised on `evidence` is
+    withdrawn, because of these facts (within the rule's `corrections` span)."""
+    reason: str = ""
+    """For a correction: why, in words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,11 @@ class RawAlert:
     extra_recipients: tuple[str, ...]
     explanation: dict[str, Any] | None = None
     """Why the rule fired (`engine.explain.explain_hit`), before release."""
+    version: int = 1
+    change: str = "raised"
+    """`raised`, `updated` or `withdrawn`."""
+    revision: dict[str, Any] | None = None
+    """For an update or a withdrawal: `reason`, `records` (event ids), `superseded_by`."""
 
 
 def alert_id(rule_id: str, evidence_ids: list[str] | tuple[str, ...]) -> str:

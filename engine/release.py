@@ -217,8 +217,18 @@ def release_json(
         )
     ref = policy.ref
     ref_doc = {"id": ref.id, "version": ref.version, "sha256": ref.sha256}
+    revision = alert.revision
     body = {
         "alert_id": alert.alert_id,
+        "version": alert.version,
+        "change": alert.change,
+        "revision": None
+        if revision is None
+        else {
+            "reason": revision["reason"],
+            "records": list(revision["records"]),
+            "superseded_by": revision.get("superseded_by"),
+        },
         "rule_id": alert.rule_id,
         "title": alert.title,
         "severity": alert.severity,
@@ -237,6 +247,8 @@ def release_json(
     }
     audit = {
         "alert_id": alert.alert_id,
+        "version": alert.version,
+        "change": alert.change,
         "rule_id": alert.rule_id,
         "destination": destination,
         "topic": topic,

@@ -20,6 +20,7 @@ def alert_topic(country: str, prefix: str = ALERT_TOPIC_PREFIX) -> str:
 Severity = Literal["low", "medium", "high", "critical"]
 Tlp = Literal["TLP:RED", "TLP:AMBER+STRICT", "TLP:AMBER", "TLP:GREEN", "TLP:CLEAR"]
 Action = Literal["release", "pseudonymize", "generalize", "redact", "drop"]
+Change = Literal["raised", "updated", "withdrawn"]
 
 
 class Point(WireModel):
@@ -93,11 +94,36 @@ class Explanation(WireModel):
     evidence: list[EvidenceReason] = Field(description="Per evidence event, why it counts.")
 
 
+class Revision(WireModel):
+    """What changed in this version of the alert, and why."""
+
+    reason: str = Field(description="Why, in words, e.g. `an inspection refutes the absence`.")
+    records: list[str] = Field(
+        description="The event ids of the records that caused the change (for an update, the "
+        "evidence it adds)."
+    )
+    superseded_by: str | None = Field(
+        default=None,
+        description="For a withdrawal because a late record changed which evidence first made "
+        "the rule fire: the `alert_id` of the alert raised instead.",
+    )
+
+
 class Alert(WireModel):
     """One alert, released to one destination country."""
 
     alert_id: str = Field(
         description="Deterministic: the same rule firing on the same evidence gives the same id."
+    )
+    version: int = Field(
+        default=1, ge=1, description="1 when raised; each update or withdrawal adds one."
+    )
+    change: Change = Field(
+        default="raised", description="What this version is: raised, updated or withdrawn."
+    )
+    revision: Revision | None = Field(
+        default=None,
+        description="For an update or a withdrawal: what changed and why; null when raised.",
     )
     rule_id: str = Field(description="Which rule fired.")
     title: str = Field(description="The rule's title.")

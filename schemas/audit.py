@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, Field
 
-from schemas.alerts import Action, PolicyRef
+from schemas.alerts import Action, Change, PolicyRef
 from schemas.base import WireModel
 
 
@@ -42,6 +42,8 @@ class AuditRecord(WireModel):
     """One record per alert per destination."""
 
     alert_id: str = Field(description="The alert released.")
+    version: int = Field(default=1, ge=1, description="The alert's version released.")
+    change: Change = Field(default="raised", description="raised, updated or withdrawn.")
     rule_id: str = Field(description="The rule that raised it.")
     destination: str = Field(description="The country it was released to.")
     topic: str = Field(description="The topic it was written to.")
