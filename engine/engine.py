@@ -236,6 +236,11 @@ class Engine:
             rec = HitRec(
                 (last.ts, last.event_id), hid, tuple(f.event_id for f in ev), hit.lat, hit.lon
             )
+            replaced = book.by_trigger.get((rule.id, rec.trigger))
+            if replaced is not None and replaced != hid and replaced in book.by_hit:
+                # a record taken late changed the match decided at this event
+                self._drop_hit(rule, replaced, now, out, None, rec.evidence)
+            book.by_trigger[(rule.id, rec.trigger)] = hid
             standing = book.under(rule.id, skey)
             before = [a for a in standing if a.anchor <= rec.trigger]
             after = [a for a in standing if a.anchor > rec.trigger]
@@ -290,10 +295,24 @@ class Engine:
             self.stats.rules[rule.id].refuted_late += 1
             self.refuted_late.append((alert.alert_id, rule.id, causes))
             return
+        self._drop_hit(rule, hid, now, out, hit.reason, causes)
+
+    def _drop_hit(
+        self,
+        rule: RuleBase,
+        hid: str,
+        now: float,
+        out: list[RawAlert],
+        reason: str | None,
+        causes: tuple[str, ...],
+    ) -> None:
+        """A match no longer holds: its alert (and those after it) are grouped again."""
+        book = self.book
+        alert = book.alerts[book.by_hit[hid]]
         standing = [a for a in book.under(rule.id, alert.skey) if a.anchor >= alert.anchor]
         hits = [h for a in standing for h in a.hits if h.hit_id != hid]
         del book.by_hit[hid]
-        self._regroup(rule, alert.skey, standing, hits, now, out, reason=hit.reason, causes=causes)
+        self._regroup(rule, alert.skey, standing, hits, now, out, reason=reason, causes=causes)
 
     def _regroup(
         self,

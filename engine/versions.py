@@ -137,6 +137,8 @@ class AlertBook:
     alerts: dict[str, OpenAlert] = field(default_factory=dict)
     by_key: dict[str, dict[tuple[Any, ...], list[str]]] = field(default_factory=dict)
     by_hit: dict[str, str] = field(default_factory=dict)
+    by_trigger: dict[tuple[str, Trigger], str] = field(default_factory=dict)
+    """(rule id, trigger) -> the match decided at that event (one per event: replay's)."""
     due: list[tuple[float, str]] = field(default_factory=list)
     facts: dict[str, Fact] = field(default_factory=dict)
     """The evidence of open alerts, by id."""
@@ -154,6 +156,7 @@ class AlertBook:
             ids.append(alert.alert_id)
         for h in alert.hits:
             self.by_hit[h.hit_id] = alert.alert_id
+            self.by_trigger[(alert.rule_id, h.trigger)] = h.hit_id
 
     def forget(self, alert: OpenAlert) -> None:
         self.alerts.pop(alert.alert_id, None)
@@ -167,6 +170,8 @@ class AlertBook:
         for h in alert.hits:
             if self.by_hit.get(h.hit_id) == alert.alert_id:
                 del self.by_hit[h.hit_id]
+            if self.by_trigger.get((alert.rule_id, h.trigger)) == h.hit_id:
+                del self.by_trigger[(alert.rule_id, h.trigger)]
 
     def schedule(self, alert: OpenAlert, due: float) -> None:
         if alert.due is None or due < alert.due:
