@@ -447,9 +447,12 @@ class Engine:
                 book.forget(alert)
                 continue
             span = rule.suppress.for_ if rule.suppress is not None else 0.0
-            reach = span + rule.allowed_lateness + rule.update_every
+            # a corrections span longer than any correction can come: a refutation after the
+            # span is still recognised, counted and logged
+            corrections = rule.corrections or 0.0
+            reach = span + rule.allowed_lateness + rule.update_every + corrections
             if alert.due is None and watermark - alert.anchor[0] > reach:
-                if watermark - alert.raised_wm > (rule.corrections or 0.0):
+                if watermark - alert.raised_wm > 2 * corrections:
                     book.forget(alert)
         book.prune_facts()
 

@@ -118,10 +118,8 @@ def remarks(alert: Mapping[str, Any]) -> str:
     change = alert.get("change", "raised")
     if change != "raised":
         revision = alert.get("revision") or {}
-        lines.insert(
-            0,
-            f"{str(change).upper()} (version {alert.get('version')}): {revision.get('reason', '')}",
-        )
+        said = f"{str(change).upper()} (version {alert.get('version')})"
+        lines.insert(1, f"{said}: {revision.get('reason', '')}")
     evidence = list(alert.get("evidence", ()))
     agencies = sorted({f"{e['source']['agency']} ({e['source']['country']})" for e in evidence})
     lines.append(f"Evidence: {len(evidence)} events from {', '.join(agencies)}")

@@ -414,8 +414,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             store.expire(before)
         self.absent_seen.expire(before)
         self.decided.expire(before)
+        # fired chains are kept a corrections span longer: a refutation that comes after the
+        # span is still recognised, counted and logged
+        kept = before - (self.rule.corrections or 0.0)
         for key, fired in list(self.fired.items()):
-            for a_id in [i for i, chain in fired.items() if chain[-1].ts < before]:
+            for a_id in [i for i, chain in fired.items() if chain[-1].ts < kept]:
                 del fired[a_id]
             if not fired:
                 del self.fired[key]
