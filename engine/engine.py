@@ -264,8 +264,18 @@ class Engine:
         if len(alert.hits) >= MAX_HITS:
             return
         alert.hits.append(rec)
-        alert.hits.sort(key=lambda h: h.trigger)
+        if rec.trigger < alert.hits[-2].trigger:
+            alert.hits.sort(key=lambda h: h.trigger)
         self.book.by_hit[rec.hit_id] = alert.alert_id
+        new = [e for e in rec.evidence if e not in alert.ids]
+        if not new:
+            return  # nothing new
+        alert.ids.update(new)
+        facts = self.book.facts
+        if len(alert.released) >= MAX_EVIDENCE:
+            last = facts[alert.released[-1]]
+            if all((facts[e].ts, e) > (last.ts, last.event_id) for e in new):
+                return  # all of it after the cap
         if self._evidence(alert) == alert.released:
             return  # nothing new within the cap
         alert.causes.extend(e for e in rec.evidence if e not in alert.released)
@@ -356,6 +366,7 @@ class Engine:
             existing = by_id.get(head)
             if existing is not None:
                 existing.hits = list(g)
+                existing.reindex()
                 book.add(existing)
                 if self._evidence(existing) != existing.released:
                     existing.causes.extend(causes)
@@ -373,7 +384,7 @@ class Engine:
 
     def _evidence(self, alert: OpenAlert) -> tuple[str, ...]:
         facts = self.book.facts
-        ids = sorted(alert.evidence_ids(), key=lambda e: (facts[e].ts, e))
+        ids = sorted(alert.ids, key=lambda e: (facts[e].ts, e))
         return tuple(ids[:MAX_EVIDENCE])
 
     def _version(

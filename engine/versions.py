@@ -62,18 +62,18 @@ class OpenAlert:
     withdrawn: bool = False
     causes: list[str] = field(default_factory=list)
     """Event ids that caused the changes not yet released."""
+    ids: set[str] = field(default_factory=set)
+    """The union of the matches' evidence ids (derived from `hits`)."""
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        self.ids = {eid for h in self.hits for eid in h.evidence}
 
     @property
     def anchor(self) -> Trigger:
         return self.hits[0].trigger
-
-    def evidence_ids(self) -> tuple[str, ...]:
-        """The union of the matches' evidence (capped), as ids; order by the caller."""
-        ids: dict[str, None] = {}
-        for h in self.hits:
-            for eid in h.evidence:
-                ids[eid] = None
-        return tuple(ids)
 
     def location(self) -> tuple[float, float]:
         newest = max(self.hits, key=lambda h: h.trigger)

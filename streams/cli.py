@@ -232,7 +232,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out.flush()
     print(
         f"replay: {stats.events} events, {stats.accepted} accepted, {stats.rejected} rejected, "
-        f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alerts",
+        f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alert versions "
+        f"({stats.standing} alerts stand)",
         file=sys.stderr,
     )
     return 0
