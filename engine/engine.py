@@ -342,9 +342,12 @@ class Engine:
         span = rule.suppress.for_ if rule.suppress is not None else 0.0
         if len(old) == 1 and not rule.suppress:
             span = math.inf  # one alert per match: it keeps whatever is left of itself
+        merged = {h.hit_id: h for h in hits}
         for a in old:
-            hits.extend(h for h in a.hits if h not in hits and h.hit_id in book.by_hit)
-        hits = list({h.hit_id: h for h in hits}.values())
+            for h in a.hits:
+                if h.hit_id in book.by_hit:
+                    merged.setdefault(h.hit_id, h)
+        hits = list(merged.values())
         groups = group(hits, span)
         head_of = {h.hit_id: g[0].hit_id for g in groups for h in g}
         kept = {g[0].hit_id: g for g in groups}

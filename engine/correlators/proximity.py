@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from engine.geo import EARTH_RADIUS_KM, Grid, haversine_km
 from engine.hits import Hit
 from engine.rules import Role, RuleBase
 from engine.selectors import Selector
-from engine.state import KeyedFacts, near_bounds, with_fact
+from engine.state import KeyedFacts, event_time, near_bounds, with_fact
 
 
 class ProximityRule(RuleBase):
@@ -110,6 +111,8 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         # the next expiry): also what tells a redelivery.
         self.kinds: dict[str, tuple[str, ...]] = {}
         self.owned: set[str] = set()
+        self._newest = -math.inf
+        """The latest event time taken: a fact at or after it precedes nothing held."""
         self.needed = rule.needed()
         self._least = sum(self.needed.values())
         # A great circle is at least as long as its difference in latitude: farther apart in
@@ -139,7 +142,12 @@ class ProximityCorrelator(Correlator[ProximityRule]):
                 hits.append(hit)
         # Taken after events it precedes (late): the match decided at each of them, as replay
         # decides it with this event already there.
-        for g in self._after(fact):
+        if fact.ts <= self._newest:
+            later = self._after(fact)
+        else:
+            self._newest = fact.ts
+            later = []
+        for g in later:
             hit = self._evaluate(g)
             if hit is not None:
                 hits.append(hit)
@@ -157,7 +165,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
             held = self.cells.by_key.get(cell)
             if held is None or held[-1].ts < t:
                 continue
-            for g in held:
+            for g in held[bisect_left(held, t, key=event_time) :]:
                 if (
                     g.event_id in owned
                     and (g.ts, g.event_id) > me
@@ -269,6 +277,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         self.cells.restore(data["cells"], facts)
         self.kinds = {f.event_id: self._match(f) for f in self.cells.facts()}
         held = set(self.kinds)
+        self._newest = max((f.ts for f in self.cells.facts()), default=-math.inf)
         owned = data.get("owned")
         # a snapshot from before owners were recorded: take every fact held as owned
         self.owned = held if owned is None else {e for e in owned if e in held}
