@@ -267,8 +267,9 @@ def _follow(
             for msg in consumer:
                 a: dict[str, Any] = orjson.loads(msg.value)
                 key = (a["rule_id"], a["recipient"])
-                counts[key] += 1
-                first.setdefault(key, clock.elapsed())
+                if a.get("change", "raised") == "raised":  # alerts, not their later versions
+                    counts[key] += 1
+                    first.setdefault(key, clock.elapsed())
                 print(format_alert(a), flush=True)
                 if clock.elapsed() >= seconds:
                     break

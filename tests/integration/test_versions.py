@@ -107,6 +107,9 @@ def test_alerts_are_updated_withdrawn_and_bounded(
     stix = {"FUSION_STIX_TOPICS": "true", "FUSION_STIX_TOPIC_PREFIX": f"stix.{lab.suffix}."}
     lab.create_run_topics(stix)
     w = lab.worker(
+        # Event time here is hours back: a feed caught up but busy must not hold it 10 minutes
+        # behind the wall clock (the default), which would leap over every phase's span.
+        FUSION_CAUGHT_UP_LAG_S=json.dumps({"detection": 86400, "track": 86400}),
         FUSION_TAK_SERVERS=json.dumps({"US": us_tak.url}),
         FUSION_CONSOLE_PUBLIC_URL=CONSOLE,
         **stix,
