@@ -141,13 +141,18 @@ def parse_task_forces(text: str, source: str) -> dict[str, TaskForce]:
             where = ""
             if len(loc) >= 2 and loc[0] == "task_forces" and isinstance(loc[1], int):
                 entries = doc.get("task_forces") if isinstance(doc, dict) else None
-                name = entries[loc[1]].get("name") if isinstance(entries, list) and isinstance(
-                    entries[loc[1]], dict) else None  # fmt: skip
+                name = (
+                    entries[loc[1]].get("name")
+                    if isinstance(entries, list) and isinstance(entries[loc[1]], dict)
+                    else None
+                )
                 where = f"task force {name or loc[1]}: "
                 loc = loc[2:]
             field_path = ".".join(str(x) for x in loc)
-            problems.append(f"{where}{'field ' + field_path + ': ' if field_path else ''}"
-                            f"{err['msg'].removeprefix('Value error, ')}")  # fmt: skip
+            problems.append(
+                f"{where}{'field ' + field_path + ': ' if field_path else ''}"
+                f"{err['msg'].removeprefix('Value error, ')}"
+            )
         raise FusionError(f"{source}: " + "; ".join(problems)) from e
     forces: dict[str, TaskForce] = {}
     for force in parsed.task_forces:
@@ -236,8 +241,11 @@ def check_action(state: TriageState, action: TriageAction, forces: Mapping[str, 
     """Refuse an action the state does not allow: a stale revision, an illegal transition,
     or an action missing what it needs (`invalid`)."""
     if action.alert_id != state.alert_id or action.country != state.country:
-        raise TriageError("invalid", f"action on {action.alert_id} ({action.country}) "
-                          f"applied to {state.alert_id} ({state.country})")  # fmt: skip
+        raise TriageError(
+            "invalid",
+            f"action on {action.alert_id} ({action.country}) "
+            f"applied to {state.alert_id} ({state.country})",
+        )
     if action.revision != state.revision:
         raise TriageError(
             "stale_revision",
@@ -267,11 +275,13 @@ def check_action(state: TriageState, action: TriageAction, forces: Mapping[str, 
             force = forces.get(action.assignee.name)
             if force is None:
                 known = ", ".join(sorted(forces)) or "none configured"
-                raise TriageError("invalid", f"no task force {action.assignee.name!r} "
-                                  f"(known: {known})", state)  # fmt: skip
+                raise TriageError(
+                    "invalid", f"no task force {action.assignee.name!r} (known: {known})", state
+                )
             if state.country not in force.countries:
-                raise TriageError("invalid", f"task force {force.name} has no member "
-                                  f"from {state.country}", state)  # fmt: skip
+                raise TriageError(
+                    "invalid", f"task force {force.name} has no member from {state.country}", state
+                )
     elif action.assignee is not None:
         raise TriageError("invalid", f"{action.action} takes no assignee", state)
     if action.action == "note" and action.note is None:
@@ -288,8 +298,10 @@ def apply(state: TriageState, action: TriageAction, forces: Mapping[str, TaskFor
     revision = state.revision + 1
     notes = state.notes
     if action.note is not None:
-        notes = (*notes, NoteEntry(revision, action.actor, action.at, action.note.text,
-                                   action.note.shareable))  # fmt: skip
+        notes = (
+            *notes,
+            NoteEntry(revision, action.actor, action.at, action.note.text, action.note.shareable),
+        )
     closed_versions = state.closed_versions
     if action.alert_version is not None:
         closed_versions = closed_versions | {action.alert_version}
@@ -378,8 +390,9 @@ def share(
             return False
         released, label = decide(name)
         released = released and eligible
-        decisions.append(SharedField(field=name, action="release" if released else "redact",
-                                     policy_rule=label))  # fmt: skip
+        decisions.append(
+            SharedField(field=name, action="release" if released else "redact", policy_rule=label)
+        )
         return released
 
     status_ok = field_of("status", True, True)
@@ -453,11 +466,21 @@ def take_shared(current: PartnerState | None, shared: SharedTriage) -> PartnerSt
     if shared.revision <= state.revision:
         return state
     status = shared.status or state.status
-    reason = shared.reason if shared.status == "closed" else (
-        state.reason if shared.status is None else None)  # fmt: skip
+    reason = (
+        shared.reason
+        if shared.status == "closed"
+        else (state.reason if shared.status is None else None)
+    )
     assignee = shared.assignee if shared.action == "assign" else state.assignee
     notes = state.notes
     if shared.note is not None:
         notes = (*notes, (shared.revision, shared.note))
-    return replace(state, revision=shared.revision, status=status, reason=reason,
-                   assignee=assignee, notes=notes, at=shared.at)  # fmt: skip
+    return replace(
+        state,
+        revision=shared.revision,
+        status=status,
+        reason=reason,
+        assignee=assignee,
+        notes=notes,
+        at=shared.at,
+    )

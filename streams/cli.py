@@ -313,6 +313,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys_main(args.rest)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from streams.tools.accounts import main as users_main
+
+    return users_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fusion", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -376,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+        ("users", cmd_users, "the consoles' users: add, disable, enable, passwd, list"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
         ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
         ("stix", cmd_stix, "alerts as STIX 2.1 bundles: ALERT_ID, or --since WHEN --country CC"),

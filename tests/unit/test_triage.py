@@ -121,16 +121,24 @@ def test_a_stale_revision_is_refused_with_the_current_state() -> None:
     [
         (VERA, act("acknowledge", 0, VERA), "role viewer may not acknowledge"),
         (ANA, act("close", 0, ANA, reason="false_positive"), "role analyst may not close"),
-        (ANA, act("assign", 0, assignee=Assignee(kind="person", name="luis")),
-         "an analyst assigns only to self or a task force, not to luis"),
-        (LUIS, act("close", 0, LUIS, reason="automated_closure"),
-         "only the pipeline closes as automated_closure"),
+        (
+            ANA,
+            act("assign", 0, assignee=Assignee(kind="person", name="luis")),
+            "an analyst assigns only to self or a task force, not to luis",
+        ),
+        (
+            LUIS,
+            act("close", 0, LUIS, reason="automated_closure"),
+            "only the pipeline closes as automated_closure",
+        ),
         (PIPE, act("close", 0, PIPE, reason="other"), "the pipeline closes only as"),
-        (Actor(user="bob", country="US", role="lead"),
-         act("acknowledge", 0, Actor(user="bob", country="US", role="lead")),
-         r"bob \(US\) may not act on MX's triage"),
+        (
+            Actor(user="bob", country="US", role="lead"),
+            act("acknowledge", 0, Actor(user="bob", country="US", role="lead")),
+            r"bob \(US\) may not act on MX's triage",
+        ),
     ],
-)  # fmt: skip
+)
 def test_roles(actor: Actor, action: TriageAction, message: str) -> None:
     with pytest.raises(TriageError, match=message) as e:
         run(action)
@@ -164,8 +172,13 @@ def test_invalid_actions() -> None:
 
 def test_the_pipeline_closes_a_withdrawn_alert() -> None:
     state = run(act("acknowledge", 0))
-    closure = act("close", 1, PIPE, reason="automated_closure",
-                  note=Note(text="withdrawn: an inspection refutes it"))  # fmt: skip
+    closure = act(
+        "close",
+        1,
+        PIPE,
+        reason="automated_closure",
+        note=Note(text="withdrawn: an inspection refutes it"),
+    )
     closure = closure.model_copy(update={"alert_version": 2})
     after = apply(state, closure, FORCES)
     assert (after.status, after.reason, after.closed_versions) == (
@@ -196,7 +209,9 @@ def test_task_forces_are_binational_and_errors_say_where() -> None:
     with pytest.raises(FusionError, match=r"f\.yaml: task force t1: field members\.0\.country"):
         parse_task_forces(
             "task_forces:\n  - name: t1\n    members: [{user: a, country: mx}, {user: b, "
-            "country: US}]\n", "f.yaml")  # fmt: skip
+            "country: US}]\n",
+            "f.yaml",
+        )
     assert isinstance(FORCES["sonora-arizona"], TaskForce)
 
 
