@@ -319,6 +319,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     return users_main(args.rest)
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from streams.tools.relay import main as relay_main
+
+    return relay_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fusion", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -382,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+        ("relay", cmd_relay, "release each country's triage to its partners under the policy"),
         ("users", cmd_users, "the consoles' users: add, disable, enable, passwd, list"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
         ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
