@@ -41,6 +41,7 @@ from schemas.alerts import Alert, PolicyRef
 from schemas.triage import Actor, Note, SharedTriage, TriageAction, TriageAudit
 from streams.clients import aiokafka_config, create_topics
 from streams.settings import Settings
+from streams.tools.console.feed import subscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +205,12 @@ class RelayProcess:
         await consumer.start()
         await producer.start()
         try:
-            tps = [
-                TopicPartition(topic, p)
-                for topic in self.kinds
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            consumer.assign(tps)
+            tps = sorted(await subscribe_all(consumer, list(self.kinds)))
+            if not tps:
+                raise RuntimeError(
+                    f"cannot read every topic of {sorted(self.kinds)}: do they exist, and may "
+                    f"{self.settings.sasl_username or 'this client'} read them?"
+                )
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             while not stop.is_set():

@@ -17,9 +17,9 @@ from schemas.alerts import Alert
 from schemas.triage import SharedTriage, TriageAction
 from streams.settings import Settings
 from streams.tools.accounts import Accounts, add_user
-from streams.tools.console.auth import COOKIE, CSRF_HEADER, SessionCodec
+from streams.tools.console.auth import CSRF_HEADER, SessionCodec
 from streams.tools.console.feed import FeedStatus
-from streams.tools.console.server import Console, Triage, create_app
+from streams.tools.console.server import Console, Triage, cookie_name, create_app
 from streams.tools.console.store import AlertStore
 from streams.tools.console.triage import TriageView, TriageWriter
 from tests.unit.test_console import alert_doc
@@ -105,7 +105,7 @@ def serve(test: Test, tmp_path: Path) -> None:
 async def login(client: TestClient[Any, Any], user: str) -> str:
     r = await client.post("/api/login", json={"user": user, "password": PASSWORD})
     assert r.status == 200, await r.text()
-    cookie = r.cookies[COOKIE]
+    cookie = r.cookies[cookie_name("MX")]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
     return str((await r.json())["csrf"])
 
@@ -188,7 +188,7 @@ def test_refusals_say_why_and_lose_nothing(tmp_path: Path) -> None:
         assert console.triage.view.book.get("a1").revision == 1
         # A forged and an expired session.
         client.session.cookie_jar.clear()
-        client.session.cookie_jar.update_cookies({COOKIE: "forged.cookie"})
+        client.session.cookie_jar.update_cookies({cookie_name("MX"): "forged.cookie"})
         r = await client.get("/api/triage/a1")
         assert r.status == 401
         await login(client, "ximena")

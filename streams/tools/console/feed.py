@@ -39,6 +39,22 @@ class FeedStatus:
         return self.state == "live"
 
 
+async def subscribe_all(
+    consumer: AIOKafkaConsumer, topics: list[str], wait_s: float = 20.0
+) -> set[TopicPartition]:
+    """Every partition of the topics, assigned to a consumer without a group (subscribed:
+    aiokafka then assigns them all once their metadata is known); an empty set if some topic
+    is not known or not readable within `wait_s`."""
+    consumer.subscribe(topics)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        assigned = consumer.assignment()
+        if assigned and {tp.topic for tp in assigned} == set(topics):
+            return set(assigned)
+        await asyncio.sleep(0.1)
+    return set()
+
+
 class AlertFeed:
     """Reads one alert topic into `sink` (called with each valid alert and its JSON)."""
 

@@ -288,7 +288,7 @@ def _who(request: web.Request) -> tuple[Session, User] | web.Response:
     """The request's session and user, or the 401 to answer."""
     triage = request.app[_CONSOLE].triage
     assert triage is not None
-    cookie = request.cookies.get(COOKIE)
+    cookie = request.cookies.get(cookie_name(request.app[_CONSOLE].country))
     if not cookie:
         return _refuse(401, "not logged in")
     try:
@@ -303,9 +303,16 @@ def _who(request: web.Request) -> tuple[Session, User] | web.Response:
     return session, user
 
 
-def _set_cookie(response: web.StreamResponse, triage: Triage, session: Session) -> None:
+def cookie_name(country: str) -> str:
+    """The session cookie of a country's console (two consoles on one host keep theirs)."""
+    return f"{COOKIE}_{country.lower()}"
+
+
+def _set_cookie(
+    response: web.StreamResponse, triage: Triage, session: Session, country: str
+) -> None:
     response.set_cookie(
-        COOKIE,
+        cookie_name(country),
         triage.codec.encode(session),
         httponly=True,
         samesite="Strict",
@@ -331,7 +338,12 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     request[_SESSION], request[_USER] = session, user
     response = await handler(request)
     if not response.prepared:
-        _set_cookie(response, triage, triage.codec.touch(session, triage.clock()))
+        _set_cookie(
+            response,
+            triage,
+            triage.codec.touch(session, triage.clock()),
+            request.app[_CONSOLE].country,
+        )
     return response
 
 
@@ -369,14 +381,14 @@ async def login(request: web.Request) -> web.Response:
     triage.throttle.succeeded(name)
     session = triage.codec.new(user.name, now)
     response = _json(_session_doc(triage, session, user))
-    _set_cookie(response, triage, session)
+    _set_cookie(response, triage, session, console.country)
     log.info("console %s: %s logged in (%s)", console.country, user.name, user.role)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
     response = _json({"ok": True})
-    response.del_cookie(COOKIE, path="/")
+    response.del_cookie(cookie_name(request.app[_CONSOLE].country), path="/")
     return response
 
 
@@ -406,10 +418,11 @@ async def session_info(request: web.Request) -> web.Response:
     if console.triage is None:
         return _json({"accounts": False})
     who = _who(request)
-    if isinstance(who, web.Response):
-        return who
+    if isinstance(who, web.Response):  # not logged in: said in the body, so the page asks
+        body = who.body if isinstance(who.body, bytes) else b"{}"
+        return _json({"accounts": True, "session": None, **orjson.loads(body)})
     session, user = who
-    return _json({"accounts": True, **_session_doc(console.triage, session, user)})
+    return _json({"accounts": True, "session": True, **_session_doc(console.triage, session, user)})
 
 
 async def _alert_doc(console: Console, alert_id: str) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from schemas.alerts import Alert
 from schemas.triage import SharedTriage, TriageAction
 from streams.clients import aiokafka_config
 from streams.settings import Settings
-from streams.tools.console.feed import AlertFeed
+from streams.tools.console.feed import AlertFeed, subscribe_all
 
 log = logging.getLogger(__name__)
 READ_BACK_S = 10.0
@@ -154,11 +154,9 @@ async def find_alert(settings: Settings, topic: str, alert_id: str) -> dict[str,
     key = alert_id.encode()
     try:
         await consumer.start()
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = sorted(await subscribe_all(consumer, [topic], wait_s=5.0))
         if not tps:
             return None
-        consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
 
