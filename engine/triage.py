@@ -484,3 +484,50 @@ def take_shared(current: PartnerState | None, shared: SharedTriage) -> PartnerSt
         notes=notes,
         at=shared.at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """How one country closed the alerts of one rule: closed alerts by reason, and the open
+    ones (each country's own figures: never summed across countries)."""
+
+    country: str
+    rule_id: str
+    closed: Mapping[CloseReason, int]
+    open: int
+
+    @property
+    def closed_total(self) -> int:
+        return sum(self.closed.values())
+
+    def share(self, reason: CloseReason) -> float:
+        """The share of the closed alerts closed for this reason (0 when none is closed)."""
+        total = self.closed_total
+        return self.closed.get(reason, 0) / total if total else 0.0
+
+
+def dispositions(states: Iterable[TriageState], rule_of: Mapping[str, str]) -> list[Disposition]:
+    """Per country and rule, the alerts triaged (at revision 1 or more) by where they stand;
+    alerts whose rule is not known (not in `rule_of`) are left out."""
+    closed: dict[tuple[str, str], dict[CloseReason, int]] = {}
+    still_open: dict[tuple[str, str], int] = {}
+    for state in states:
+        rule = rule_of.get(state.alert_id)
+        if rule is None or state.revision == 0:
+            continue
+        key = (state.country, rule)
+        closed.setdefault(key, {})
+        still_open.setdefault(key, 0)
+        if state.status == "closed" and state.reason is not None:
+            closed[key][state.reason] = closed[key].get(state.reason, 0) + 1
+        else:
+            still_open[key] += 1
+    return [
+        Disposition(
+            country,
+            rule,
+            dict(sorted(closed[(country, rule)].items())),
+            still_open[(country, rule)],
+        )
+        for country, rule in sorted(closed)
+    ]

@@ -319,6 +319,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     return users_main(args.rest)
 
 
+def cmd_triage(args: argparse.Namespace) -> int:
+    from streams.tools.triage_cli import main as triage_main
+
+    return triage_main(args.rest)
+
+
 def cmd_relay(args: argparse.Namespace) -> int:
     from streams.tools.relay import main as relay_main
 
@@ -388,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+        ("triage", cmd_triage, "one triage action as a named user: ALERT_ID ack|assign|note|close"),
         ("relay", cmd_relay, "release each country's triage to its partners under the policy"),
         ("users", cmd_users, "the consoles' users: add, disable, enable, passwd, list"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),

@@ -22,9 +22,11 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.settings import Settings
 from streams.tools.accounts import add_user
 from streams.tools.console.auth import SessionCodec
 from streams.tools.console.server import cookie_name
+from streams.tools.report.read import build_report
 from tests.browser import browser_page, chromium_available
 from tests.integration.conftest import REPO, Lab, until
 from tests.integration.test_console import ConsoleProcess
@@ -276,6 +278,91 @@ def test_triage_across_the_border(triage_lab: Lab) -> None:
             assert status == 401 and doc["error"] == "wrong user name or password"
         status, doc, _ = http(mx.url + "api/login", {"user": "vera", "password": PASSWORD})
         assert status == 429 and "too many failed logins" in doc["error"]
+
+        # --- a withdrawal by the pipeline closes MX's triage, saying why ---
+        withdrawn = alert_doc(
+            old_id,
+            raised_at=old_raised,
+            recipient="MX",
+            recipients=["MX", "US"],
+            version=2,
+            change="withdrawn",
+            revision={
+                "reason": "an inspection refutes the crossing",
+                "records": ["insp-7"],
+                "superseded_by": None,
+            },
+        )
+        lab.producer.send(lab.topics["MX"], orjson.dumps(withdrawn), key=old_id.encode())
+        lab.flush()
+
+        def closed_by_pipeline() -> bool:
+            own = http(mx.url + f"api/triage/{old_id}", cookie=cookie)[1]["own"]
+            return bool(own["status"] == "closed" and own["reason"] == "automated_closure")
+
+        until(closed_by_pipeline, "the withdrawal closes the triage", timeout=20)
+        own = http(mx.url + f"api/triage/{old_id}", cookie=cookie)[1]["own"]
+        assert "an inspection refutes the crossing" in own["notes"][-1]["text"]
+        assert own["updated_by"]["role"] == "pipeline"
+
+        # --- the command line acts as a named user, with the same checks ---
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "streams.cli", "triage", *args, "--password-stdin"],
+                env=lab.env,
+                cwd=REPO,
+                input=PASSWORD + "\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        done = cli(old_id, "note", "--user", "luis", "--note", "checked by phone")
+        assert done.returncode == 0, done.stderr
+        assert f"{old_id}: MX closed, automated_closure" in done.stdout
+        refused = cli(old_id, "reopen", "--user", "vera")
+        assert refused.returncode == 3 and "role viewer may not reopen" in refused.stderr
+        stale = cli(old_id, "reopen", "--user", "luis", "--revision", "1")
+        assert stale.returncode == 1 and "stale revision" in stale.stderr
+
+        # --- the report's dispositions are what the triage topics hold ---
+        audit = [
+            {
+                "alert_id": aid,
+                "rule_id": "coordinated-crossing",
+                "destination": cc,
+                "topic": lab.topics[cc],
+                "released_at": datetime.now(tz=UTC).isoformat(),
+                "policy": {"id": "p", "version": "1", "sha256": "0" * 64},
+                "actions": [],
+            }
+            for aid in (alert_id, old_id)
+            for cc in ("MX", "US")
+        ]
+        for record in audit:
+            lab.producer.send(lab.topics["audit"], orjson.dumps(record))
+        lab.flush()
+        settings = Settings(
+            bootstrap_servers=lab.bootstrap,
+            topic_audit=lab.topics["audit"],
+            triage_topic_prefix=lab.env["FUSION_TRIAGE_TOPIC_PREFIX"],
+            task_forces_file=lab.env["FUSION_TASK_FORCES_FILE"],
+        )
+        report = build_report(
+            settings,
+            datetime.now(tz=UTC) - timedelta(hours=1),
+            datetime.now(tz=UTC) + timedelta(minutes=1),
+            timeout=30,
+        )
+        expected: dict[str, dict[str, str]] = {}  # per alert, the reason of its last close
+        for record in lab.read_all(lab.topics["triage.MX"]):
+            if record["action"] == "close":
+                expected.setdefault(record["alert_id"], {})["reason"] = record["reason"]
+        reasons = [e["reason"] for e in expected.values()]
+        assert [(d.country, d.rule_id, d.closed, d.open) for d in report.dispositions] == [
+            ("MX", "coordinated-crossing", {r: reasons.count(r) for r in sorted(reasons)}, 0)
+        ]
+        assert sorted(reasons) == ["automated_closure", "false_positive"]
 
         # --- a restarted console shows the same state ---
         status, before, _ = http(mx.url + "api/triage", cookie=cookie)

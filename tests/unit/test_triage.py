@@ -260,3 +260,30 @@ def test_a_field_no_triage_rule_names_is_withheld() -> None:
     state = apply(TriageState("a1", "MX"), act("acknowledge", 0), FORCES)
     shared = share(act("acknowledge", 0), state, [], FORCES, POLICY.ref)
     assert shared is None
+
+
+def test_dispositions_are_each_countrys_own_share_of_closed_alerts_by_reason() -> None:
+    from engine.triage import dispositions
+
+    def closed(alert_id: str, country: str, reason: str) -> TriageState:
+        return TriageState(alert_id, country, revision=2, status="closed", reason=reason)  # type: ignore[arg-type]
+
+    states = [
+        closed("a1", "MX", "false_positive"),
+        closed("a2", "MX", "false_positive"),
+        closed("a3", "MX", "true_positive"),
+        TriageState("a4", "MX", revision=1, status="acknowledged"),
+        TriageState("a5", "MX"),  # never triaged
+        closed("a1", "US", "duplicate"),
+        closed("zz", "US", "duplicate"),  # its rule unknown
+    ]
+    rule_of = {"a1": "r1", "a2": "r1", "a3": "r1", "a4": "r1", "a5": "r1"}
+    mx, us = dispositions(states, rule_of)
+    assert (mx.country, mx.rule_id, dict(mx.closed), mx.open) == (
+        "MX",
+        "r1",
+        {"false_positive": 2, "true_positive": 1},
+        1,
+    )
+    assert mx.share("false_positive") == 2 / 3 and mx.share("duplicate") == 0
+    assert (us.country, dict(us.closed), us.open) == ("US", {"duplicate": 1}, 0)
