@@ -266,6 +266,9 @@ class Settings(BaseSettings):
 
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    relay_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="The triage relay's /metrics port (0: none)."
+    )
     log_level: str = "info"
     data_dir: Path = Field(
         default=Path(tempfile.gettempdir()) / "border-fusion",

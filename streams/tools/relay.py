@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import ValidationError
 
 from engine.policy.model import TriageShareRule
-from engine.triage import PIPELINE, TaskForce, TriageBook, share
+from engine.triage import PIPELINE, TaskForce, TriageBook, dispositions, share
 from schemas.alerts import Alert, PolicyRef
 from schemas.triage import Actor, Note, SharedTriage, TriageAction, TriageAudit
 from streams.clients import aiokafka_config, create_topics
@@ -44,6 +45,52 @@ from streams.settings import Settings
 from streams.tools.console.feed import subscribe_all
 
 log = logging.getLogger(__name__)
+EXPORT_EVERY_S = 2.0
+
+
+class TriageMetrics:
+    """What the relay exports (FUSION_RELAY_METRICS_PORT): each country's dispositions per
+    rule, the actions released to partners, and actions the fold refused. Labels are
+    countries, rules and close reasons, never an alert id or a person."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.closed = Gauge(
+            "fusion_triage_closed",
+            "Alerts a country has closed, by rule and close reason (each country's own).",
+            ["country", "rule", "reason"],
+            registry=r,
+        )
+        self.open = Gauge(
+            "fusion_triage_open",
+            "Alerts a country has acted on and not closed, by rule.",
+            ["country", "rule"],
+            registry=r,
+        )
+        self.released = Counter(
+            "fusion_triage_released",
+            "Triage actions released to a partner under the sharing policy.",
+            ["country", "destination"],
+            registry=r,
+        )
+        self.conflicts = Gauge(
+            "fusion_triage_conflicts",
+            "Actions on a country's triage topic the fold refused (lost a race for a revision).",
+            ["country"],
+            registry=r,
+        )
+
+    def export(self, relay: TriageRelay) -> None:
+        """Set the gauges from the relay's state."""
+        self.closed.clear()
+        self.open.clear()
+        states = [s for book in relay.books.values() for s in book.states.values()]
+        for d in dispositions(states, relay.rule_of):
+            for reason, n in d.closed.items():
+                self.closed.labels(d.country, d.rule_id, reason).set(n)
+            self.open.labels(d.country, d.rule_id).set(d.open)
+        for cc, book in relay.books.items():
+            self.conflicts.labels(cc).set(book.conflicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +119,7 @@ class TriageRelay:
     books: dict[str, TriageBook] = field(default_factory=dict)
     released: set[Key] = field(default_factory=set)
     recipients: dict[str, frozenset[str]] = field(default_factory=dict)
+    rule_of: dict[str, str] = field(default_factory=dict)
     withdrawn: dict[tuple[str, str], Alert] = field(default_factory=dict)
     live: bool = False
     _candidates: list[tuple[TriageAction, SharedTriage]] = field(default_factory=list)
@@ -86,6 +134,7 @@ class TriageRelay:
 
     def take_alert(self, country: str, alert: Alert) -> tuple[list[Release], list[TriageAction]]:
         self.recipients[alert.alert_id] = frozenset(alert.recipients) | {country}
+        self.rule_of[alert.alert_id] = alert.rule_id
         if alert.change == "withdrawn":
             self.withdrawn[(country, alert.alert_id)] = alert
         if not self.live:
@@ -181,9 +230,12 @@ class TriageRelay:
 class RelayProcess:
     """The relay's Kafka side: one consumer over every topic it reads, one producer."""
 
-    def __init__(self, settings: Settings, core: TriageRelay) -> None:
+    def __init__(
+        self, settings: Settings, core: TriageRelay, metrics: TriageMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.core = core
+        self.metrics = metrics or TriageMetrics()
         self.kinds: dict[str, tuple[str, str]] = {}
         for cc in settings.partners:
             self.kinds[settings.triage_topic(cc)] = ("action", cc)
@@ -213,7 +265,12 @@ class RelayProcess:
                 )
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
+            exported = 0.0
             while not stop.is_set():
+                now = asyncio.get_running_loop().time()
+                if self.core.live and now - exported >= EXPORT_EVERY_S:
+                    self.metrics.export(self.core)
+                    exported = now
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, records in sorted(batches.items(), key=lambda item: item[0].topic):
                     for record in records:
@@ -261,6 +318,7 @@ class RelayProcess:
                 release.audit.topic, release.shared.model_dump_json().encode(), key=key
             )
             self.written += 1
+            self.metrics.released.labels(release.shared.country, release.destination).inc()
             log.info(
                 "relay: %s's %s of %s (revision %d) to %s",
                 release.shared.country,
@@ -304,13 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     create_topics(settings)
     core = build(settings)
+    metrics = TriageMetrics()
+    if settings.relay_metrics_port:
+        start_http_server(settings.relay_metrics_port, registry=metrics.registry)
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await RelayProcess(settings, core).run(stop)
+        await RelayProcess(settings, core, metrics).run(stop)
 
     asyncio.run(run())
     return 0

@@ -28,7 +28,7 @@ from streams.tools.console.auth import SessionCodec
 from streams.tools.console.server import cookie_name
 from streams.tools.report.read import build_report
 from tests.browser import browser_page, chromium_available
-from tests.integration.conftest import REPO, Lab, until
+from tests.integration.conftest import REPO, Lab, free_port, until
 from tests.integration.test_console import ConsoleProcess
 from tests.unit.test_console import alert_doc
 
@@ -54,9 +54,10 @@ class Relay:
     def __init__(self, lab: Lab) -> None:
         self.log_path = lab.tmp / "relay.log"
         self._log = self.log_path.open("ab")
+        self.metrics_port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "relay"],
-            env=lab.env,
+            env={**lab.env, "FUSION_RELAY_METRICS_PORT": str(self.metrics_port)},
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -64,6 +65,16 @@ class Relay:
 
     def wait_live(self) -> None:
         until(lambda: "relay: live" in self.log_path.read_text(errors="replace"), "relay live", 30)
+
+    def metric(self, name: str, **labels: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -363,6 +374,19 @@ def test_triage_across_the_border(triage_lab: Lab) -> None:
             ("MX", "coordinated-crossing", {r: reasons.count(r) for r in sorted(reasons)}, 0)
         ]
         assert sorted(reasons) == ["automated_closure", "false_positive"]
+        # ... and the relay's metrics
+        for reason in reasons:
+            until(
+                lambda r=reason: (
+                    relay.metric(
+                        "fusion_triage_closed", country="MX", rule="coordinated-crossing", reason=r
+                    )
+                    == 1
+                ),
+                f"fusion_triage_closed MX {reason} is 1",
+                timeout=15,
+            )
+        assert relay.metric("fusion_triage_released_total", country="MX", destination="US") >= 4
 
         # --- a restarted console shows the same state ---
         status, before, _ = http(mx.url + "api/triage", cookie=cookie)
