@@ -196,6 +196,23 @@ def test_triage_across_the_border(triage_lab: Lab) -> None:
             page.wait_for_selector('#detail-triage[data-status="closed"]')
             assert "closed, false positive" in page.text_content("#triage-own")
 
+            # the queue's triage filters, "my task forces" among them
+            row = f'#queue-body tr[data-alert-id="{alert_id}"]'
+            for select, value, visible in (
+                ("#filter-taskforce", "@mine", True),
+                ("#filter-status", "closed", True),
+                ("#filter-status", "acknowledged", False),
+                ("#filter-status", "", True),
+                ("#filter-assignee", "@me", False),
+                ("#filter-assignee", "", True),
+            ):
+                page.select_option(select, value)
+                assert page.locator(row).is_visible() == visible, (select, value)
+            # the other alert is assigned to no task force
+            assert page.locator(f'#queue-body tr[data-alert-id="{old_id}"]').is_hidden()
+            page.select_option("#filter-taskforce", "")
+            assert page.locator(f'#queue-body tr[data-alert-id="{old_id}"]').is_visible()
+
             # --- the US console: MX's state beside its own, within 10 s ---
             us_page = page.context.new_page()
             browser_login(us_page, us.url, "bob")
