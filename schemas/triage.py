@@ -76,7 +76,7 @@ class TriageAction(WireModel):
         ge=0, description="The triage revision it was made against (0: never triaged)."
     )
     action: ActionKind = Field(
-        description="`acknowledge` \\| `start` \\| `close` \\| `reopen` \\| `assign` \\| `note`."
+        description="acknowledge, start, close, reopen, assign or note."
     )
     actor: Actor = Field(description="Who took it.")
     at: AwareDatetime = Field(description="When it was taken.")

@@ -149,6 +149,8 @@ def test_an_analyst_and_a_lead_triage_an_alert(tmp_path: Path) -> None:
         assert status == 403 and "role analyst may not close" in doc["error"]
         await client.post("/api/logout")
         csrf = await login(client, "luis")
+        me = await (await client.get("/api/session")).json()
+        assert me["people"] == ["luis", "ximena"]  # a lead assigns to anyone of MX but viewers
         status, doc = await act(
             client, csrf, {"action": "close", "revision": 3, "reason": "false_positive"}
         )

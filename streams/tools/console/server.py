@@ -399,6 +399,14 @@ def _session_doc(triage: Triage, session: Session, user: User) -> dict[str, Any]
         "role": user.role,
         "csrf": triage.codec.csrf(session),
         "actions": sorted(ROLE_ACTIONS[user.role]),
+        # a lead assigns to anyone of the country; an analyst only to self or a task force
+        "people": sorted(
+            u.name
+            for u in triage.accounts.users().values()
+            if u.country == user.country and not u.disabled and u.role != "viewer"
+        )
+        if user.role == "lead"
+        else [user.name],
         "task_forces": [
             {
                 "name": f.name,

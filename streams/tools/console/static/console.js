@@ -313,7 +313,8 @@
     }
     if (allowed.includes("assign")) {
       const select = el("select", { id: "triage-assignee" },
-        el("option", { value: "person:" + session.user }, `me (${session.user})`),
+        ...(session.people || [session.user]).map((name) => el("option", { value: "person:" + name },
+          name === session.user ? `me (${name})` : name)),
         ...session.task_forces.map((f) => el("option", { value: "task_force:" + f.name },
           `task force ${f.name}` + (f.title ? ` (${f.title})` : ""))));
       const b = el("button", { type: "button", "data-action": "assign" }, "Assign");
