@@ -262,3 +262,32 @@ def test_a_partners_shared_triage_shows_beside_ones_own(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FUSION_USERS_FILE", raising=False)
+
+
+def test_the_cookie_is_secure_behind_https_and_health_waits_for_the_triage_reader(
+    tmp_path: Path,
+) -> None:
+    from streams.tools.console.server import _triage
+
+    users = tmp_path / "users.json"
+    add_user(users, "ximena", "MX", "analyst", PASSWORD)
+    plain, _ = _triage(Settings(users_file=users), "MX", "alerts.mx")
+    https = Settings(users_file=users, console_public_url="https://ops-{cc}.example.org/")
+    secure, feed = _triage(https, "MX", "alerts.mx")
+    assert plain is not None and not plain.secure_cookie
+    assert secure is not None and secure.secure_cookie and feed is not None
+    assert feed.topics == ["triage.mx", "triage.mx.inbound"]
+
+    async def main() -> None:
+        console = Console(
+            "MX", "alerts.mx", 86400.0, AlertStore(), FeedStatus("live"), triage=secure
+        )
+        async with TestClient(TestServer(create_app(console))) as client:
+            r = await client.get("/healthz")
+            assert r.status == 503 and (await r.json())["triage"]["state"] == "starting"
+            secure.status.state = "live"
+            assert (await client.get("/healthz")).status == 200
+            r = await client.post("/api/login", json={"user": "ximena", "password": PASSWORD})
+            assert r.cookies[cookie_name("MX")]["secure"]
+
+    asyncio.run(main())

@@ -106,6 +106,8 @@ class Triage:
     writer: TriageWriter | None
     forces: dict[str, TaskForce]
     clock: Callable[[], float] = time.time
+    status: FeedStatus = field(default_factory=FeedStatus)
+    """Where the reader of the triage topics is (shown on /healthz)."""
     secure_cookie: bool = False
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     find: Callable[[str], Any] | None = None
@@ -260,7 +262,8 @@ async def map_data(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once the reader has read back its span and follows live, else 503."""
+    """200 once the readers (alerts, and triage with accounts) have read back and follow
+    live, else 503."""
     console = request.app[_CONSOLE]
     s = console.status
     body = {
@@ -272,7 +275,11 @@ async def healthz(request: web.Request) -> web.Response:
         "refused": s.refused,
         "error": s.error,
     }
-    return _json(body, 200 if s.live else 503)
+    if console.triage is not None:
+        t = console.triage.status
+        body["triage"] = {"state": t.state, "read": t.read, "refused": t.refused, "error": t.error}
+    live = s.live and (console.triage is None or console.triage.status.live)
+    return _json(body, 200 if live else 503)
 
 
 # -- accounts, sessions and triage ---------------------------------------------------------
@@ -639,7 +646,9 @@ def _triage(settings: Settings, country: str, topic: str) -> tuple[Triage | None
         secure_cookie=settings.console_url(country).startswith("https:"),
         find=find,
     )
-    return triage, TriageFeed(settings, country, view)
+    triage_feed = TriageFeed(settings, country, view)
+    triage.status = triage_feed.status
+    return triage, triage_feed
 
 
 def run(
