@@ -237,9 +237,15 @@ def check_role(actor: Actor, action: TriageAction, forces: Mapping[str, TaskForc
         raise TriageError("forbidden", "only the pipeline closes as automated_closure")
 
 
-def check_action(state: TriageState, action: TriageAction, forces: Mapping[str, TaskForce]) -> None:
+def check_action(
+    state: TriageState,
+    action: TriageAction,
+    forces: Mapping[str, TaskForce],
+    rule_id: str | None = None,
+) -> None:
     """Refuse an action the state does not allow: a stale revision, an illegal transition,
-    or an action missing what it needs (`invalid`)."""
+    or an action missing what it needs, or an assignment to a task force that does not cover
+    the alert's rule (when `rule_id` is known) (`invalid`)."""
     if action.alert_id != state.alert_id or action.country != state.country:
         raise TriageError(
             "invalid",
@@ -277,6 +283,13 @@ def check_action(state: TriageState, action: TriageAction, forces: Mapping[str, 
                 known = ", ".join(sorted(forces)) or "none configured"
                 raise TriageError(
                     "invalid", f"no task force {action.assignee.name!r} (known: {known})", state
+                )
+            if rule_id is not None and not force.covers(rule_id):
+                raise TriageError(
+                    "invalid",
+                    f"task force {force.name} does not cover rule {rule_id} "
+                    f"(it covers {', '.join(force.rules or [])})",
+                    state,
                 )
             if state.country not in force.countries:
                 raise TriageError(
@@ -345,10 +358,11 @@ class TriageBook:
     def get(self, alert_id: str) -> TriageState:
         return self.states.get(alert_id) or TriageState(alert_id, self.country)
 
-    def check(self, action: TriageAction) -> None:
-        """Refuse what `apply` would refuse, changing nothing."""
+    def check(self, action: TriageAction, rule_id: str | None = None) -> None:
+        """Refuse what `apply` would refuse (and, with the alert's rule, an assignment to a
+        task force that does not cover it), changing nothing."""
         check_role(action.actor, action, self.forces)
-        check_action(self.get(action.alert_id), action, self.forces)
+        check_action(self.get(action.alert_id), action, self.forces, rule_id)
 
     def apply(self, action: TriageAction) -> TriageState | None:
         """Take an action read from the topic; one the state refuses (it lost a race, or

@@ -69,8 +69,10 @@ async def act(settings: Settings, action: TriageAction, *, current: bool = False
         action = action.model_copy(update={"revision": book.get(action.alert_id).revision})
     book.check(action)  # the role first: a viewer learns nothing more about the alert
     topic = settings.alert_topic(action.country)
-    if await find_alert(settings, topic, action.alert_id) is None:
+    alert = await find_alert(settings, topic, action.alert_id)
+    if alert is None:
         raise TriageError("unknown_alert", f"unknown alert {action.alert_id}: not on {topic}")
+    book.check(action, str(alert.get("rule_id", "")))
     writer = TriageWriter(settings, action.country)
     await writer.start()
     try:

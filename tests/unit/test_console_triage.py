@@ -28,7 +28,9 @@ KEY = b"s" * 32
 PASSWORD = "a long enough password"
 FORCES = parse_task_forces(
     "task_forces:\n  - name: sonora-arizona\n    members: [{user: ximena, country: MX},"
-    " {user: bob, country: US}]\n",
+    " {user: bob, country: US}]\n"
+    "  - name: weapons\n    members: [{user: ximena, country: MX}, {user: bob, country: US}]\n"
+    "    rules: [weapons-tip-near-seizure]\n",
     "forces.yaml",
 )
 
@@ -184,6 +186,19 @@ def test_refusals_say_why_and_lose_nothing(tmp_path: Path) -> None:
         assert doc["current"]["revision"] == 1 and doc["current"]["status"] == "in_progress"
         status, doc = await act(client, csrf, {"action": "note", "revision": 1, "note": "x" * 4001})
         assert status == 413 and "at most 4000 characters (got 4001)" in doc["error"]
+        status, doc = await act(
+            client,
+            csrf,
+            {
+                "action": "assign",
+                "revision": 1,
+                "assignee": {"kind": "task_force", "name": "weapons"},
+            },
+        )
+        assert status == 400 and doc["error"] == (
+            "task force weapons does not cover rule coordinated-crossing "
+            "(it covers weapons-tip-near-seizure)"
+        )
         status, doc = await act(client, csrf, {"action": "fly", "revision": 1})
         assert status == 400 and "not a triage action" in doc["error"]
         assert console.triage is not None

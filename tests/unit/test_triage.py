@@ -287,3 +287,16 @@ def test_dispositions_are_each_countrys_own_share_of_closed_alerts_by_reason() -
     )
     assert mx.share("false_positive") == 2 / 3 and mx.share("duplicate") == 0
     assert (us.country, dict(us.closed), us.open) == ("US", {"duplicate": 1}, 0)
+
+
+def test_an_assignment_to_a_task_force_that_does_not_cover_the_rule_is_refused() -> None:
+    forces = parse_task_forces(
+        "task_forces:\n  - name: weapons\n    members: [{user: a, country: MX}, "
+        "{user: b, country: US}]\n    rules: [weapons-tip-near-seizure]\n",
+        "f.yaml",
+    )
+    book = TriageBook("MX", forces)
+    assign = act("assign", 0, assignee=Assignee(kind="task_force", name="weapons"))
+    book.check(assign, "weapons-tip-near-seizure")
+    with pytest.raises(TriageError, match="task force weapons does not cover rule watchlist-plate"):
+        book.check(assign, "watchlist-plate")

@@ -524,11 +524,13 @@ async def triage_act(request: web.Request) -> web.Response:
     except TriageError as e:
         if e.code == "forbidden":
             return _refuse(403, str(e))
-    if await _alert_doc(console, alert_id) is None:
+    doc = await _alert_doc(console, alert_id)
+    if doc is None:
         return _refuse(404, f"unknown alert {alert_id}: not on {console.topic}")
     current = view.book.get(alert_id)
+    rule_id = str(doc.get("rule_id", ""))
     try:
-        view.book.check(action)
+        view.book.check(action, rule_id)
     except TriageError as e:
         status = {"stale_revision": 409, "illegal_transition": 409}.get(e.code, 400)
         return _refuse(status, str(e), code=e.code, current=current.to_json())

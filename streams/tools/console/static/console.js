@@ -315,7 +315,8 @@
       const select = el("select", { id: "triage-assignee" },
         ...(session.people || [session.user]).map((name) => el("option", { value: "person:" + name },
           name === session.user ? `me (${name})` : name)),
-        ...session.task_forces.map((f) => el("option", { value: "task_force:" + f.name },
+        ...session.task_forces.filter((f) => !f.rules || f.rules.includes(alert.rule_id))
+          .map((f) => el("option", { value: "task_force:" + f.name },
           `task force ${f.name}` + (f.title ? ` (${f.title})` : ""))));
       const b = el("button", { type: "button", "data-action": "assign" }, "Assign");
       b.addEventListener("click", () => {
