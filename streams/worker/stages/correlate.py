@@ -65,6 +65,13 @@ class CorrelateShell:
         m = self.metrics
         for alert, ingested_at in out.alerts:
             await self.delivery.deliver(alert, ingested_at)
+        for alert_id, rule_id, records in out.refuted_late:
+            log.warning(
+                "alert %s (%s) stands: %s refute it but came after its corrections span",
+                alert_id,
+                rule_id,
+                ", ".join(records),
+            )
         for it in out.duplicates:
             m.duplicates.labels(it.doc.get("event_type", "")).inc()
         for it in out.behind:
