@@ -16,6 +16,7 @@ from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import EVENT_MODELS
+from schemas.triage import SharedTriage, TriageAction, TriageAudit
 
 OUT = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
@@ -23,6 +24,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "deadletter": DeadLetter,
     "audit": AuditRecord,
+    "triage-action": TriageAction,
+    "triage-shared": SharedTriage,
+    "triage-audit": TriageAudit,
 }
 
 

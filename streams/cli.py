@@ -320,6 +320,24 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys_main(args.rest)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from streams.tools.accounts import main as users_main
+
+    return users_main(args.rest)
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    from streams.tools.triage_cli import main as triage_main
+
+    return triage_main(args.rest)
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from streams.tools.relay import main as relay_main
+
+    return relay_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fusion", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -383,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
+        ("triage", cmd_triage, "one triage action as a named user: ALERT_ID ack|assign|note|close"),
+        ("relay", cmd_relay, "release each country's triage to its partners under the policy"),
+        ("users", cmd_users, "the consoles' users: add, disable, enable, passwd, list"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),
         ("report", cmd_report, "the bilateral review report from the audit topic (HTML, JSON)"),
         ("stix", cmd_stix, "alerts as STIX 2.1 bundles: ALERT_ID, or --since WHEN --country CC"),

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from interop.cot import cot_types
 from schemas.alerts import ALERT_TOPIC_PREFIX, alert_topic
 from schemas.events import EVENT_MODELS, EventType
+from schemas.triage import TRIAGE_TOPIC_PREFIX, inbound_topic, triage_topic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAUGHT_UP_LAG_S: dict[EventType, float] = {
@@ -74,6 +75,15 @@ class Settings(BaseSettings):
         "`stix.<cc>` topic (about 1.5 ms of CPU per alert and partner).",
     )
     stix_topic_prefix: str = "stix."
+    triage_topic_prefix: str = Field(
+        default=TRIAGE_TOPIC_PREFIX,
+        description="Each partner's own triage actions go to `<prefix><cc>`, what its partners "
+        "share with it to `<prefix><cc>.inbound`.",
+    )
+    topic_triage_audit: str = Field(
+        default="audit.triage",
+        description="One record per triage action released to a partner.",
+    )
     topic_routed: str = "fusion.routed"
     topic_state_engine: str = "fusion.state.engine"
 
@@ -176,6 +186,29 @@ class Settings(BaseSettings):
         "country in lower case, e.g. https://ops-{cc}.example.org/ (unset: http://host:port/).",
     )
 
+    users_file: Path | None = Field(
+        default=None,
+        description="The consoles' users (JSON, argon2id hashes; `fusion users`), kept out of the "
+        "repository. Unset: the console has no login and shows alerts read-only.",
+    )
+    task_forces_file: Path | None = Field(
+        default=None,
+        description="The binational task forces (YAML: name, members of both countries, the "
+        "rules each covers). Unset: none.",
+    )
+    console_session_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs console session cookies and CSRF tokens (>= 32 chars); "
+        "unset: a random key per console process, so sessions end when it stops.",
+    )
+
+    @field_validator("console_session_key")
+    @classmethod
+    def _session_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("console_session_key must be at least 32 characters")
+        return v
+
     tak_servers: dict[str, str] = Field(
         default_factory=dict,
         description="Per partner, the TAK server its alerts go to as Cursor on Target events: "
@@ -233,6 +266,9 @@ class Settings(BaseSettings):
 
     web_port: int = Field(default=6066, ge=0, le=65535, description="Health endpoints port.")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics port.")
+    relay_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="The triage relay's /metrics port (0: none)."
+    )
     log_level: str = "info"
     data_dir: Path = Field(
         default=Path(tempfile.gettempdir()) / "border-fusion",
@@ -252,6 +288,9 @@ class Settings(BaseSettings):
         "tak_cert_file",
         "tak_key_file",
         "tak_cert_password",
+        "users_file",
+        "task_forces_file",
+        "console_session_key",
         mode="before",
     )
     @classmethod
@@ -318,6 +357,14 @@ class Settings(BaseSettings):
     def stix_topic(self, country: str) -> str:
         """The STIX topic of a partner: `stix.<iso2 lower>` (written when `stix_topics`)."""
         return f"{self.stix_topic_prefix}{country.lower()}"
+
+    def triage_topic(self, country: str) -> str:
+        """A partner's own triage actions: `triage.<iso2 lower>`."""
+        return triage_topic(country, self.triage_topic_prefix)
+
+    def inbound_topic(self, country: str) -> str:
+        """What partners' triage reaches a partner: `triage.<iso2 lower>.inbound`."""
+        return inbound_topic(country, self.triage_topic_prefix)
 
     def console_port_of(self, country: str) -> int:
         """The port of a partner's console."""

@@ -27,6 +27,9 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         "max.message.bytes": str(max(settings.max_message_bytes * 4, 1_048_576)),
     }
     outputs = {"retention.ms": str(30 * 24 * HOUR_MS)}
+    # Triage is kept as long as the audit: what each country did with an alert, and what
+    # crossed, can be shown for as long as what was released.
+    audit = {"retention.ms": str(365 * 24 * HOUR_MS)}
     internal = {
         "retention.ms": str(7 * 24 * HOUR_MS),
         "max.message.bytes": "16777216",
@@ -40,10 +43,13 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_audit,
             settings.input_partitions,
-            {"retention.ms": str(365 * 24 * HOUR_MS)},
+            audit,
             "audit",
         ),
         *[TopicSpec(settings.alert_topic(p), 1, outputs, "alerts") for p in settings.partners],
+        TopicSpec(settings.topic_triage_audit, 1, audit, "audit"),
+        *[TopicSpec(settings.triage_topic(p), 1, audit, "triage") for p in settings.partners],
+        *[TopicSpec(settings.inbound_topic(p), 1, audit, "triage") for p in settings.partners],
         *[
             TopicSpec(settings.stix_topic(p), 1, outputs, "stix")
             for p in settings.partners

@@ -689,6 +689,45 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             ),
         ),
     ]
+    triage = [
+        (
+            12,
+            8,
+            timeseries(
+                "Triage: dispositions by country and rule (share of closed alerts by reason)",
+                "Each country's own figures from its triage topic (fusion relay): of the alerts "
+                "of a rule it closed, the share closed for each reason (false positive, true "
+                "positive, duplicate, benign positive, automated closure, other).",
+                targets(
+                    (
+                        "sum by (country, rule, reason) (fusion_triage_closed) / ignoring(reason) "
+                        "group_left sum by (country, rule) (fusion_triage_closed)",
+                        "{{country}} {{rule}} {{reason}}",
+                    ),
+                ),
+                unit="percentunit",
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Triage: open alerts, releases to partners, conflicts",
+                "Alerts each country has acted on and not closed; triage actions released to "
+                "a partner under the sharing policy; actions the fold refused (a stale revision "
+                "that lost a race).",
+                targets(
+                    ("sum by (country) (fusion_triage_open)", "open {{country}}"),
+                    (
+                        f"sum by (country, destination) "
+                        f"(rate(fusion_triage_released_total[{RATE}]))",
+                        "released {{country}} to {{destination}}",
+                    ),
+                    ("max by (country) (fusion_triage_conflicts)", "conflicts {{country}}"),
+                ),
+            ),
+        ),
+    ]
     return [
         ("Overview", overview),
         ("Ingest", ingest),
@@ -698,6 +737,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
         ("Kafka and state", state),
         ("Rules and health", health),
         ("TAK", tak),
+        ("Triage", triage),
     ]
 
 

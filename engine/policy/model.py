@@ -101,6 +101,31 @@ class TlpSpec(Frozen):
     by_rule: dict[str, Tlp] = Field(default_factory=dict)
 
 
+TriageFieldName = Literal["status", "reason", "assignee", "note", "actor"]
+
+
+class TriageShareRule(Frozen):
+    """Which fields of a country's triage action cross to the partner (`triage:` in the file).
+
+    Whatever a rule releases still crosses only as the triage model allows: an assignee only
+    when it is a binational task force (never a person), a note only when its author marked
+    it shareable, and an actor only as role and country (never the name)."""
+
+    name: Name = Field(description="Rule name; the `policy_rule` of what it decides.")
+    cites: Cites | None = Field(
+        default=None, description="The article of the agreement the rule rests on."
+    )
+    description: str = ""
+    fields: dict[TriageFieldName, Literal["release", "redact"]] = Field(
+        description="Field of the triage action -> action."
+    )
+
+    @property
+    def label(self) -> str:
+        """What shared triage records and their audit name as the `policy_rule`."""
+        return f"{self.name} ({self.cites})" if self.cites else self.name
+
+
 class PolicyDoc(Frozen):
     """A sharing policy file."""
 
@@ -115,3 +140,7 @@ class PolicyDoc(Frozen):
     tlp: TlpSpec
     recipients: list[ZoneRecipients] = Field(default_factory=list)
     rules: Annotated[list[PolicyRule], Field(min_length=1)]
+    triage: list[TriageShareRule] = Field(
+        default_factory=list,
+        description="What of each country's triage of an alert crosses to the partner.",
+    )

@@ -4,8 +4,9 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
 
 - `fusion`, the pipeline: a super user in the broker's configuration, so no ACLs here;
 - `ops-<cc>`, each partner's operations center: reads its own alert topic `alerts.<cc>`
-  only (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
-  `ops-<cc>...`;
+  (and its `stix.<cc>` when the STIX topics are on) and its two triage topics,
+  `triage.<cc>` and `triage.<cc>.inbound`, and writes only `triage.<cc>` (its console's
+  actions), with consumer groups named `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
   (detections, suspects, weapons, tracking, tips).
 
@@ -87,6 +88,9 @@ def acl_plan(settings: Settings) -> list[Grant]:
         grants.append(Grant(ops, "READ", "TOPIC", settings.alert_topic(cc)))
         if settings.stix_topics:
             grants.append(Grant(ops, "READ", "TOPIC", settings.stix_topic(cc)))
+        grants.append(Grant(ops, "READ", "TOPIC", settings.triage_topic(cc)))
+        grants.append(Grant(ops, "WRITE", "TOPIC", settings.triage_topic(cc)))
+        grants.append(Grant(ops, "READ", "TOPIC", settings.inbound_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
         grants.extend(
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)

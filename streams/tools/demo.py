@@ -1,4 +1,5 @@
-"""The demo: a local broker, a worker, one console per country and the simulator. Every rule
+"""The demo: a local broker, a worker, the triage relay, one console per country (with one analyst
+per country, whose passwords it prints) and the simulator. Every rule
 of the pack fires in both countries within the first minute; alerts are printed as they
 arrive and, at the end, which rules fired per country.
 
@@ -34,6 +35,7 @@ import orjson
 from streams.cli import format_alert
 from streams.keys import generate, write_keys
 from streams.settings import REPO_ROOT, Settings
+from streams.tools.accounts import add_user, new_password
 
 BROKER = REPO_ROOT / "deploy" / "kafka" / "broker.sh"
 LOGS = REPO_ROOT / ".demo"
@@ -139,6 +141,29 @@ def summary(
     return missing
 
 
+def demo_accounts(partners: list[str], env: dict[str, str]) -> dict[str, str]:
+    """One analyst per country (new passwords every run) and one binational task force of
+    them, in .demo/ (outside the repository's tracked files); the settings point there."""
+    users = LOGS / "users.json"
+    users.unlink(missing_ok=True)
+    passwords = {}
+    for cc in partners:
+        passwords[cc] = new_password()
+        add_user(users, f"analyst-{cc.lower()}", cc, "analyst", passwords[cc])
+    forces = LOGS / "task-forces.yaml"
+    members = "".join(f"\n      - {{user: analyst-{cc.lower()}, country: {cc}}}" for cc in partners)
+    forces.write_text(
+        f"task_forces:\n  - name: border-joint\n    title: Joint border task force\n"
+        f"    members:{members}\n",
+        encoding="utf-8",
+    )
+    if len(partners) < 2:
+        forces.write_text("task_forces: []\n", encoding="utf-8")
+    env["FUSION_USERS_FILE"] = str(users)
+    env["FUSION_TASK_FORCES_FILE"] = str(forces)
+    return passwords
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to run, from the start")
@@ -167,6 +192,8 @@ def main() -> int:
             write_keys(keys, generate())
         env["FUSION_PSEUDONYM_KEYS_FILE"] = str(keys)
 
+    passwords = demo_accounts(s.partners, env)
+
     subprocess.run([str(BROKER), "start"], check=True)  # noqa: S603
     clock.say("broker up")
     old = delete_topics(s, lambda t: RUN_TAG.search(t) is not None)
@@ -187,8 +214,12 @@ def main() -> int:
                 f"console-{cc.lower()}", [*FUSION, "console", cc, "--port", port], env
             )
             procs.append(consoles[cc])
+        procs.append(start("relay", [*FUSION, "relay"], env))
         for cc in s.partners:
-            clock.say(f"{cc} console: {s.console_url(cc)}")
+            clock.say(
+                f"{cc} console: {s.console_url(cc)}  (log in as analyst-{cc.lower()}, "
+                f"password {passwords[cc]})"
+            )
         n = publish_backlog(s, args.backlog, args.backlog_events, args.seed, args.scenario_share)
         clock.say(
             f"published the simulator's last {args.backlog / 60:.0f} minutes at once "

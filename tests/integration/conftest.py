@@ -262,6 +262,11 @@ class Lab:
             "audit": f"audit.sharing.{suffix}",
             "US": f"alerts.{suffix}.us",
             "MX": f"alerts.{suffix}.mx",
+            "triage_audit": f"audit.triage.{suffix}",
+            "triage.US": f"triage.{suffix}.us",
+            "triage.MX": f"triage.{suffix}.mx",
+            "inbound.US": f"triage.{suffix}.us.inbound",
+            "inbound.MX": f"triage.{suffix}.mx.inbound",
         }
         self.env = {
             **os.environ,
@@ -275,6 +280,8 @@ class Lab:
             "FUSION_TOPIC_DEADLETTER": self.topics["deadletter"],
             "FUSION_TOPIC_AUDIT": self.topics["audit"],
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{suffix}.",
+            "FUSION_TRIAGE_TOPIC_PREFIX": f"triage.{suffix}.",
+            "FUSION_TOPIC_TRIAGE_AUDIT": self.topics["triage_audit"],
             "FUSION_TOPIC_ROUTED": f"fusion.routed.{suffix}",
             "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{suffix}",
             "FUSION_LOG_LEVEL": "info",

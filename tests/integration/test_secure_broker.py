@@ -194,6 +194,24 @@ def test_each_operations_center_reads_its_own_alerts_only(secure: SecureBroker):
             run(consume_one(ops, f"alerts.{own}", f"ops-{other}-{uuid.uuid4().hex[:6]}"))
 
 
+def test_each_operations_center_triages_on_its_own_topics_only(secure: SecureBroker):
+    """`ops-<cc>` writes its triage topic and reads its own two; it can neither read the
+    partner's triage nor write anything that crosses (that is the relay's, as `fusion`)."""
+    marker = uuid.uuid4().hex.encode()
+    ops = secure.client("ops-us")
+    run(produce(ops, "triage.us", b'{"m": "%s"}' % marker))
+    got = run(consume_one(ops, "triage.us", f"ops-us-{uuid.uuid4().hex[:6]}"))
+    assert marker in got
+    run(produce(secure.client("fusion"), "triage.us.inbound", b'{"m": "%s"}' % marker))
+    assert marker in run(consume_one(ops, "triage.us.inbound", f"ops-us-{uuid.uuid4().hex[:6]}"))
+    for topic in ("triage.mx", "triage.mx.inbound"):
+        with pytest.raises(TopicAuthorizationFailedError, match=topic.replace(".", r"\.")):
+            run(consume_one(ops, topic, f"ops-us-{uuid.uuid4().hex[:6]}"))
+    for topic in ("triage.mx", "triage.mx.inbound", "triage.us.inbound", "audit.triage"):
+        with pytest.raises(TopicAuthorizationFailedError, match=topic.replace(".", r"\.")):
+            run(produce(ops, topic, b'{"forged": true}'))
+
+
 def test_producers_write_the_input_topics_only(secure: SecureBroker):
     prod = secure.client("producer-mx")
     run(produce(prod, "events.detections", b'{"event_id": "x"}'))

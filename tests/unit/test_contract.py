@@ -32,7 +32,7 @@ SCHEMA_DIR = ROOT / "schemas" / "json"
 CC = "<cc>"
 
 _TICKED = re.compile(r"`([^`]+)`")
-_SCHEMA_LINK = re.compile(r"\]\(\.\./schemas/json/([a-z]+)\.schema\.json\)")
+_SCHEMA_LINK = re.compile(r"\]\(\.\./schemas/json/([a-z-]+)\.schema\.json\)")
 
 
 # -- the document --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def enum_values(node: dict[str, Any], schema: dict[str, Any]) -> set[str]:
 def default_settings() -> Settings:
     """The settings' defaults whatever FUSION_* variables this process has, every optional
     topic switched on."""
-    names = ["app_id", "partners", "alert_topic_prefix", "stix_topic_prefix"]
+    names = ["app_id", "partners", "alert_topic_prefix", "stix_topic_prefix", "triage_topic_prefix"]
     names += [n for n in Settings.model_fields if n.startswith("topic_")]
     values = {n: Settings.model_fields[n].default for n in names}
     return Settings(**values, stix_topics=True)
@@ -145,7 +145,13 @@ def default_settings() -> Settings:
 def topic_names(settings: Settings) -> set[str]:
     """Every topic the pipeline declares by default, and the per-partner patterns."""
     names = {t.name for t in declared_topics(settings)}
-    return names | {settings.alert_topic_prefix + CC, settings.stix_topic_prefix + CC}
+    triage = settings.triage_topic_prefix + CC
+    return names | {
+        settings.alert_topic_prefix + CC,
+        settings.stix_topic_prefix + CC,
+        triage,
+        triage + ".inbound",
+    }
 
 
 def event_types() -> set[str]:
@@ -247,7 +253,15 @@ def test_the_contract_names_everything_and_only_what_exists(text: str) -> None:
 
 def test_the_check_sees_every_schema_file_and_table(text: str) -> None:
     schemas = load_schemas()
-    assert set(schemas) == {*EVENT_MODELS, "alert", "audit", "deadletter"}
+    assert set(schemas) == {
+        *EVENT_MODELS,
+        "alert",
+        "audit",
+        "deadletter",
+        "triage-action",
+        "triage-shared",
+        "triage-audit",
+    }
     kinds = {t.kind for t in tables(text)}
     assert {"topic", "event_type", "kind", "field"} <= kinds
     linked = {s for t in tables(text) if t.kind == "field" for s in t.heading_schemas}

@@ -25,6 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import streams.cli
 from streams.settings import Settings
+from streams.tools.relay import TriageMetrics
 from streams.topics import declared_topics
 from streams.worker.metrics import Metrics
 
@@ -41,7 +42,7 @@ DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.
 DASHBOARD = GRAFANA_DIR / "dashboards" / "fusion.json"
 MAKE_DASHBOARD = GRAFANA_DIR / "make_dashboard.py"
 
-APP_SERVICES = ("topics", "worker", "simulator")
+APP_SERVICES = ("topics", "worker", "relay", "simulator")
 WORKER_JOB = "fusion-worker"
 # Labels Prometheus adds to every scraped series; `le` is the histogram bucket label.
 TARGET_LABELS = {"job", "instance"}
@@ -176,14 +177,14 @@ def parse_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def exported_series() -> dict[str, set[str]]:
     """Every series name the worker exports (with _total, _bucket...) -> its label names."""
-    m = Metrics()
-    for c in vars(m).values():
-        if isinstance(c, MetricWrapperBase) and c._labelnames:
-            c.labels(*["x"] * len(c._labelnames))  # a child, so labelled metrics show samples
     out: dict[str, set[str]] = {}
-    for family in m.registry.collect():
-        for s in family.samples:
-            out.setdefault(s.name, set()).update(s.labels)
+    for m in (Metrics(), TriageMetrics()):
+        for c in vars(m).values():
+            if isinstance(c, MetricWrapperBase) and c._labelnames:
+                c.labels(*["x"] * len(c._labelnames))  # a child, so labelled metrics show samples
+        for family in m.registry.collect():
+            for s in family.samples:
+                out.setdefault(s.name, set()).update(s.labels)
     return out
 
 
@@ -279,6 +280,7 @@ def test_app_service_commands_are_fusion_subcommands(
 def test_compose_commands_are_the_expected_ones(services: dict[str, Any], parse_cli: Any) -> None:
     assert parse_cli(command_of(services["topics"])).cmd == "topics"
     assert parse_cli(command_of(services["worker"])).cmd == "worker"
+    assert parse_cli(command_of(services["relay"])).cmd == "relay"
     sim = parse_cli(command_of(services["simulator"]))
     assert (sim.cmd, sim.rest) == ("simulate", ["--rate", "50"])
 

@@ -71,5 +71,13 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     assert not any(g.startswith("User:ops-mx") and "alerts.us" in g for g in plan)
     assert not any(g.startswith("User:producer") and "alerts." in g for g in plan)
     assert not any(g.startswith("User:fusion") for g in plan)  # a super user
-    assert len(plan) == 2 * (2 + len(s.input_topics))
+    assert len(plan) == 2 * (5 + len(s.input_topics))
+    # its triage: reads its own two topics, writes only its own actions
+    assert {
+        "User:ops-mx READ topic triage.mx",
+        "User:ops-mx WRITE topic triage.mx",
+        "User:ops-mx READ topic triage.mx.inbound",
+    } <= plan
+    assert not any(g.startswith("User:ops-mx") and ".us" in g for g in plan)
+    assert not any(g.startswith("User:ops-us WRITE") and "inbound" in g for g in plan)
     assert "User:producer-mx WRITE topic events.tips" in plan

@@ -475,3 +475,23 @@ def test_the_pure_part_imports_no_kafka_client() -> None:
                 continue
             for mod in mods:
                 assert not mod.startswith(banned), f"streams/tools/report/{name}.py imports {mod}"
+
+
+def test_dispositions_per_country_and_rule_from_the_triage_of_the_periods_alerts() -> None:
+    from engine.triage import TriageState
+    from streams.tools.report.read import disposition_rows
+
+    states = [
+        TriageState("a1", "MX", revision=3, status="closed", reason="false_positive"),
+        TriageState("a1", "US", revision=1, status="acknowledged"),
+        TriageState("elsewhere", "MX", revision=2, status="closed", reason="duplicate"),
+    ]
+    rows = disposition_rows(states, [WATCH_TO_MX, record("a1", "US", [])])
+    assert [(r.country, r.rule_id, r.triaged, r.open, r.closed, r.share) for r in rows] == [
+        ("MX", "watchlist-plate", 1, 0, {"false_positive": 1}, {"false_positive": 100.0}),
+        ("US", "watchlist-plate", 1, 1, {}, {}),
+    ]
+    report = aggregate([WATCH_TO_MX], since=SINCE, until=UNTIL, generated_at=UNTIL)
+    html = render_html(report.model_copy(update={"dispositions": rows}))
+    assert "<table class='dispositions' data-country='MX'>" in html
+    assert "false positive" in html and "1 (100 %)" in html

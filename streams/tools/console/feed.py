@@ -39,6 +39,22 @@ class FeedStatus:
         return self.state == "live"
 
 
+async def subscribe_all(
+    consumer: AIOKafkaConsumer, topics: list[str], wait_s: float = 20.0
+) -> set[TopicPartition]:
+    """Every partition of the topics, assigned to a consumer without a group (subscribed:
+    aiokafka then assigns them all once their metadata is known); an empty set if some topic
+    is not known or not readable within `wait_s`."""
+    consumer.subscribe(topics)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        assigned = consumer.assignment()
+        if assigned and {tp.topic for tp in assigned} == set(topics):
+            return set(assigned)
+        await asyncio.sleep(0.1)
+    return set()
+
+
 class AlertFeed:
     """Reads one alert topic into `sink` (called with each valid alert and its JSON)."""
 
@@ -53,6 +69,7 @@ class AlertFeed:
     ) -> None:
         self.settings = settings
         self.topic = topic
+        self.topics = [topic]
         self.since_s = since_s
         self.sink = sink
         self.client_id = client_id
@@ -81,7 +98,7 @@ class AlertFeed:
         )
         try:  # stopped even if cancelled while starting: no connection is left open
             await consumer.start()
-            consumer.subscribe([self.topic])
+            consumer.subscribe(self.topics)
             assigned = await self._assignment(consumer)
             ends = await self._seek(consumer, assigned)
             self.status.state, self.status.error = "reading back", None
@@ -89,7 +106,7 @@ class AlertFeed:
                 batches = await consumer.getmany(timeout_ms=250, max_records=2000)
                 for records in batches.values():
                     for record in records:
-                        self._take(record.value)
+                        self._take_record(record.topic, record.value)
                 if not self.status.live and await self._caught_up(consumer, ends):
                     self.status.state = "live"
                     log.info("console: %s read back (%d alerts); live", self.topic,
@@ -101,12 +118,16 @@ class AlertFeed:
         """The topic's partitions, once its metadata is known (it may not exist yet, or this
         user may not read it: both look the same from here, and both are waited out)."""
         ticks = 0
-        while not (assigned := consumer.assignment()):
+        while True:
+            assigned = consumer.assignment()
+            if assigned and {tp.topic for tp in assigned} == set(self.topics):
+                break
             ticks += 1
-            if ticks % 20 == 0 and self.topic not in await consumer.topics():
+            missing = sorted(set(self.topics) - await consumer.topics()) if ticks % 20 == 0 else []
+            if missing:
                 user = self.settings.sasl_username
                 who = f"user {user}" if user else "this client"
-                error = f"topic {self.topic} does not exist or {who} may not read it"
+                error = f"topic {', '.join(missing)} does not exist or {who} may not read it"
                 if self.status.error != error:
                     log.warning("console: %s; waiting", error)
                 self.status.state, self.status.error = "waiting for topic", error
@@ -137,6 +158,9 @@ class AlertFeed:
             if await consumer.position(tp) < end:
                 return False
         return True
+
+    def _take_record(self, topic: str, value: bytes | None) -> None:
+        self._take(value)
 
     def _take(self, value: bytes | None) -> None:
         try:

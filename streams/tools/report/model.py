@@ -171,6 +171,17 @@ class PolicyChange(Frozen):
     fields: list[FieldChange]
 
 
+class DispositionRow(Frozen):
+    """How one country closed the alerts of one rule released in the period (its own figures)."""
+
+    country: str
+    rule_id: str
+    triaged: int = Field(description="Alerts of the rule this country acted on.")
+    open: int = Field(description="Of those, not closed.")
+    closed: dict[str, int] = Field(description="Closed alerts by close reason.")
+    share: dict[str, float] = Field(description="Share of the closed alerts by reason, percent.")
+
+
 class Report(Frozen):
     """The bilateral review report."""
 
@@ -187,3 +198,8 @@ class Report(Frozen):
     own_country: list[Flow]
     policies: list[PolicyUse]
     policy_changes: list[PolicyChange]
+    dispositions: list[DispositionRow] = Field(
+        default_factory=list,
+        description="Per country and rule, how the alerts released in the period were closed, "
+        "from the countries' triage topics.",
+    )

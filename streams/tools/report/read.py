@@ -11,10 +11,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from engine.triage import TriageBook, TriageState, dispositions
 from schemas.audit import AuditRecord
+from schemas.triage import TriageAction
 from streams.settings import Settings
+from streams.tools.accounts import configured_task_forces
 from streams.tools.report.aggregate import aggregate
-from streams.tools.report.model import Report
+from streams.tools.report.model import DispositionRow, Report
 from streams.tools.report.period import parse_when
 from streams.tools.report.render import render_html
 from streams.tools.topicread import read_span
@@ -46,6 +49,40 @@ def read_audit(
     return records, skipped
 
 
+def read_triage(settings: Settings, *, timeout: float = 60.0) -> list[TriageState]:
+    """Every country's triage of every alert, folded from its whole triage topic."""
+    books = {cc: TriageBook(cc, configured_task_forces(settings)) for cc in settings.partners}
+    topics = {settings.triage_topic(cc): cc for cc in settings.partners}
+    for msg in read_span(settings, list(topics), timeout=timeout, client="report-triage"):
+        try:
+            action = TriageAction.model_validate_json(msg.value or b"")
+        except ValidationError:
+            continue
+        book = books[topics[msg.topic]]
+        if action.country == book.country:
+            book.apply(action)
+    return [state for book in books.values() for state in book.states.values()]
+
+
+def disposition_rows(states: list[TriageState], records: list[AuditRecord]) -> list[DispositionRow]:
+    """The dispositions of the alerts released in the period (the audit records' alerts)."""
+    rule_of = {r.alert_id: r.rule_id for r in records}
+    rows = []
+    for d in dispositions(states, rule_of):
+        share = {reason: round(100 * d.share(reason), 1) for reason in d.closed}
+        rows.append(
+            DispositionRow(
+                country=d.country,
+                rule_id=d.rule_id,
+                triaged=d.closed_total + d.open,
+                open=d.open,
+                closed=dict(d.closed),
+                share=share,
+            )
+        )
+    return rows
+
+
 def build_report(
     settings: Settings,
     since: datetime,
@@ -56,7 +93,8 @@ def build_report(
 ) -> Report:
     """The report over the audit records released in [since, until)."""
     records, skipped = read_audit(settings, since, until, timeout=timeout)
-    return aggregate(
+    rows = disposition_rows(read_triage(settings, timeout=timeout), records)
+    report = aggregate(
         records,
         since=since,
         until=until,
@@ -66,6 +104,7 @@ def build_report(
         skipped=skipped,
         title=title,
     )
+    return report.model_copy(update={"dispositions": rows})
 
 
 def write_report(report: Report, out: Path) -> tuple[Path, Path]:

@@ -124,6 +124,7 @@ def _nav(report: Report) -> str:
     links = [("totals", "Totals")]
     links += [(f"flow-{f.origin}-{f.destination}", f.label) for f in report.cross_border]
     links += [("own", "Own-country releases"), ("policy", "Policy over the period")]
+    links.append(("dispositions", "Dispositions"))
     links.append(("method", "How to read"))
     return "<nav>" + "".join(f"<a href='#{escape(i)}'>{escape(t)}</a>" for i, t in links) + "</nav>"
 
@@ -355,6 +356,39 @@ destination match it to its own records without seeing it.</li>
 """
 
 
+def _dispositions(report: Report) -> str:
+    parts = [
+        "<section id='dispositions'><h2>Dispositions</h2>"
+        "<p>How each country closed the alerts released in the period, per rule, from its own "
+        "triage (each country's own figures, never summed): the share of its closed alerts "
+        "by close reason, and how many it has acted on but not closed.</p>"
+    ]
+    if not report.dispositions:
+        parts.append("<p class='muted'>No alert of the period has been triaged.</p>")
+    for cc in report.partners:
+        rows = [d for d in report.dispositions if d.country == cc]
+        if not rows:
+            continue
+        reasons = sorted({r for d in rows for r in d.closed})
+        head = "".join(f"<th>{escape(r.replace('_', ' '))}</th>" for r in reasons)
+        body = "".join(
+            f"<tr data-country='{escape(cc)}' data-rule='{escape(d.rule_id)}'>"
+            f"<td>{escape(d.rule_id)}</td><td>{_n(d.triaged)}</td><td>{_n(d.open)}</td>"
+            + "".join(
+                f"<td>{_n(d.closed.get(r, 0))} ({d.share.get(r, 0.0):g} %)</td>" for r in reasons
+            )
+            + "</tr>"
+            for d in rows
+        )
+        parts.append(
+            f"<h3>{escape(cc)}</h3><table class='dispositions' data-country='{escape(cc)}'>"
+            f"<thead><tr><th>rule</th><th>triaged</th><th>open</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render_html(report: Report) -> str:
     """The whole page."""
     body = [
@@ -364,6 +398,7 @@ def render_html(report: Report) -> str:
         *(_flow(f, report.bucket) for f in report.cross_border),
         _own(report),
         _policy(report),
+        _dispositions(report),
         METHOD,
         f"<footer>Twin of this page: <code>report.json</code> (every figure shown here). "
         f"Records on the topic that were not audit records: {_n(report.skipped)}.</footer>",

@@ -9,7 +9,13 @@
   const M_PER_DEG_LAT = 111320;
 
   const alerts = new Map(); // alert_id -> {alert, row, layer, receivedAt}
-  const filters = { rule: "", severity: "", tlp: "", time: "" };
+  const filters = { rule: "", severity: "", tlp: "", time: "", status: "", assignee: "", taskforce: "" };
+  const triage = new Map(); // alert_id -> {own, partners}: the country's triage, the partners' beside
+  let session = null; // {user, country, role, csrf, task_forces} once logged in (with accounts)
+  const STATUS_TEXT = { new: "new", acknowledged: "acknowledged", in_progress: "in progress", closed: "closed" };
+  const REASON_TEXT = { false_positive: "false positive", duplicate: "duplicate",
+    true_positive: "true positive", benign_positive: "benign positive",
+    automated_closure: "automated closure", other: "other" };
   let pendingDetail = null; // an id from the hash not received (yet)
   let map = null;
   let alertLayer = null;
@@ -152,7 +158,8 @@
     el("td", {}, el("span", { class: tlpClass(alert.tlp) }, alert.tlp)),
     el("td", {}, `${(alert.evidence || []).length} (${countries.join(", ")})`,
       alert.change === "withdrawn" ? el("span", { class: "badge withdrawn" }, "withdrawn")
-        : (alert.version || 1) > 1 ? el("span", { class: "badge updated" }, `v${alert.version}`) : ""));
+        : (alert.version || 1) > 1 ? el("span", { class: "badge updated" }, `v${alert.version}`) : ""),
+    el("td", { class: "triage-cell", hidden: !session }, "new"));
     tr.setAttribute("data-change", alert.change || "raised");
     tr.setAttribute("data-version", alert.version || 1);
     tr.addEventListener("click", () => showAlert(alert.alert_id));
@@ -186,6 +193,7 @@
     const layer = mapLayer(alert);
     const entry = { alert, row: tr, layer, receivedAt: Date.now() };
     alerts.set(alert.alert_id, entry);
+    paintTriage(entry);
     insertRow(tr, Date.parse(alert.raised_at) || 0);
     addOption("filter-rule", alert.rule_id);
     addOption("filter-tlp", alert.tlp);
@@ -217,7 +225,156 @@
       const raised = Date.parse(alert.raised_at);
       if (!(raised >= now - Number(filters.time) * 1000)) return false;
     }
+    if (session && (filters.status || filters.assignee || filters.taskforce)) {
+      const own = ownState(alert.alert_id);
+      if (filters.status === "open" ? own.status === "closed"
+        : (filters.status && own.status !== filters.status)) return false;
+      const who = own.assignee;
+      if (filters.assignee === "@me" && !(who && who.kind === "person" && who.name === session.user)) return false;
+      if (filters.assignee === "@none" && who) return false;
+      if (filters.taskforce) {
+        if (!who || who.kind !== "task_force") return false;
+        const mine = session.task_forces.filter((f) => f.member).map((f) => f.name);
+        if (filters.taskforce === "@mine" ? !mine.includes(who.name) : who.name !== filters.taskforce) return false;
+      }
+    }
     return true;
+  }
+
+  // --- triage -------------------------------------------------------------------------------
+
+  function ownState(id) {
+    const view = triage.get(id);
+    return (view && view.own) || { alert_id: id, revision: 0, status: "new", reason: null,
+      assignee: null, notes: [] };
+  }
+
+  function stateText(state) {
+    let text = STATUS_TEXT[state.status] || "not shared";
+    if (state.reason) text += ", " + (REASON_TEXT[state.reason] || state.reason);
+    if (state.assignee) {
+      text += state.assignee.kind === "task_force" ? ` · task force ${state.assignee.name}`
+        : ` · ${state.assignee.name}`;
+    }
+    return text;
+  }
+
+  function paintTriage(entry) {
+    const view = triage.get(entry.alert.alert_id);
+    if (!view) return;
+    entry.row.querySelector(".triage-cell").textContent = stateText(view.own);
+    entry.row.setAttribute("data-status", view.own.status);
+  }
+
+  function takeTriage(view) {
+    if (!view || typeof view.alert_id !== "string") return;
+    triage.set(view.alert_id, view);
+    const entry = alerts.get(view.alert_id);
+    if (entry) {
+      paintTriage(entry);
+      applyFilter(entry, Date.now());
+      updateCounts();
+    }
+    const panel = document.getElementById("detail");
+    if (!panel.hidden && panel.getAttribute("data-alert-id") === view.alert_id && entry) {
+      const old = document.getElementById("detail-triage");
+      if (old) old.replaceWith(triageSection(entry.alert));
+    }
+  }
+
+  function triageSection(alert) {
+    const id = alert.alert_id;
+    const view = triage.get(id) || { own: ownState(id), partners: {} };
+    const own = view.own;
+    const section = el("section", { id: "detail-triage", "data-revision": own.revision,
+      "data-status": own.status },
+    el("h3", {}, "Triage"),
+    el("p", { class: "triage-state", id: "triage-own" },
+      el("span", { class: "cc" }, `${session.country}:`), " ", stateText(own)));
+    for (const [cc, partner] of Object.entries(view.partners || {})) {
+      section.append(el("p", { class: "triage-state partner", id: "triage-partner-" + cc },
+        el("span", { class: "cc" }, `${cc}:`), " ", stateText(partner)));
+    }
+    const notes = el("ul", { class: "triage-notes", id: "triage-notes" });
+    for (const n of own.notes || []) {
+      notes.append(el("li", { class: "note own", "data-shareable": n.shareable },
+        el("span", { class: "who" }, `${n.author.user} (${n.author.country}, ${n.author.role})`
+          + (n.shareable ? " · shared" : " · not shared") + ": "), n.text));
+    }
+    for (const [cc, partner] of Object.entries(view.partners || {})) {
+      for (const n of partner.notes || []) {
+        notes.append(el("li", { class: "note partner", "data-country": cc },
+          el("span", { class: "who" }, `${cc}: `), n.text));
+      }
+    }
+    section.append(notes);
+    section.append(triageActions(alert, own));
+    section.append(el("p", { id: "triage-error", class: "error" }));
+    return section;
+  }
+
+  function allowedNow(own) {
+    const can = new Set(session.actions);
+    const when = { acknowledge: ["new"], start: ["new", "acknowledged"],
+      close: ["new", "acknowledged", "in_progress"], reopen: ["closed"],
+      assign: ["new", "acknowledged", "in_progress"], note: ["new", "acknowledged", "in_progress", "closed"] };
+    return Object.keys(when).filter((a) => can.has(a) && when[a].includes(own.status));
+  }
+
+  function triageActions(alert, own) {
+    const box = el("div", { id: "triage-actions" });
+    const allowed = allowedNow(own);
+    const post = (body) => act(alert.alert_id, { revision: own.revision, ...body });
+    for (const [name, label] of [["acknowledge", "Acknowledge"], ["start", "Start"], ["reopen", "Reopen"]]) {
+      if (!allowed.includes(name)) continue;
+      const b = el("button", { type: "button", "data-action": name }, label);
+      b.addEventListener("click", () => post({ action: name }));
+      box.append(b);
+    }
+    if (allowed.includes("assign")) {
+      const select = el("select", { id: "triage-assignee" },
+        ...(session.people || [session.user]).map((name) => el("option", { value: "person:" + name },
+          name === session.user ? `me (${name})` : name)),
+        ...session.task_forces.filter((f) => !f.rules || f.rules.includes(alert.rule_id))
+          .map((f) => el("option", { value: "task_force:" + f.name },
+          `task force ${f.name}` + (f.title ? ` (${f.title})` : ""))));
+      const b = el("button", { type: "button", "data-action": "assign" }, "Assign");
+      b.addEventListener("click", () => {
+        const [kind, ...rest] = select.value.split(":");
+        post({ action: "assign", assignee: { kind, name: rest.join(":") } });
+      });
+      box.append(select, b);
+    }
+    if (allowed.includes("close")) {
+      const select = el("select", { id: "triage-reason" },
+        ...Object.entries(REASON_TEXT).filter(([k]) => k !== "automated_closure")
+          .map(([k, v]) => el("option", { value: k }, v)));
+      const b = el("button", { type: "button", "data-action": "close" }, "Close");
+      b.addEventListener("click", () => post({ action: "close", reason: select.value }));
+      box.append(select, b);
+    }
+    if (allowed.includes("note")) {
+      const text = el("textarea", { id: "triage-note", maxlength: 4000, placeholder: "note" });
+      const share = el("input", { type: "checkbox", id: "triage-shareable" });
+      const b = el("button", { type: "button", "data-action": "note" }, "Add note");
+      b.addEventListener("click", () => post({ action: "note", note: text.value, shareable: share.checked }));
+      box.append(text, el("label", {}, share, ` shareable with the partner`), b);
+    }
+    return box;
+  }
+
+  function act(id, body) {
+    return fetch("api/triage/" + encodeURIComponent(id), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": session.csrf },
+      body: JSON.stringify(body),
+    }).then((r) => r.json().then((doc) => ({ status: r.status, doc }))).then(({ status, doc }) => {
+      if (status === 401) return showLogin(doc.error);
+      if (doc.own) takeTriage(doc);
+      else if (doc.current) takeTriage({ ...(triage.get(id) || { partners: {} }), alert_id: id, own: doc.current });
+      const error = document.getElementById("triage-error");
+      if (error) error.textContent = status === 200 ? "" : doc.error;
+    });
   }
 
   function applyFilter(entry, now) {
@@ -280,6 +437,12 @@
     const entry = alerts.get(id);
     panel.hidden = false;
     for (const tr of document.querySelectorAll("#queue-body tr.selected")) tr.classList.remove("selected");
+    if (!entry && session && pendingDetail !== id) {
+      // An alert older than the console's span: load it by id.
+      fetch("api/alert/" + encodeURIComponent(id)).then((r) => (r.ok ? r.json() : null))
+        .then((alert) => { if (alert) addAlert(alert, false); })
+        .catch((e) => console.warn("alert not loaded", e));
+    }
     if (!entry) {
       pendingDetail = id;
       panel.setAttribute("data-alert-id", id);
@@ -293,6 +456,7 @@
     panel.setAttribute("data-state", "shown");
     entry.row.classList.add("selected");
     body.replaceChildren(...detail(entry.alert));
+    if (session) body.append(triageSection(entry.alert));
     document.getElementById("detail-zoom").addEventListener("click", () => {
       const loc = entry.alert.location;
       map.setView([loc.lat, loc.lon], Math.max(map.getZoom(), 12));
@@ -425,13 +589,21 @@
     source.addEventListener("open", () => {
       setConn("live", "live");
       // Alerts held before this connection (or missed while it was down); repeats are ignored.
-      fetch("api/alerts").then((r) => r.json()).then((list) => {
+      const views = session ? fetch("api/triage").then((r) => r.json()) : Promise.resolve({});
+      views.then((all) => {
+        for (const view of Object.values(all)) triage.set(view.alert_id, view);
+        return fetch("api/alerts").then((r) => r.json());
+      }).then((list) => {
         for (const alert of list.reverse()) addAlert(alert, false);
+        for (const view of triage.values()) takeTriage(view);
         document.body.setAttribute("data-loaded", "true");
       }).catch((e) => console.warn("alerts not loaded", e));
     });
     source.addEventListener("alert", (e) => {
       try { addAlert(JSON.parse(e.data), true); } catch (err) { console.warn("bad alert event", err); }
+    });
+    source.addEventListener("triage", (e) => {
+      try { takeTriage(JSON.parse(e.data)); } catch (err) { console.warn("bad triage event", err); }
     });
     source.addEventListener("ping", (e) => {
       try {
@@ -444,7 +616,63 @@
     source.addEventListener("error", () => setConn("reconnecting", "reconnecting…"));
   }
 
+  // --- accounts -----------------------------------------------------------------------------
+
+  function showLogin(error) {
+    session = null;
+    document.getElementById("login-form").hidden = false;
+    document.getElementById("whoami").hidden = true;
+    document.getElementById("logout").hidden = true;
+    document.getElementById("login-error").textContent = error || "";
+    document.body.setAttribute("data-session", "none");
+  }
+
+  function loggedIn(doc) {
+    session = doc;
+    document.getElementById("login-form").hidden = true;
+    const who = document.getElementById("whoami");
+    who.hidden = false;
+    who.textContent = `${doc.user} (${doc.country}, ${doc.role})`;
+    document.getElementById("logout").hidden = false;
+    for (const node of document.querySelectorAll(".triage-filters, .triage-col")) node.hidden = false;
+    for (const f of doc.task_forces) addOption("filter-taskforce", f.name);
+    document.body.setAttribute("data-session", doc.role);
+  }
+
+  function setupAccount(then) {
+    document.getElementById("login-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const user = document.getElementById("login-user").value;
+      const password = document.getElementById("login-password").value;
+      fetch("api/login", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ user, password }) })
+        .then((r) => r.json().then((doc) => ({ ok: r.ok, doc })))
+        .then(({ ok, doc }) => {
+          if (!ok) return showLogin(doc.error);
+          document.getElementById("login-password").value = "";
+          loggedIn(doc);
+          then();
+        });
+    });
+    document.getElementById("logout").addEventListener("click", () => {
+      fetch("api/logout", { method: "POST" }).then(() => location.reload());
+    });
+    fetch("api/session").then((r) => r.json().then((doc) => ({ status: r.status, doc })))
+      .then(({ status, doc }) => {
+        if (status === 200 && doc.accounts === false) return then();
+        if (status === 200 && doc.session) { loggedIn(doc); return then(); }
+        showLogin("");
+      }).catch((e) => console.warn("session not loaded", e));
+  }
+
   function start() {
+    setupAccount(begin);
+  }
+
+  let begun = false;
+  function begin() {
+    if (begun) return;
+    begun = true;
     fetch("api/info").then((r) => r.json()).then((info) => {
       document.getElementById("country").textContent = info.country;
       document.getElementById("topic").textContent = info.topic;
