@@ -256,6 +256,8 @@ def release_json(
         "policy": dict(ref_doc),
         "actions": actions,
         "match": None if key is None else {"fields": key_fields},
+        "salt": None,
+        "log": None,
     }
     return body, audit
 

@@ -38,6 +38,13 @@ class KeyMatch(WireModel):
     )
 
 
+class LogPlace(WireModel):
+    """Where the record is in the transparency log of the worker partition that wrote it."""
+
+    log: str = Field(description="The log's origin, e.g. `border-fusion/audit/3`.")
+    index: int = Field(ge=0, description="The record's leaf index in that log.")
+
+
 class AuditRecord(WireModel):
     """One record per alert per destination."""
 
@@ -54,4 +61,14 @@ class AuditRecord(WireModel):
         default=None,
         description="Where the alert's correlation key is in the evidence; null for rules "
         "with no entity key (geographic rules) and in records written before this field.",
+    )
+    salt: str | None = Field(
+        default=None,
+        description="16 random bytes, base64, making the record's leaf hash unguessable to "
+        "a party that sees only the hash; null in records written before the log.",
+    )
+    log: LogPlace | None = Field(
+        default=None,
+        description="The record's place in the transparency log; its leaf is this record in "
+        "RFC 8785 canonical JSON. Null in records written before the log.",
     )

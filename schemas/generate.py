@@ -16,6 +16,7 @@ from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import EVENT_MODELS
+from schemas.transparency import LeafEntry
 
 OUT = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "deadletter": DeadLetter,
     "audit": AuditRecord,
+    "leaf": LeafEntry,
 }
 
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from streams.settings import Settings
 
 HOUR_MS = 3_600_000
+# The transparency log's topics: kept for ever, never compacted (the worker refuses to run if
+# their configuration says otherwise: streams/worker/auditlog.py).
+KEPT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
             {"retention.ms": str(365 * 24 * HOUR_MS)},
             "audit",
         ),
+        TopicSpec(settings.topic_log_leaves, settings.internal_partitions, KEPT, "log"),
+        TopicSpec(settings.topic_log_checkpoints, 1, KEPT, "log"),
+        TopicSpec(settings.topic_log_cosignatures, 1, KEPT, "log"),
         *[TopicSpec(settings.alert_topic(p), 1, outputs, "alerts") for p in settings.partners],
         *[
             TopicSpec(settings.stix_topic(p), 1, outputs, "stix")

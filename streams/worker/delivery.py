@@ -3,12 +3,14 @@ their audit records (`Delivery`), and dead letters (`DeadLetters`); with their m
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
 
+from engine.auditlog import SALT_BYTES, PartitionLog
 from engine.hits import RawAlert
 from engine.ingest import Rejection
 from engine.policy import Policy
@@ -43,7 +45,11 @@ class Delivery:
         self.stix = stix_output(settings)
         self.tak = tak if tak is not None and tak.senders else None
 
-    async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
+    async def deliver(
+        self, alert: RawAlert, ingested_at: float | None, log: PartitionLog | None = None
+    ) -> None:
+        """Release the alert to each recipient, each release audited (and, with `log`, the
+        audit record salted and appended to the partition's transparency log)."""
         now = time.time()
         # The engine stamps an alert with the event time that completed it (so replays are
         # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
@@ -59,6 +65,8 @@ class Delivery:
             if out is None:
                 continue
             body, audit = out
+            if log is not None:
+                audit = log.append(audit, secrets.token_bytes(SALT_BYTES))
             await self.producer.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
             await self.producer.send(topic, key, orjson.dumps(body), None)
             metrics.audit_records.labels(dest).inc()
