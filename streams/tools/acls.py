@@ -7,7 +7,9 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
   only (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
   `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
-  (detections, suspects, weapons, tracking, tips).
+  (detections, suspects, weapons, tracking, tips);
+- `witness-<cc>`, each partner's witness of the audit log: reads the log's leaves and
+  checkpoints, writes cosignatures (`fusion witness CC`).
 
 Everything else is refused (no `allow.everyone.if.no.acl.found`). `apply_acls` creates the
 bindings with kafka-python's admin client; creating an existing binding is a no-op, so it can
@@ -45,6 +47,11 @@ PIPELINE_PRINCIPAL = "fusion"
 def ops_principal(country: str) -> str:
     """The operations center of a partner: `ops-us`."""
     return f"ops-{country.lower()}"
+
+
+def witness_principal(country: str) -> str:
+    """The audit-log witness of a partner: `witness-mx`."""
+    return f"witness-{country.lower()}"
 
 
 def producer_principal(country: str) -> str:
@@ -92,6 +99,10 @@ def acl_plan(settings: Settings) -> list[Grant]:
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
             for topic in settings.input_topics.values()
         )
+        witness = witness_principal(cc)
+        grants.append(Grant(witness, "READ", "TOPIC", settings.topic_log_leaves))
+        grants.append(Grant(witness, "READ", "TOPIC", settings.topic_log_checkpoints))
+        grants.append(Grant(witness, "WRITE", "TOPIC", settings.topic_log_cosignatures))
     return grants
 
 

@@ -25,6 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import streams.cli
 from streams.settings import Settings
+from streams.tools.transparency.witness import WitnessMetrics
 from streams.topics import declared_topics
 from streams.worker.metrics import Metrics
 
@@ -175,15 +176,16 @@ def parse_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def exported_series() -> dict[str, set[str]]:
-    """Every series name the worker exports (with _total, _bucket...) -> its label names."""
-    m = Metrics()
-    for c in vars(m).values():
-        if isinstance(c, MetricWrapperBase) and c._labelnames:
-            c.labels(*["x"] * len(c._labelnames))  # a child, so labelled metrics show samples
+    """Every series name the worker and the witnesses export (with _total, _bucket...) -> its
+    label names."""
     out: dict[str, set[str]] = {}
-    for family in m.registry.collect():
-        for s in family.samples:
-            out.setdefault(s.name, set()).update(s.labels)
+    for m in (Metrics(), WitnessMetrics()):
+        for c in vars(m).values():
+            if isinstance(c, MetricWrapperBase) and c._labelnames:
+                c.labels(*["x"] * len(c._labelnames))  # a child, so labelled metrics show samples
+        for family in m.registry.collect():
+            for s in family.samples:
+                out.setdefault(s.name, set()).update(s.labels)
     return out
 
 
@@ -476,6 +478,7 @@ def test_alerts_have_severity_and_guidance() -> None:
         "up{",
         "fusion_state_evictions_total",
         'fusion_watermark_seconds{stage="correlate"}',
+        "fusion_witness_refusals_total",
     ):
         assert needed in exprs, f"no alert uses {needed}"
 

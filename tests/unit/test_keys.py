@@ -71,5 +71,8 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     assert not any(g.startswith("User:ops-mx") and "alerts.us" in g for g in plan)
     assert not any(g.startswith("User:producer") and "alerts." in g for g in plan)
     assert not any(g.startswith("User:fusion") for g in plan)  # a super user
-    assert len(plan) == 2 * (2 + len(s.input_topics))
+    assert "User:witness-mx READ topic audit.log.checkpoints" in plan
+    assert "User:witness-mx WRITE topic audit.log.cosignatures" in plan
+    assert not any(g.startswith("User:witness") and "audit.sharing" in g for g in plan)
+    assert len(plan) == 2 * (2 + len(s.input_topics) + 3)
     assert "User:producer-mx WRITE topic events.tips" in plan
