@@ -45,6 +45,13 @@ class LogPlace(WireModel):
     index: int = Field(ge=0, description="The record's leaf index in that log.")
 
 
+class RuleFileRef(WireModel):
+    """The rule file in force when the alert was raised."""
+
+    name: str = Field(description="The file's name, e.g. `watchlist-plate.yaml`.")
+    sha256: str = Field(description="SHA-256 of the file's bytes as loaded (archived by it).")
+
+
 class AuditRecord(WireModel):
     """One record per alert per destination."""
 
@@ -61,6 +68,15 @@ class AuditRecord(WireModel):
         default=None,
         description="Where the alert's correlation key is in the evidence; null for rules "
         "with no entity key (geographic rules) and in records written before this field.",
+    )
+    rule_file: RuleFileRef | None = Field(
+        default=None,
+        description="The rule file in force; null in records written before this field.",
+    )
+    alert_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the alert exactly as written to the destination's topic; null "
+        "in records written before this field.",
     )
     salt: str | None = Field(
         default=None,

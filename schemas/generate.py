@@ -16,7 +16,7 @@ from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import EVENT_MODELS
-from schemas.transparency import LeafEntry
+from schemas.transparency import ArchivedFile, LeafEntry
 
 OUT = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
@@ -25,6 +25,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "deadletter": DeadLetter,
     "audit": AuditRecord,
     "leaf": LeafEntry,
+    "archive": ArchivedFile,
 }
 
 

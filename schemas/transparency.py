@@ -3,6 +3,8 @@ cosignatures are C2SP signed notes, as text (docs/contract.md)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from schemas.base import WireModel
@@ -18,3 +20,12 @@ class LeafEntry(WireModel):
         description="SHA-256(0x00 || leaf), base64, the leaf being the salted audit record in "
         "RFC 8785 canonical JSON."
     )
+
+
+class ArchivedFile(WireModel):
+    """A sharing policy or rule file the worker loaded, kept by hash on `audit.archive`."""
+
+    kind: Literal["policy", "rules"] = Field(description="`policy` or `rules`.")
+    name: str = Field(description="The file's name, e.g. `policy.yaml`.")
+    sha256: str = Field(description="SHA-256 of `content`'s UTF-8 bytes (the message key).")
+    content: str = Field(description="The file's text exactly as loaded.")

@@ -327,6 +327,18 @@ def cmd_witness(args: argparse.Namespace) -> int:
     return witness_main(args.rest)
 
 
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.evidence import main as evidence_main
+
+    return evidence_main(args.rest)
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.evidence import verify_main
+
+    return verify_main(args.rest)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from streams.tools.transparency.keys import main as log_main
 
@@ -407,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("witness", cmd_witness, "a country's witness of the transparency log: CC, or keygen CC"),
         ("log", cmd_log, "the transparency log's signing key: keygen NAME --out FILE"),
+        ("evidence", cmd_evidence, "an alert's evidence package: ALERT_ID CC --out DIR"),
+        ("evidence-verify", cmd_evidence_verify, "check an evidence package offline: DIR"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
         ("explain", cmd_explain, "why an alert fired: ALERT_ID, or --event ID"),

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     topic_log_leaves: str = "audit.log.leaves"
     topic_log_checkpoints: str = "audit.log.checkpoints"
     topic_log_cosignatures: str = "audit.log.cosignatures"
+    topic_archive: str = "audit.archive"
     log_signing_key_file: Path | None = Field(
         default=None,
         description="The transparency log's Ed25519 signing key (a note signer key, written by "

@@ -49,6 +49,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_log_leaves, settings.internal_partitions, KEPT, "log"),
         TopicSpec(settings.topic_log_checkpoints, 1, KEPT, "log"),
         TopicSpec(settings.topic_log_cosignatures, 1, KEPT, "log"),
+        TopicSpec(settings.topic_archive, 1, KEPT, "log"),
         *[TopicSpec(settings.alert_topic(p), 1, outputs, "alerts") for p in settings.partners],
         *[
             TopicSpec(settings.stix_topic(p), 1, outputs, "stix")

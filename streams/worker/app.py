@@ -33,7 +33,13 @@ from engine.correlate import CorrelateStage
 from engine.watermarks import InputPartition
 from streams.clients import ssl_context
 from streams.settings import Settings
-from streams.worker.auditlog import AuditLogs, LogConfigError, check_log_topics, load_signer
+from streams.worker.auditlog import (
+    Archive,
+    AuditLogs,
+    LogConfigError,
+    check_log_topics,
+    load_signer,
+)
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
@@ -63,7 +69,15 @@ class Worker:
         producer = AppProducer(app)
         dead_letters = DeadLetters(settings, producer, metrics)
         self.tak = TakOutput(settings, metrics)
-        delivery = Delivery(settings, producer, metrics, self.policy.current, tak=self.tak)
+        delivery = Delivery(
+            settings,
+            producer,
+            metrics,
+            self.policy.current,
+            tak=self.tak,
+            rule_files=lambda: (self.rules.ruleset.digests, self.rules.ruleset.sources),
+        )
+        self.archive = Archive(settings, producer)
         self.ingest = IngestShell(settings, metrics, producer, dead_letters, self.rules.current)
         self.logs = (
             None
@@ -175,6 +189,7 @@ class Worker:
         if self.rules.maybe_reload() is not None:
             self._remake_stages = True
         self.policy.maybe_reload()
+        await self.archive.keep(self.rules.ruleset, self.policy.current())
         await self.check_log_topics()
         hand_over = self.app.batch_consumer().hand_over
         async with hand_over.handling(hand_over.epoch()) as current:

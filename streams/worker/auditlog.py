@@ -9,6 +9,7 @@ publishes its leaves before the snapshot that holds them, and signs only publish
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.auditlog import PartitionLog, log_origin
 from engine.errors import FusionError
 from engine.notes import ED25519, Checkpoint, NoteError, Signer, sign_checkpoint
+from engine.policy import Policy
+from engine.rules import RuleSet
 from streams.clients import aiokafka_config
 from streams.settings import Settings
 from streams.topics import KEPT
@@ -67,6 +70,7 @@ def log_topics(settings: Settings) -> list[str]:
         settings.topic_log_leaves,
         settings.topic_log_checkpoints,
         settings.topic_log_cosignatures,
+        settings.topic_archive,
     ]
 
 
@@ -103,6 +107,42 @@ def check_log_topics(settings: Settings) -> None:
         raise LogConfigError(
             "the transparency log's topics would not keep it: " + "; ".join(problems)
         )
+
+
+class Archive:
+    """Every sharing policy and rule file the worker loads, kept by hash on `audit.archive`
+    (each once per process; repeats across restarts are harmless), so an evidence package
+    can include the files an alert was raised and released under."""
+
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.kept: set[str] = set()
+
+    async def keep(self, rules: RuleSet, policy: Policy) -> None:
+        files = [("rules", path, raw) for path, raw in rules.contents.items()]
+        if policy.ref.sha256 not in self.kept:
+            try:
+                policy_raw = await asyncio.to_thread(Path(policy.file).read_bytes)
+            except OSError:
+                policy_raw = b""
+            # kept only as loaded: a file edited since waits for its reload
+            if hashlib.sha256(policy_raw).hexdigest() == policy.ref.sha256:
+                files.append(("policy", policy.file, policy_raw))
+        for kind, path, raw in files:
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest in self.kept:
+                continue
+            doc = {
+                "kind": kind,
+                "name": Path(path).name,
+                "sha256": digest,
+                "content": raw.decode("utf-8"),
+            }
+            await self.producer.send(
+                self.settings.topic_archive, digest.encode(), orjson.dumps(doc), None
+            )
+            self.kept.add(digest)
 
 
 class AuditLogs:

@@ -247,7 +247,7 @@ def test_the_contract_names_everything_and_only_what_exists(text: str) -> None:
 
 def test_the_check_sees_every_schema_file_and_table(text: str) -> None:
     schemas = load_schemas()
-    assert set(schemas) == {*EVENT_MODELS, "alert", "audit", "deadletter", "leaf"}
+    assert set(schemas) == {*EVENT_MODELS, "alert", "audit", "deadletter", "leaf", "archive"}
     kinds = {t.kind for t in tables(text)}
     assert {"topic", "event_type", "kind", "field"} <= kinds
     linked = {s for t in tables(text) if t.kind == "field" for s in t.heading_schemas}
