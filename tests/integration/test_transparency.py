@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from engine.merkle import leaf_hash, root
 from engine.notes import Checkpoint, SignedNote, Signer, sign_checkpoint
 from engine.rulefiles import load_rules
 from streams.settings import Settings
+from streams.tools.report.read import build_report
+from streams.tools.report.render import render_html
 from streams.tools.simulator import Simulator
 from streams.tools.transparency.evidence import build as build_package
 from streams.tools.transparency.evidence import verify_folder
@@ -462,3 +465,20 @@ def test_evidence_packages_of_every_rule_verify_offline_and_a_flipped_byte_fails
                 name,
                 failed.value,
             )
+
+
+def test_the_review_report_states_its_checkpoints_and_both_cosignatures(
+    run: dict[str, Any],
+) -> None:
+    settings: Settings = run["settings"]
+    now = datetime.now(tz=UTC)
+    report = build_report(settings, now - timedelta(days=1), now, keys=run["log"].trusted)
+    assert report.totals.releases > 0
+    logs = {orjson.loads(r.value)["log"]["log"] for r in read_topic(settings, settings.topic_audit)}
+    assert {c.log for c in report.checkpoints} == logs
+    for c in report.checkpoints:
+        assert c.all_witnesses and c.verified and c.uncovered == 0, c
+        assert c.cosigned_by == sorted(witness_name(cc) for cc in COUNTRIES)
+    html = render_html(report)
+    assert "these figures rest on the checkpoints" in html
+    assert "cosigned by both witnesses" in html and "NOT cosigned" not in html

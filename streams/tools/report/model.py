@@ -169,6 +169,19 @@ class PolicyChange(Frozen):
     fields: list[FieldChange]
 
 
+class LogCheckpoint(Frozen):
+    """The checkpoint of one transparency log the report's figures rest on."""
+
+    log: str = Field(description="The log's origin.")
+    size: int = Field(description="The checkpoint's tree size.")
+    root: str = Field(description="Its tree hash, base64.")
+    cosigned_by: list[str] = Field(description="The witnesses whose cosignature it carries.")
+    all_witnesses: bool = Field(description="Whether every witness cosigned it.")
+    verified: bool = Field(description="Whether signatures were checked against trusted keys.")
+    records: int = Field(description="The report's records in this log that it covers.")
+    uncovered: int = Field(description="The report's records in this log it does not cover.")
+
+
 class Report(Frozen):
     """The bilateral review report."""
 
@@ -185,3 +198,7 @@ class Report(Frozen):
     own_country: list[Flow]
     policies: list[PolicyUse]
     policy_changes: list[PolicyChange]
+    checkpoints: list[LogCheckpoint] = Field(
+        default_factory=list,
+        description="Per transparency log, the checkpoint the figures rest on (none: no log).",
+    )
