@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from engine.auditlog import LogError, Verified, assemble, record_leaf_hash
 from engine.evidence import EvidenceError, manifest, verify_package
@@ -482,3 +482,17 @@ def test_the_review_report_states_its_checkpoints_and_both_cosignatures(
     html = render_html(report)
     assert "these figures rest on the checkpoints" in html
     assert "cosigned by both witnesses" in html and "NOT cosigned" not in html
+
+
+def test_the_worker_refuses_log_topics_that_could_lose_leaves(run: dict[str, Any]) -> None:
+    lab: Lab = run["lab"]
+    log: Log = run["log"]
+    leaves = copy_topic(lab, log.topics["FUSION_TOPIC_LOG_LEAVES"])
+    admin = KafkaAdminClient(bootstrap_servers=lab.bootstrap)
+    admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, leaves, configs={"retention.ms": "604800000"})]
+    )
+    admin.close()
+    worker = lab.worker(FUSION_TOPIC_LOG_LEAVES=leaves)
+    assert worker.proc.wait(timeout=60) == 2
+    assert f"topic {leaves}: retention.ms is '604800000', must be '-1'" in worker.logs()

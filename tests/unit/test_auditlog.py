@@ -204,3 +204,23 @@ def test_what_a_witness_refuses() -> None:
     with pytest.raises(LogError, match="not signed by any known log key") as e:
         witness_check(Read(Where("c", 0, 4), bad), logs, [LOG_KEY.verifier], {})
     assert e.value.kind == "signature"
+
+
+def test_the_worker_refuses_log_topics_that_could_lose_leaves() -> None:
+    from streams.settings import Settings
+    from streams.topics import KEPT, declared_topics
+    from streams.worker.auditlog import log_topics, topic_problems
+
+    settings = Settings(_env_file=None)
+    declared = {t.name: t.config for t in declared_topics(settings)}
+    configs = {t: {**dict(KEPT), "segment.bytes": "1073741824"} for t in log_topics(settings)}
+    assert all(declared[t] == KEPT for t in log_topics(settings))
+    assert topic_problems(settings, configs) == []
+    configs[settings.topic_log_leaves]["retention.ms"] = "604800000"
+    configs[settings.topic_log_checkpoints]["cleanup.policy"] = "compact"
+    del configs[settings.topic_archive]
+    assert topic_problems(settings, configs) == [
+        "topic audit.log.leaves: retention.ms is '604800000', must be '-1'",
+        "topic audit.log.checkpoints: cleanup.policy is 'compact', must be 'delete'",
+        "topic audit.archive does not exist",
+    ]
