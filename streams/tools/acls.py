@@ -4,8 +4,9 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
 
 - `fusion`, the pipeline: a super user in the broker's configuration, so no ACLs here;
 - `ops-<cc>`, each partner's operations center: reads its own alert topic `alerts.<cc>`
-  only (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
-  `ops-<cc>...`;
+  (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
+  `ops-<cc>...`, and the audit log's public topics (leaf hashes, checkpoints,
+  cosignatures, archived policy and rule files);
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
   (detections, suspects, weapons, tracking, tips);
 - `witness-<cc>`, each partner's witness of the audit log: reads the log's leaves and
@@ -95,6 +96,15 @@ def acl_plan(settings: Settings) -> list[Grant]:
         if settings.stix_topics:
             grants.append(Grant(ops, "READ", "TOPIC", settings.stix_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
+        grants.extend(
+            Grant(ops, "READ", "TOPIC", topic)
+            for topic in (
+                settings.topic_log_leaves,
+                settings.topic_log_checkpoints,
+                settings.topic_log_cosignatures,
+                settings.topic_archive,
+            )
+        )
         grants.extend(
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
             for topic in settings.input_topics.values()

@@ -74,5 +74,7 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     assert "User:witness-mx READ topic audit.log.checkpoints" in plan
     assert "User:witness-mx WRITE topic audit.log.cosignatures" in plan
     assert not any(g.startswith("User:witness") and "audit.sharing" in g for g in plan)
-    assert len(plan) == 2 * (2 + len(s.input_topics) + 3)
+    assert "User:ops-us READ topic audit.log.cosignatures" in plan
+    assert not any(g.startswith("User:ops") and "audit.sharing" in g for g in plan)
+    assert len(plan) == 2 * (2 + len(s.input_topics) + 3 + 4)
     assert "User:producer-mx WRITE topic events.tips" in plan
