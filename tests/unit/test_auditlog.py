@@ -224,3 +224,29 @@ def test_the_worker_refuses_log_topics_that_could_lose_leaves() -> None:
         "topic audit.log.checkpoints: cleanup.policy is 'compact', must be 'delete'",
         "topic audit.archive does not exist",
     ]
+
+
+def test_keygen_commands_write_a_private_key_file_and_its_public_key(tmp_path: Any) -> None:
+    import os
+    import stat
+
+    from streams.cli import main
+    from streams.tools.transparency.keys import read_signer, read_trusted
+
+    log_key, witness_key = tmp_path / "log.key", tmp_path / "witness-mx.key"
+    assert main(["log", "keygen", "border-fusion-log-2026", "--out", str(log_key)]) == 0
+    assert main(["witness", "keygen", "mx", "--out", str(witness_key)]) == 0
+    assert stat.S_IMODE(os.stat(log_key).st_mode) == 0o600
+    assert read_signer(witness_key).kind == COSIGNATURE_V1
+    trusted = tmp_path / "trusted"
+    trusted.write_text(
+        "# the log's keys, old ones too, and each witness's\n"
+        + (tmp_path / "log.key.pub").read_text()
+        + (tmp_path / "witness-mx.key.pub").read_text()
+    )
+    log_keys, witnesses = read_trusted(trusted)
+    assert [k.name for k in log_keys] == ["border-fusion-log-2026"]
+    assert [k.name for k in witnesses] == ["border-fusion-witness-mx"]
+    assert read_signer(log_key).verifier == log_keys[0]
+    # a key file is never overwritten
+    assert main(["log", "keygen", "border-fusion-log-2026", "--out", str(log_key)]) == 2
