@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import gc
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -504,3 +506,58 @@ def test_the_worker_refuses_log_topics_that_could_lose_leaves(run: dict[str, Any
     worker = lab.worker(FUSION_TOPIC_LOG_LEAVES=leaves)
     assert worker.proc.wait(timeout=60) == 2
     assert f"topic {leaves}: retention.ms is '604800000', must be '-1'" in worker.logs()
+
+
+def test_the_commands_verify_witness_and_name_what_fails(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    lab: Lab = run["lab"]
+    log: Log = run["log"]
+    env = {**lab.env}
+
+    def fusion(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env={**env, **extra},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ok = fusion("audit-verify", "mx", "--keys", str(log.trusted))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("MX: ") and "audit records verified" in ok.stdout
+    state = tmp_path / "witness-us.state"
+    witnessed = fusion(
+        "witness",
+        "us",
+        "--key",
+        str(log.tmp / "witness-US.key"),
+        "--keys",
+        str(log.trusted),
+        "--state",
+        str(state),
+        "--once",
+    )
+    assert witnessed.returncode == 0, witnessed.stderr
+    assert orjson.loads(state.read_text())["logs"], "the witness kept what it cosigned"
+    settings: Settings = run["settings"]
+    origin, index = first_of(run, "MX")
+    partition = int(origin.rsplit("/", 1)[1])
+
+    def append(
+        msgs: list[tuple[int, bytes | None, bytes]],
+    ) -> list[tuple[int, bytes | None, bytes]]:
+        forged = {
+            "log": origin,
+            "index": index,
+            "destination": "MX",
+            "leaf_hash": base64.b64encode(leaf_hash(b"forged")).decode(),
+        }
+        return [*msgs, (partition, None, orjson.dumps(forged))]
+
+    copy = copy_topic(lab, settings.topic_log_leaves, append)
+    failed = fusion("audit-verify", "mx", "--keys", str(log.trusted), FUSION_TOPIC_LOG_LEAVES=copy)
+    assert failed.returncode == 1
+    assert "fusion audit-verify MX: FAILED: audit record" in failed.stderr, failed.stderr
