@@ -43,7 +43,10 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_audit,
             settings.input_partitions,
-            {"retention.ms": str(365 * 24 * HOUR_MS)},
+            # with the transparency log on, its records are kept as long as their leaves
+            dict(KEPT)
+            if settings.log_signing_key_file is not None
+            else {"retention.ms": str(365 * 24 * HOUR_MS)},
             "audit",
         ),
         TopicSpec(settings.topic_log_leaves, settings.internal_partitions, KEPT, "log"),

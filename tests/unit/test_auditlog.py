@@ -215,6 +215,10 @@ def test_the_worker_refuses_log_topics_that_could_lose_leaves() -> None:
     declared = {t.name: t.config for t in declared_topics(settings)}
     configs = {t: {**dict(KEPT), "segment.bytes": "1073741824"} for t in log_topics(settings)}
     assert all(declared[t] == KEPT for t in log_topics(settings))
+    assert declared[settings.topic_audit] == {"retention.ms": str(365 * 24 * 3_600_000)}
+    logged = Settings(_env_file=None, log_signing_key_file="/keys/log.key")
+    kept = {t.name: t.config for t in declared_topics(logged)}[logged.topic_audit]
+    assert kept == KEPT, "with the log on, every leaf keeps its record"
     assert topic_problems(settings, configs) == []
     configs[settings.topic_log_leaves]["retention.ms"] = "604800000"
     configs[settings.topic_log_checkpoints]["cleanup.policy"] = "compact"
