@@ -38,6 +38,8 @@ class CorrelateOutput:
     late: list[tuple[RoutedItem, str]] = field(default_factory=list)
     duplicates: list[RoutedItem] = field(default_factory=list)
     behind: list[RoutedItem] = field(default_factory=list)
+    refuted_late: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    """(alert id, rule id, refuting event ids): taken after the alert's corrections span."""
 
 
 class CorrelateStage:
@@ -118,7 +120,13 @@ class CorrelateStage:
             for source, mark in marks.items():
                 self.combined_watermark.update(source, mark)
         self._release(out, now)
+        self._collect_refuted(out)
         return out
+
+    def _collect_refuted(self, out: CorrelateOutput) -> None:
+        if self.engine.refuted_late:
+            out.refuted_late.extend(self.engine.refuted_late)
+            self.engine.refuted_late.clear()
 
     def drain(self, now: float | None = None) -> CorrelateOutput:
         """End of input (replay): release everything held, then decide what still waits."""
@@ -130,6 +138,7 @@ class CorrelateStage:
         if not math.isinf(last):
             self._emit(self.engine.advance(last), out)
             self._emit(self.engine.flush(last if now is None else now), out)
+        self._collect_refuted(out)
         return out
 
     def _release(self, out: CorrelateOutput, now: float | None) -> None:

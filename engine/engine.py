@@ -17,9 +17,14 @@ from engine.facts import Fact
 from engine.geo import Grid
 from engine.hits import Hit, RawAlert, alert_id
 from engine.rules import RuleBase, RuleSet
+from engine.versions import MAX_EVIDENCE, MAX_HITS, AlertBook, HitRec, OpenAlert, group
 
 SEVERITY_BASE = {"low": 30, "medium": 50, "high": 70, "critical": 90}
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+READS_SNAPSHOT_VERSIONS = (1, 2)
+_NEW_RULE_FIELDS = {"corrections": None, "update_every": 30.0}
+"""Rule fields added after snapshot version 1, with their defaults: a rule that leaves them
+at the default is the same rule as one written before them."""
 
 
 class Route(NamedTuple):
@@ -40,7 +45,12 @@ class RuleStats:
     late: int = 0
     hits: int = 0
     suppressed: int = 0
+    """Matches that joined an alert already raised (an update, or nothing new)."""
     alerts: int = 0
+    updates: int = 0
+    withdrawals: int = 0
+    refuted_late: int = 0
+    """Records that refute an alert, taken after its corrections span: the alert stands."""
 
 
 @dataclass
@@ -100,7 +110,13 @@ class Engine:
         }
         self.watermark = -math.inf
         self.stats = EngineStats()
+        # Suppression anchors read from a version-1 snapshot (before alert versions): a match
+        # within one is suppressed as it was then.
         self._suppress: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
+        self.book = AlertBook()
+        self.refuted_late: list[tuple[str, str, tuple[str, ...]]] = []
+        """(alert id, rule id, refuting event ids) taken after the corrections span, since the
+        caller last read (and cleared) it."""
         self._raised: dict[str, float] = {}
         self._max_raised = max_remembered_alerts
         self._by_type: dict[str, list[RuleBase]] = defaultdict(list)
@@ -140,6 +156,9 @@ class Engine:
             rule_stats = self.stats.rules[rid]
             if watermark - fact.ts > lateness:
                 rule_stats.late += 1
+                if rule.corrections is not None:
+                    key = spec.value(fact) if spec is not None else None
+                    hits.extend(correlator.on_late(fact, key, watermark))
                 continue
             key = spec.value(fact) if spec is not None else None
             if spec is not None and key is None:
@@ -157,9 +176,14 @@ class Engine:
         hits: list[Hit] = []
         for c in self.correlators.values():
             hits.extend(c.on_watermark(watermark))
+        out = self._emit(hits, now)
+        for alert in self.book.due_by(watermark):
+            v = self._update(alert, now)
+            if v is not None:
+                out.append(v)
         if watermark - self._last_expiry >= self._expire_every:
             self.expire(watermark)
-        return self._emit(hits, now)
+        return out
 
     def expire(self, watermark: float) -> None:
         """Drop all state no allowed event can still use (a scan: the engine throttles it)."""
@@ -167,6 +191,7 @@ class Engine:
         for c in self.correlators.values():
             c.expire(watermark)
         self._expire_suppression(watermark)
+        self._expire_alerts(watermark)
 
     def flush(self, now: float) -> list[RawAlert]:
         """End of input (replay): decide everything still waiting, as if time ran on."""
@@ -174,6 +199,10 @@ class Engine:
         for c in self.correlators.values():
             hits = c.on_watermark(math.inf)
             alerts.extend(self._emit(hits, now))
+        for alert in self.book.due_by(math.inf):
+            v = self._update(alert, now)
+            if v is not None:
+                alerts.append(v)
         return alerts
 
     # -- alerts --------------------------------------------------------------------------
@@ -185,41 +214,261 @@ class Engine:
         for hit in hits:
             rule = self.ruleset.by_id[hit.rule_id]
             rule_stats = self.stats.rules[rule.id]
-            rule_stats.hits += 1
             ev = tuple(sorted(hit.evidence, key=lambda f: (f.ts, f.event_id)))
-            aid = alert_id(rule.id, [f.event_id for f in ev])
-            if aid in self._raised:
+            hid = alert_id(rule.id, [f.event_id for f in ev])
+            if hit.refuted_by:
+                self._refute(rule, hit, hid, now, out)
                 continue
-            last = ev[-1].ts
-            if rule.suppress is not None:
-                skey = self._suppress_key(rule, hit, scope)
-                anchors = self._suppress[rule.id]
-                anchor = anchors.get(skey)
-                if anchor is not None and abs(last - anchor) < rule.suppress.for_:
-                    rule_stats.suppressed += 1
-                    continue
-                anchors[skey] = last
-            self._remember(aid, last)
-            rule_stats.alerts += 1
-            out.append(
-                RawAlert(
-                    alert_id=aid,
-                    rule_id=rule.id,
-                    title=rule.title,
-                    severity=rule.severity,
-                    score=score(rule, ev),
-                    raised_at=now,
-                    first_seen=ev[0].ts,
-                    last_seen=last,
-                    lat=hit.lat,
-                    lon=hit.lon,
-                    evidence=ev,
-                    key=hit.key,
-                    extra_recipients=tuple(rule.recipients),
-                    explanation=explain_hit(rule, hit, ev),
-                )
+            rule_stats.hits += 1
+            if hid in self._raised:
+                continue  # this match was reported already
+            last = ev[-1]
+            span = rule.suppress.for_ if rule.suppress is not None else 0.0
+            skey = self._suppress_key(rule, hit, scope) if rule.suppress is not None else (hid,)
+            legacy = self._suppress.get(rule.id, {}).get(skey)
+            if legacy is not None and abs(last.ts - legacy) < span:
+                rule_stats.suppressed += 1
+                continue
+            self._remember(hid, last.ts)
+            book = self.book
+            for f in ev:
+                book.facts[f.event_id] = f
+            rec = HitRec(
+                (last.ts, last.event_id), hid, tuple(f.event_id for f in ev), hit.lat, hit.lon
             )
+            replaced = book.by_trigger.get((rule.id, rec.trigger))
+            if replaced is not None and replaced != hid and replaced in book.by_hit:
+                # a record taken late changed the match decided at this event
+                self._drop_hit(rule, replaced, now, out, None, rec.evidence)
+            book.by_trigger[(rule.id, rec.trigger)] = hid
+            standing = book.under(rule.id, skey)
+            before = [a for a in standing if a.anchor <= rec.trigger]
+            after = [a for a in standing if a.anchor > rec.trigger]
+            if before and rec.trigger[0] - before[-1].anchor[0] < span:
+                rule_stats.suppressed += 1
+                self._join(rule, before[-1], rec, now, out)
+            elif after and after[0].anchor[0] - rec.trigger[0] < span:
+                # replay would have seen this match first: it heads an alert of its own
+                self._regroup(rule, skey, after, [rec], now, out, reason=None, causes=rec.evidence)
+            else:
+                alert = OpenAlert(hid, rule.id, skey, hit.key, [rec], explain_hit(rule, hit, ev))
+                book.add(alert)
+                out.append(self._version(rule, alert, "raised", now, None))
         return out
+
+    def _join(
+        self, rule: RuleBase, alert: OpenAlert, rec: HitRec, now: float, out: list[RawAlert]
+    ) -> None:
+        """A match within an alert's suppression span: its evidence joins the alert, released
+        at once or when the rule's update span since the last version has passed."""
+        if len(alert.hits) >= MAX_HITS:
+            return
+        alert.hits.append(rec)
+        if rec.trigger < alert.hits[-2].trigger:
+            alert.hits.sort(key=lambda h: h.trigger)
+        self.book.by_hit[rec.hit_id] = alert.alert_id
+        new = [e for e in rec.evidence if e not in alert.ids]
+        if not new:
+            return  # nothing new
+        alert.ids.update(new)
+        facts = self.book.facts
+        if len(alert.released) >= MAX_EVIDENCE:
+            last = facts[alert.released[-1]]
+            if all((facts[e].ts, e) > (last.ts, last.event_id) for e in new):
+                return  # all of it after the cap
+        if self._evidence(alert) == alert.released:
+            return  # nothing new within the cap
+        alert.causes.extend(e for e in rec.evidence if e not in alert.released)
+        due = alert.last_version_wm + rule.update_every
+        if self.watermark >= due:
+            v = self._update(alert, now)
+            if v is not None:
+                out.append(v)
+        else:
+            self.book.schedule(alert, due)
+
+    def _update(self, alert: OpenAlert, now: float) -> RawAlert | None:
+        rule = self.ruleset.by_id.get(alert.rule_id)
+        if rule is None or alert.withdrawn or self._evidence(alert) == alert.released:
+            return None
+        return self._version(rule, alert, "updated", now, None)
+
+    def _refute(self, rule: RuleBase, hit: Hit, hid: str, now: float, out: list[RawAlert]) -> None:
+        """A correlator reports that a match it reported no longer holds."""
+        book = self.book
+        aid = book.by_hit.get(hid)
+        alert = book.alerts.get(aid) if aid is not None else None
+        if alert is None or alert.withdrawn:
+            return
+        causes = tuple(f.event_id for f in hit.refuted_by)
+        if self.watermark - alert.raised_wm > (rule.corrections or 0.0):
+            self.stats.rules[rule.id].refuted_late += 1
+            self.refuted_late.append((alert.alert_id, rule.id, causes))
+            return
+        self._drop_hit(rule, hid, now, out, hit.reason, causes)
+
+    def _drop_hit(
+        self,
+        rule: RuleBase,
+        hid: str,
+        now: float,
+        out: list[RawAlert],
+        reason: str | None,
+        causes: tuple[str, ...],
+    ) -> None:
+        """A match no longer holds: its alert (and those after it) are grouped again."""
+        book = self.book
+        alert = book.alerts[book.by_hit[hid]]
+        standing = [a for a in book.under(rule.id, alert.skey) if a.anchor >= alert.anchor]
+        hits = [h for a in standing for h in a.hits if h.hit_id != hid]
+        del book.by_hit[hid]
+        self._regroup(rule, alert.skey, standing, hits, now, out, reason=reason, causes=causes)
+
+    def _regroup(
+        self,
+        rule: RuleBase,
+        skey: tuple[Any, ...],
+        old: list[OpenAlert],
+        hits: list[HitRec],
+        now: float,
+        out: list[RawAlert],
+        *,
+        reason: str | None,
+        causes: tuple[str, ...],
+    ) -> None:
+        """Group the matches of `old` alerts (and new ones) again as replay would, and release
+        each difference: raised, updated or withdrawn."""
+        book = self.book
+        span = rule.suppress.for_ if rule.suppress is not None else 0.0
+        if len(old) == 1 and not rule.suppress:
+            span = math.inf  # one alert per match: it keeps whatever is left of itself
+        merged = {h.hit_id: h for h in hits}
+        for a in old:
+            for h in a.hits:
+                if h.hit_id in book.by_hit:
+                    merged.setdefault(h.hit_id, h)
+        hits = list(merged.values())
+        groups = group(hits, span)
+        head_of = {h.hit_id: g[0].hit_id for g in groups for h in g}
+        kept = {g[0].hit_id: g for g in groups}
+        by_id = {a.alert_id: a for a in old}
+        for a in old:
+            if a.alert_id in kept:
+                continue
+            a.withdrawn = True
+            superseded_by = head_of.get(a.hits[0].hit_id)
+            for h in a.hits:
+                if book.by_hit.get(h.hit_id) == a.alert_id:
+                    del book.by_hit[h.hit_id]
+            why = reason or "a record taken late made an earlier match: it heads the alert now"
+            if superseded_by is None and reason is None:
+                why = "no match is left"
+            a.causes = list(causes)
+            out.append(self._version(rule, a, "withdrawn", now, superseded_by, why, keep=True))
+        for head, g in kept.items():
+            existing = by_id.get(head)
+            if existing is not None:
+                existing.hits = list(g)
+                existing.reindex()
+                book.add(existing)
+                if self._evidence(existing) != existing.released:
+                    existing.causes.extend(causes)
+                    out.append(self._version(rule, existing, "updated", now, None, reason))
+                continue
+            ev = tuple(book.facts[e] for e in g[0].evidence)
+            first = Hit(rule.id, ev, None, g[0].lat, g[0].lon)
+            key = old[0].key if old else None
+            alert = OpenAlert(head, rule.id, skey, key, list(g), explain_hit(rule, first, ev))
+            prior = book.alerts.get(head)
+            if prior is not None:
+                alert.version = prior.version
+            book.add(alert)
+            out.append(self._version(rule, alert, "raised", now, None))
+
+    def _evidence(self, alert: OpenAlert) -> tuple[str, ...]:
+        facts = self.book.facts
+        ids = sorted(alert.ids, key=lambda e: (facts[e].ts, e))
+        return tuple(ids[:MAX_EVIDENCE])
+
+    def _version(
+        self,
+        rule: RuleBase,
+        alert: OpenAlert,
+        change: str,
+        now: float,
+        superseded_by: str | None,
+        reason: str | None = None,
+        *,
+        keep: bool = False,
+    ) -> RawAlert:
+        """The next version of `alert` (`keep`: with the evidence of the last one)."""
+        rule_stats = self.stats.rules[rule.id]
+        ids = alert.released if keep else self._evidence(alert)
+        facts = self.book.facts
+        ev = tuple(facts[e] for e in ids)
+        revision: dict[str, Any] | None = None
+        if change == "raised":
+            rule_stats.alerts += 1
+            alert.raised_wm = self.watermark
+        else:
+            if change == "updated":
+                rule_stats.updates += 1
+                added = [e for e in ids if e not in alert.released]
+                left = [e for e in alert.released if e not in ids]
+                said = reason or f"{len(added)} more events joined the match"
+                if left and reason is None:
+                    said = f"{len(added)} events joined and {len(left)} left the match"
+                revision = {"reason": said, "records": sorted(set(alert.causes)) or added}
+            else:
+                rule_stats.withdrawals += 1
+                revision = {
+                    "reason": reason or "withdrawn",
+                    "records": sorted(set(alert.causes)),
+                    "superseded_by": superseded_by,
+                }
+        alert.version += 1
+        alert.released = ids
+        alert.last_version_wm = self.watermark
+        alert.causes = []
+        alert.due = None
+        lat, lon = alert.location()
+        return RawAlert(
+            alert_id=alert.alert_id,
+            rule_id=rule.id,
+            title=rule.title,
+            severity=rule.severity,
+            score=score(rule, ev),
+            raised_at=now,
+            first_seen=ev[0].ts,
+            last_seen=ev[-1].ts,
+            lat=lat,
+            lon=lon,
+            evidence=ev,
+            key=alert.key,
+            extra_recipients=tuple(rule.recipients),
+            explanation=alert.explanation,
+            version=alert.version,
+            change=change,
+            revision=revision,
+        )
+
+    def _expire_alerts(self, watermark: float) -> None:
+        """Forget alerts no match or correction can reach any more."""
+        book = self.book
+        for alert in list(book.alerts.values()):
+            rule = self.ruleset.by_id.get(alert.rule_id)
+            if rule is None:
+                book.forget(alert)
+                continue
+            span = rule.suppress.for_ if rule.suppress is not None else 0.0
+            # a corrections span longer than any correction can come: a refutation after the
+            # span is still recognised, counted and logged
+            corrections = rule.corrections or 0.0
+            reach = span + rule.allowed_lateness + rule.update_every + corrections
+            if alert.due is None and watermark - alert.anchor[0] > reach:
+                if watermark - alert.raised_wm > 2 * corrections:
+                    book.forget(alert)
+        book.prune_facts()
 
     def _suppress_key(self, rule: RuleBase, hit: Hit, scope: str) -> tuple[Any, ...]:
         trigger = hit.evidence[-1]
@@ -270,6 +519,9 @@ class Engine:
             for f in c.facts():
                 if f.event_id not in facts:
                     facts[f.event_id] = f.doc
+        for eid, f in self.book.facts.items():
+            if eid not in facts:
+                facts[eid] = f.doc
         doc = {
             "v": SNAPSHOT_VERSION,
             "watermark": None if math.isinf(self.watermark) else self.watermark,
@@ -281,6 +533,7 @@ class Engine:
                 for rid, anchors in self._suppress.items()
             },
             "raised": list(self._raised.items()),
+            "alerts": self.book.snapshot(),
             "meta": meta or {},
         }
         return doc
@@ -295,7 +548,7 @@ class Engine:
 
     def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Load what `snapshot_doc` returned; returns its meta."""
-        if doc.get("v") != SNAPSHOT_VERSION:
+        if doc.get("v") not in READS_SNAPSHOT_VERSIONS:
             raise SnapshotError(f"snapshot version {doc.get('v')} is not {SNAPSHOT_VERSION}")
         try:
             facts = {eid: Fact.from_doc(d) for eid, d in doc["facts"].items()}
@@ -304,12 +557,31 @@ class Engine:
         watermark = doc.get("watermark")
         if watermark is not None and watermark > self.watermark:
             self.watermark = watermark
-        same = {r.id for r in self.ruleset.rules if doc["rules"].get(r.id) == self._rule_docs[r.id]}
+        same = {
+            r.id
+            for r in self.ruleset.rules
+            if _same_rule(doc["rules"].get(r.id), self._rule_docs[r.id])
+        }
         for rid in same:
             self.correlators[rid].restore(doc["state"][rid], facts)
             for k, a in doc["suppress"].get(rid, []):
                 self._suppress[rid][tuple(tuple(x) if isinstance(x, list) else x for x in k)] = a
         for aid, ts in doc["raised"]:
             self._raised[aid] = ts
+        alerts = doc.get("alerts")
+        if alerts is not None:
+            kept = {"alerts": [a for a in alerts["alerts"] if a[1] in same]}
+            self.book.restore(kept, facts)
         meta: dict[str, Any] = doc.get("meta") or {}
         return meta
+
+
+def _same_rule(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a rule as a snapshot recorded it is the rule loaded now (fields added since,
+    left at their defaults, do not make it another rule)."""
+    if old is None:
+        return False
+    if old == new:
+        return True
+    trimmed = {k: v for k, v in new.items() if k in old or _NEW_RULE_FIELDS.get(k, object()) != v}
+    return old == trimmed

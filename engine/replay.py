@@ -23,6 +23,7 @@ from engine.ingest import Rejection, validate
 from engine.release import InterimPolicy, ReleasePolicy, recipients, release_json
 from engine.routing import Origin, Router, route_items
 from engine.rules import RuleSet
+from engine.versions import standing
 from schemas.alerts import alert_topic
 from schemas.events import EVENT_MODELS
 
@@ -35,6 +36,9 @@ class ReplayStats:
     duplicates: int = 0
     late: int = 0
     alerts: int = 0
+    """Alert versions raised (in replay, in event-time order, mostly first versions)."""
+    standing: int = 0
+    """Alerts that stand at the end (not withdrawn)."""
 
 
 def correlate_lines(
@@ -89,6 +93,7 @@ def correlate_file(
             stats.accepted += 1
     collect(stage.drain())
     stats.alerts = len(alerts)
+    stats.standing = len(standing(alerts))
     return alerts, stats
 
 

@@ -81,9 +81,11 @@ class Score(Frozen):
 
 
 class ExpectedAlert(Frozen):
-    """An alert a rule test must produce, by the test events that are its evidence."""
+    """An alert a rule test must produce and that stands at the end: by the test events that
+    first made the rule fire (its `alert_id`), and optionally all it ends holding."""
 
     evidence: list[str] = Field(min_length=1)
+    final: list[str] | None = None
 
 
 class RuleTest(Frozen):
@@ -120,6 +122,11 @@ class RuleBase(Frozen):
     window: Duration
     lateness: Duration | None = None
     suppress: Suppress | None = None
+    corrections: Duration | None = None
+    """How long after an alert is raised late evidence may still update or withdraw it; with
+    it, a rule that waits on an absence decides without waiting for `lateness`."""
+    update_every: Duration = 30.0
+    """At most one `updated` version per alert per this much event time."""
     score: Score = Field(default_factory=Score)
     recipients: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(default_factory=list)
     max_keys: Annotated[int, Field(ge=1)] = 100_000
@@ -135,7 +142,17 @@ class RuleBase(Frozen):
 
     @property
     def allowed_lateness(self) -> float:
-        """How far behind the watermark an event may be and still count: the window by default."""
+        """How far behind the watermark an event may be and still count: the window by
+        default, plus the corrections span."""
+        base = self.window if self.lateness is None else self.lateness
+        return base + (self.corrections or 0.0)
+
+    @property
+    def decision_delay(self) -> float:
+        """How long past its time a decision that waits on event time (an absence) waits for
+        late records: the lateness, or nothing when late records may correct it instead."""
+        if self.corrections is not None:
+            return 0.0
         return self.window if self.lateness is None else self.lateness
 
     @property

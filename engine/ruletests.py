@@ -9,7 +9,9 @@ from typing import Any
 from engine.durations import parse_duration
 from engine.engine import Engine
 from engine.facts import Fact
+from engine.hits import alert_id
 from engine.rules import RuleBase, RuleSet, RuleTest
+from engine.versions import standing
 from schemas.events import EVENT_MODELS, EventType
 
 DEFAULT_START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -80,10 +82,22 @@ def run_rule_test(rule: RuleBase, test: RuleTest) -> TestOutcome:
         alerts.extend(engine.process(f))
         alerts.extend(engine.advance(engine.watermark))
     alerts.extend(engine.flush(max(f.ts for f in facts)))
-    got = [sorted(f.event_id for f in a.evidence) for a in alerts]
+    final = standing(alerts)
+    got = [sorted(f.event_id for f in a.evidence) for a in final.values()]
     for exp in test.expect:
-        if sorted(exp.evidence) not in got:
-            problems.append(f"expected an alert with evidence {sorted(exp.evidence)}; got {got}")
+        raised = final.get(alert_id(rule.id, exp.evidence))
+        if raised is None:
+            problems.append(
+                f"expected an alert raised on {sorted(exp.evidence)}; the alerts that stand "
+                f"hold {got}"
+            )
+        elif exp.final is not None and sorted(exp.final) != (
+            held := sorted(f.event_id for f in raised.evidence)
+        ):
+            problems.append(
+                f"expected the alert raised on {sorted(exp.evidence)} to end holding "
+                f"{sorted(exp.final)}; it holds {held}"
+            )
     want = test.expect_count if test.expect_count is not None else len(test.expect)
     if len(got) != want:
         problems.append(f"expected {want} alert(s), got {len(got)}: {got}")

@@ -115,6 +115,11 @@ def remarks(alert: Mapping[str, Any]) -> str:
         f"{alert['tlp']} {alert['title']}",
         f"Severity {alert['severity']}, score {alert['score']}, rule {alert['rule_id']}",
     ]
+    change = alert.get("change", "raised")
+    if change != "raised":
+        revision = alert.get("revision") or {}
+        said = f"{str(change).upper()} (version {alert.get('version')})"
+        lines.insert(1, f"{said}: {revision.get('reason', '')}")
     evidence = list(alert.get("evidence", ()))
     agencies = sorted({f"{e['source']['agency']} ({e['source']['country']})" for e in evidence})
     lines.append(f"Evidence: {len(evidence)} events from {', '.join(agencies)}")
@@ -162,6 +167,9 @@ def alert_to_cot(
     loc = alert["location"]
     rule_id, severity = str(alert["rule_id"]), str(alert["severity"])
     alert_id, recipient = str(alert["alert_id"]), str(alert["recipient"])
+    # A withdrawal is the same uid, already stale, with TAK's force-delete: clients drop it.
+    withdrawn = alert.get("change") == "withdrawn"
+    stale = raised if withdrawn else raised + timedelta(seconds=stale_s)
 
     event = ET.Element(
         "event",
@@ -172,7 +180,7 @@ def alert_to_cot(
             how=HOW,
             time=_cot_time(raised),
             start=_cot_time(raised),
-            stale=_cot_time(raised + timedelta(seconds=stale_s)),
+            stale=_cot_time(stale),
         ),
     )
     ET.SubElement(
@@ -187,6 +195,8 @@ def alert_to_cot(
         ),
     )
     detail = ET.SubElement(event, "detail")
+    if withdrawn:
+        ET.SubElement(detail, "__forcedelete")
     ET.SubElement(detail, "contact", _attrs(callsign=str(alert["title"])))
     ET.SubElement(detail, "remarks").text = _clean(remarks(alert))
     ET.SubElement(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import Any
 
@@ -191,8 +192,14 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
     alert_id: str = alert["alert_id"]
     recipient: str = alert["recipient"]
     # Not `raised_at` (the wall clock of each release): a repeat after a restart must give
-    # objects equal to the first, as their ids are.
-    created = alert["last_seen"]
+    # objects equal to the first, as their ids are. Every version of an alert has the same
+    # `created` (the start of the window its first match was found in) and a later `modified`:
+    # one millisecond per version, so that the newest version wins and a repeat is equal.
+    explanation = alert.get("explanation") or {}
+    created = _aware(explanation.get("window_start") or alert["last_seen"])
+    version = int(alert.get("version", 1))
+    modified = created + timedelta(milliseconds=version - 1)
+    withdrawn = alert.get("change") == "withdrawn"
     policy = alert["policy"]
 
     def oid(kind: str, role: str) -> str:
@@ -200,7 +207,7 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
 
     tlp = tlp_marking(alert["tlp"])
     marked = {"object_marking_refs": [tlp.id], "created_by_ref": PRODUCER_ID}
-    common = {"created": created, "modified": created, **marked}
+    common = {"created": created, "modified": modified, **marked}
 
     decisions: dict[tuple[str, str], Any] = {}
     by_evidence: dict[int, list[tuple[str, str]]] = {}
@@ -300,6 +307,7 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
         f"received by {', '.join(alert['recipients'])})",
         labels=[f"severity-{alert['severity']}", f"rule-{alert['rule_id']}"],
         external_references=refs,
+        **({"revoked": True} if withdrawn else {}),
         **common,
     )
     return [
@@ -347,3 +355,8 @@ def _bundle_parts(
             objects.setdefault(obj.id, obj)
     names = sorted(f"{a['alert_id']}/{a['recipient']}" for a in alerts)
     return f"bundle--{_uuid('bundle', *names)}", list(objects.values())
+
+
+def _aware(value: Any) -> datetime:
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

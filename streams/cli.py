@@ -153,10 +153,16 @@ def format_alert(a: dict[str, Any]) -> str:
     when = a.get("raised_at", "")[:19].replace("T", " ")
     loc = a.get("location", {})
     red = len(a.get("redactions", []))
+    change = a.get("change", "raised")
+    version = "" if change == "raised" else f" {change.upper()} v{a.get('version')}"
+    revision = a.get("revision") or {}
+    why = f" | {revision.get('reason')}" if revision.get("reason") else ""
+    if revision.get("superseded_by"):
+        why += f" (superseded by {str(revision['superseded_by'])[:12]})"
     return (
-        f"[{a.get('recipient')}] {when} {a.get('severity', '').upper():8} {a.get('rule_id')} "
-        f"score {a.get('score')} {a.get('tlp')} at {loc.get('lat')},{loc.get('lon')} | {ev}"
-        f" | {red} redacted | {a.get('alert_id', '')[:12]}"
+        f"[{a.get('recipient')}]{version} {when} {a.get('severity', '').upper():8} "
+        f"{a.get('rule_id')} score {a.get('score')} {a.get('tlp')} at {loc.get('lat')},"
+        f"{loc.get('lon')} | {ev} | {red} redacted | {a.get('alert_id', '')[:12]}{why}"
     )
 
 
@@ -234,7 +240,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out.flush()
     print(
         f"replay: {stats.events} events, {stats.accepted} accepted, {stats.rejected} rejected, "
-        f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alerts",
+        f"{stats.duplicates} duplicates, {stats.late} late, {stats.alerts} alert versions "
+        f"({stats.standing} alerts stand)",
         file=sys.stderr,
     )
     return 0

@@ -453,9 +453,11 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             12,
             8,
             timeseries(
-                "Audit records and suppressed repeats / s",
+                "Audit records, alert versions and late refutations / s",
                 "Audit records on audit.sharing should match deliveries per destination. "
-                "Suppressed: matches dropped as repeats of a recent alert.",
+                "Joined: matches that joined an alert already raised. Versions: updates and "
+                "withdrawals. Refuted late: records refuting an alert after its corrections "
+                "span (the alert stands; an officer clears it).",
                 targets(
                     (
                         f"sum by (destination) (rate(fusion_audit_records_total[{RATE}]))",
@@ -463,7 +465,15 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
                     ),
                     (
                         f"sum by (rule) (rate(fusion_alerts_suppressed_total[{RATE}]))",
-                        "suppressed {{rule}}",
+                        "joined {{rule}}",
+                    ),
+                    (
+                        f"sum by (rule, change) (rate(fusion_alert_versions_total[{RATE}]))",
+                        "{{change}} {{rule}}",
+                    ),
+                    (
+                        f"sum by (rule) (rate(fusion_alerts_refuted_late_total[{RATE}]))",
+                        "refuted late {{rule}}",
                     ),
                 ),
                 unit="ops",

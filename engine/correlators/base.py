@@ -24,6 +24,11 @@ class Correlator(ABC, Generic[R]):
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
         """Take a fact the rule's selectors match; `owner` is False for a geographic halo copy."""
 
+    def on_late(self, fact: Fact, key: str | None, watermark: float) -> list[Hit]:
+        """A fact too late for the rule (beyond lateness and corrections): report any alert
+        it would refute (the engine counts it; the alert stands). Not taken into state."""
+        return []
+
     def on_watermark(self, watermark: float) -> list[Hit]:
         """Event time has reached `watermark`: fire decisions that waited for it."""
         return []

@@ -68,13 +68,32 @@ class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
         events = self.events
         if not events.add(key, fact):
             return []  # a redelivery: it was counted already
+        held = events.holds(key, fact.event_id)
+        hits = []
+        hit = self._decide(key, fact, held)
+        if hit is not None:
+            hits.append(hit)
+        # Taken after events it precedes (late): the match decided at each of them, as replay
+        # decides it with this event already there.
+        me = (fact.ts, fact.event_id)
+        for g in events.between(key, fact.ts, fact.ts + self.rule.window):
+            if (g.ts, g.event_id) > me:
+                hit = self._decide(key, g, True)
+                if hit is not None:
+                    hits.append(hit)
+        return hits
+
+    def _decide(self, key: str, fact: Fact, held: bool) -> Hit | None:
+        """The match decided at `fact`: from the facts of the key up to it in (time, id)."""
         rule = self.rule
         w = rule.window
-        group = with_fact(events.near(key, fact.ts, w), fact, events.holds(key, fact.event_id))
+        me = (fact.ts, fact.event_id)
+        before = [f for f in self.events.near(key, fact.ts, w) if (f.ts, f.event_id) <= me]
+        group = with_fact(before, fact, held)
         if len(group) < rule.threshold:
-            return []
+            return None
         span = first_span(group, fact, w, rule.threshold)
         if span is None:
-            return []
+            return None
         last = span[-1]
-        return [Hit(rule.id, tuple(span), key, last.lat, last.lon)]
+        return Hit(rule.id, tuple(span), key, last.lat, last.lon)

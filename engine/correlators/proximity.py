@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from engine.geo import EARTH_RADIUS_KM, Grid, haversine_km
 from engine.hits import Hit
 from engine.rules import Role, RuleBase
 from engine.selectors import Selector
-from engine.state import KeyedFacts, near_bounds, with_fact
+from engine.state import KeyedFacts, event_time, near_bounds, with_fact
 
 
 class ProximityRule(RuleBase):
@@ -109,6 +110,9 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         # The kinds of every fact taken, by event id, until it expires (or, if evicted, until
         # the next expiry): also what tells a redelivery.
         self.kinds: dict[str, tuple[str, ...]] = {}
+        self.owned: set[str] = set()
+        self._newest = -math.inf
+        """The latest event time taken: a fact at or after it precedes nothing held."""
         self.needed = rule.needed()
         self._least = sum(self.needed.values())
         # A great circle is at least as long as its difference in latitude: farther apart in
@@ -120,7 +124,6 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         return tuple(n for n, matches in self._select if matches(fact))
 
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
-        rule = self.rule
         eid = fact.event_id
         kinds = self.kinds.get(eid)
         if kinds is None:
@@ -129,11 +132,58 @@ class ProximityCorrelator(Correlator[ProximityRule]):
                 return []
             self.kinds[eid] = kinds
             self.cells.add(self.grid.cell(fact.lat, fact.lon), fact)
-        if not kinds or not owner:
+        if not kinds:
             return []
+        hits: list[Hit] = []
+        if owner:
+            self.owned.add(eid)
+            hit = self._evaluate(fact)
+            if hit is not None:
+                hits.append(hit)
+        # Taken after events it precedes (late): the match decided at each of them, as replay
+        # decides it with this event already there.
+        if fact.ts <= self._newest:
+            later = self._after(fact)
+        else:
+            self._newest = fact.ts
+            later = []
+        for g in later:
+            hit = self._evaluate(g)
+            if hit is not None:
+                hits.append(hit)
+        return hits
+
+    def _after(self, fact: Fact) -> list[Fact]:
+        """Facts owned here, later than `fact` within the window and within reach of it."""
+        w = self.rule.window
+        radius = self.rule.radius_km
+        lat, lon, t = fact.lat, fact.lon, fact.ts
+        me = (t, fact.event_id)
+        out: list[Fact] = []
+        owned = self.owned
+        for cell in self.grid.cells_within(lat, lon, radius):
+            held = self.cells.by_key.get(cell)
+            if held is None or held[-1].ts < t:
+                continue
+            for g in held[bisect_left(held, t, key=event_time) :]:
+                if (
+                    g.event_id in owned
+                    and (g.ts, g.event_id) > me
+                    and g.ts - t <= w
+                    and haversine_km(lat, lon, g.lat, g.lon) <= radius
+                ):
+                    out.append(g)
+        out.sort(key=_order)
+        return out
+
+    def _evaluate(self, fact: Fact) -> Hit | None:
+        """The match decided at `fact`, from the facts up to it in (time, id) order."""
+        rule = self.rule
+        eid = fact.event_id
         w = rule.window
         radius = rule.radius_km
         lat, lon, t = fact.lat, fact.lon, fact.ts
+        me = (t, eid)
         # The facts of the cells around within the window of time, first; then those near.
         in_cell = self.cells.by_key.get
         ranges: list[list[Fact]] = []
@@ -151,7 +201,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
                     ranges.append(held[i:j])
                     count += j - i
         if count + 1 < self._least:
-            return []  # too few even before the distance test
+            return None  # too few even before the distance test
         near: list[Fact] = []
         max_dlat = self._max_dlat
         for held in ranges:
@@ -159,20 +209,21 @@ class ProximityCorrelator(Correlator[ProximityRule]):
                 if (
                     f is not fact
                     and f.event_id != eid
+                    and (f.ts, f.event_id) < me
                     and abs(f.lat - lat) <= max_dlat
                     and haversine_km(lat, lon, f.lat, f.lon) <= radius
                 ):
                     near.append(f)
         if len(near) + 1 < self._least:
-            return []
+            return None
         near.sort(key=_order)
         group = with_fact(near[-rule.max_candidates :], fact, False)
         span = self._first_span(group, t, w)
         if span is None:
-            return []
+            return None
         lat = sum(f.lat for f in span) / len(span)
         lon = sum(f.lon for f in span) / len(span)
-        return [Hit(rule.id, tuple(span), None, lat, lon)]
+        return Hit(rule.id, tuple(span), None, lat, lon)
 
     def _first_span(self, group: list[Fact], t: float, w: float) -> list[Fact] | None:
         """The earliest span [s, s + w] of `group` (sorted) holding time `t` with enough of
@@ -208,6 +259,7 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         kinds = self.kinds
         for eid in self.cells.take_dropped():
             kinds.pop(eid, None)
+            self.owned.discard(eid)
 
     def size(self) -> tuple[int, int]:
         return (self.cells.keys(), self.cells.items_count())
@@ -219,11 +271,16 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         return self.cells.facts()
 
     def snapshot(self) -> Any:
-        return {"cells": self.cells.snapshot()}
+        return {"cells": self.cells.snapshot(), "owned": sorted(self.owned)}
 
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.cells.restore(data["cells"], facts)
         self.kinds = {f.event_id: self._match(f) for f in self.cells.facts()}
+        held = set(self.kinds)
+        self._newest = max((f.ts for f in self.cells.facts()), default=-math.inf)
+        owned = data.get("owned")
+        # a snapshot from before owners were recorded: take every fact held as owned
+        self.owned = held if owned is None else {e for e in owned if e in held}
 
 
 def _order(f: Fact) -> tuple[float, str]:

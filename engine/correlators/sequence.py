@@ -109,6 +109,14 @@ class SequenceRule(RuleBase):
             f"{duration(self.window)}"
         )
 
+    def _delay_said(self) -> str:
+        if self.corrections is not None:
+            return (
+                f", open to correction for {duration(self.corrections)} (a late "
+                f"{self.steps[-1].name} withdraws it)"
+            )
+        return f" by the rule's lateness ({duration(self.decision_delay)})"
+
     def explain(self, ex: Explanation) -> None:
         w = self.window
         present = self.present
@@ -143,7 +151,7 @@ class SequenceRule(RuleBase):
                     f"no {absent.name} ({describe_selectors(absent.select)}) with the same "
                     f"{self.key.name} within {duration(absent.within)} after the "
                     f"{present[-1].name}: checked up to that time, decided once event time "
-                    f"had passed it by the rule's lateness ({duration(self.allowed_lateness)})"
+                    f"had passed it{self._delay_said()}"
                 )
             )
             ex.window_end = ex.absence_until
@@ -166,6 +174,9 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         self.absent_seen: KeyedFacts[str] = KeyedFacts(mk, mpk)
         self.decided: KeyedFacts[str] = KeyedFacts(mk, mpk)
         self.pending: dict[str, dict[str, Pending]] = {}
+        # With `corrections`: chains fired on an absence, by key and last event, so that an
+        # absent-step event taken later can withdraw them.
+        self.fired: dict[str, dict[str, tuple[Fact, ...]]] = {}
         self.pending_evictions = 0
         self._due: list[tuple[float, int, str, str]] = []
         self._tie = itertools.count()
@@ -180,6 +191,8 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         cancels = self._cancels
         if cancels is not None and cancels(fact) and self.absent_seen.add(key, fact):
             self._cancel(key, fact)
+            if self.fired:
+                hits.extend(self._refute(key, fact))
         positions: list[int] = []
         for i, takes in enumerate(self._takes):
             if takes(fact) and self.stores[i].add(key, fact):
@@ -215,6 +228,35 @@ class SequenceCorrelator(Correlator[SequenceRule]):
                 self.decided.add(key, a)
         if not waiting:
             del self.pending[key]
+
+    def on_late(self, fact: Fact, key: str | None, watermark: float) -> list[Hit]:
+        cancels = self._cancels
+        if key is None or cancels is None or not cancels(fact):
+            return []
+        return self._refute(key, fact)
+
+    def _refute(self, key: str, b: Fact) -> list[Hit]:
+        """An absent-step event within `within` after chains already fired: each is refuted."""
+        fired = self.fired.get(key)
+        if not fired or self.absence is None or self.absence.within is None:
+            return []
+        within = self.absence.within
+        out: list[Hit] = []
+        for a_id, chain in list(fired.items()):
+            a = chain[-1]
+            if a.event_id != b.event_id and a.ts <= b.ts <= a.ts + within:
+                del fired[a_id]
+                reason = (
+                    f"{self.absence.name} {b.event_id} came {duration(b.ts - a.ts)} after the "
+                    f"{self.present[-1].name} (within {duration(within)}): the absence the "
+                    "alert rests on did not hold"
+                )
+                out.append(
+                    Hit(self.rule.id, chain, key, a.lat, a.lon, refuted_by=(b,), reason=reason)
+                )
+        if not fired:
+            del self.fired[key]
+        return out
 
     def _wait(self, key: str, chain: tuple[Fact, ...]) -> None:
         """A complete chain of present steps: wait for its absence unless already decided."""
@@ -343,9 +385,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
     # -- time ------------------------------------------------------------------------------
 
     def on_watermark(self, watermark: float) -> list[Hit]:
-        """Fire every waiting chain whose absence is decided: due + lateness has passed."""
+        """Fire every waiting chain whose absence is decided: due + lateness has passed (due
+        alone with `corrections`: a late absent-step event then withdraws the alert)."""
         hits: list[Hit] = []
-        lateness = self.rule.allowed_lateness
+        lateness = self.rule.decision_delay
+        keep = self.rule.corrections is not None
         due_heap = self._due
         while due_heap and due_heap[0][0] + lateness < watermark:
             due, _, key, a_id = heapq.heappop(due_heap)
@@ -359,6 +403,8 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             chain = entry[0]
             a = chain[-1]
             self.decided.add(key, a)
+            if keep:
+                self.fired.setdefault(key, {})[a_id] = chain
             hits.append(Hit(self.rule.id, chain, key, a.lat, a.lon))
         return hits
 
@@ -368,6 +414,14 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             store.expire(before)
         self.absent_seen.expire(before)
         self.decided.expire(before)
+        # fired chains are kept a corrections span longer: a refutation that comes after the
+        # span is still recognised, counted and logged
+        kept = before - (self.rule.corrections or 0.0)
+        for key, fired in list(self.fired.items()):
+            for a_id in [i for i, chain in fired.items() if chain[-1].ts < kept]:
+                del fired[a_id]
+            if not fired:
+                del self.fired[key]
         # Cancelled and evicted chains leave their entries in the heap: compact it now and then.
         waiting = sum(len(w) for w in self.pending.values())
         if len(self._due) > 2 * waiting + 1024:
@@ -398,6 +452,9 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         for waiting in self.pending.values():
             for chain, _ in waiting.values():
                 yield from chain
+        for fired in self.fired.values():
+            for chain in fired.values():
+                yield from chain
 
     def snapshot(self) -> Any:
         return {
@@ -408,6 +465,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
                 [key, [f.event_id for f in chain], due]
                 for key, waiting in self.pending.items()
                 for chain, due in waiting.values()
+            ],
+            "fired": [
+                [key, [f.event_id for f in chain]]
+                for key, fired in self.fired.items()
+                for chain in fired.values()
             ],
         }
 
@@ -424,6 +486,11 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             chain = tuple(facts[i] for i in ids)
             self.pending.setdefault(key, {})[chain[-1].event_id] = (chain, due)
             heapq.heappush(self._due, (due, next(self._tie), key, chain[-1].event_id))
+        self.fired = {}
+        for key, ids in data.get("fired", []):
+            if all(i in facts for i in ids):
+                chain = tuple(facts[i] for i in ids)
+                self.fired.setdefault(key, {})[chain[-1].event_id] = chain
 
 
 def _latest_before(

@@ -47,6 +47,18 @@ def format_explanation(alert: dict[str, Any]) -> str:
         f"as {alert['tlp']} under policy {alert['policy']['id']} v{alert['policy']['version']}"
     )
     lines = [head]
+    for v in alert.get("history", []):
+        r = v.get("revision") or {}
+        said = f"  version {v['version']} {v['change']} at {v['at']}, {v['evidence']} events"
+        if r.get("reason"):
+            said += f": {r['reason']}"
+        if r.get("records"):
+            said += f" ({', '.join(r['records'])})"
+        if r.get("superseded_by"):
+            said += f"; superseded by {r['superseded_by']}"
+        lines.append(said)
+    if alert.get("change") == "withdrawn":
+        lines.append("WITHDRAWN: it no longer stands (the last version above says why)")
     if not ex:
         lines.append("  no explanation recorded (an alert from before explanations were kept)")
         return "\n".join(lines)
@@ -182,14 +194,17 @@ def _released(
     prefix: str = args.alert_id
     if args.input is None:
         for c in countries:
+            found: dict[int, dict[str, Any]] = {}
             for raw in _read_all(settings, [settings.alert_topic(c)]):
                 try:
                     a = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(a, dict) and str(a.get("alert_id", "")).startswith(prefix):
-                    yield a
-                    break
+                    found.setdefault(int(a.get("version", 1)), a)
+                    prefix = str(a["alert_id"])  # one alert: the first the prefix found
+            if found:
+                yield with_history([found[v] for v in sorted(found)])
         return
     from engine.release import recipients, release_json
     from engine.replay import correlate_file
@@ -201,9 +216,11 @@ def _released(
     alerts, _ = correlate_file(
         _events(settings, args.input), ruleset, partners=settings.partner_set
     )
+    per_dest: dict[str, list[dict[str, Any]]] = {}
     for a in alerts:
         if not a.alert_id.startswith(prefix):
             continue
+        prefix = a.alert_id
         who = recipients(a, settings.partner_set, policy)
         for dest in who:
             if dest in countries:
@@ -211,5 +228,24 @@ def _released(
                     a, dest, who, policy, now=a.raised_at, topic=settings.alert_topic(dest)
                 )
                 if out is not None:
-                    yield out[0]
-        return
+                    per_dest.setdefault(dest, []).append(out[0])
+    for versions in per_dest.values():
+        yield with_history(versions)
+
+
+def with_history(versions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest of an alert's versions (in order), with the list of them all."""
+    newest = versions[-1]
+    return {
+        **newest,
+        "history": [
+            {
+                "version": v.get("version", 1),
+                "change": v.get("change", "raised"),
+                "at": v.get("raised_at"),
+                "revision": v.get("revision"),
+                "evidence": len(v.get("evidence", [])),
+            }
+            for v in versions
+        ],
+    }

@@ -134,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unique(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last copy of each alert, in first-seen order."""
-    by_id = {a["alert_id"]: a for a in alerts}
+    """The newest version of each alert (the last copy of it), in first-seen order."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        held = by_id.get(a["alert_id"])
+        if held is None or int(a.get("version", 1)) >= int(held.get("version", 1)):
+            by_id[a["alert_id"]] = a
     return list(by_id.values())

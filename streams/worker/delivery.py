@@ -61,7 +61,10 @@ class Delivery:
         policy = self.policy()
         who = recipients(alert, self.partners, policy)
         metrics = self.metrics
-        metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+        if alert.change == "raised":
+            metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+        else:
+            metrics.alert_versions.labels(alert.rule_id, alert.change).inc()
         key = alert.alert_id.encode()
         rule_file = None
         if self.rule_files is not None:
@@ -91,6 +94,8 @@ class Delivery:
                 await self.producer.send(bundle[0], key, bundle[1], None)
             if self.tak is not None:
                 self.tak.offer(dest, body)
+        if alert.change != "raised":
+            return  # latency is the first version's: an update waits on its span by design
         done = time.time()
         metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
         if ingested_at is not None:

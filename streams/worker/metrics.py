@@ -121,7 +121,19 @@ class Metrics:
         )
         self.suppressed = Counter(
             "fusion_alerts_suppressed",
-            "Rule matches suppressed as repeats of a recent alert.",
+            "Rule matches that joined an alert already raised (an update, or nothing new).",
+            ["rule"],
+            registry=r,
+        )
+        self.alert_versions = Counter(
+            "fusion_alert_versions",
+            "Alert versions released after the first, by rule and change (updated, withdrawn).",
+            ["rule", "change"],
+            registry=r,
+        )
+        self.refuted_late = Counter(
+            "fusion_alerts_refuted_late",
+            "Records that refute an alert, taken after its corrections span: the alert stands.",
             ["rule"],
             registry=r,
         )
@@ -226,7 +238,12 @@ class StateExport:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._seen: dict[str, dict[str, int]] = {"evictions": {}, "late": {}, "suppressed": {}}
+        self._seen: dict[str, dict[str, int]] = {
+            "evictions": {},
+            "late": {},
+            "suppressed": {},
+            "refuted_late": {},
+        }
 
     def export(self, stages: Collection[CorrelateStage], rule_ids: Iterable[str]) -> None:
         """`stages`: one per partition held here; `rule_ids`: the rules in force."""
@@ -234,7 +251,7 @@ class StateExport:
         keys: defaultdict[str, int] = defaultdict(int)
         partials: defaultdict[str, int] = defaultdict(int)
         counted: dict[str, defaultdict[str, int]] = {
-            name: defaultdict(int) for name in ("evictions", "late", "suppressed")
+            name: defaultdict(int) for name in ("evictions", "late", "suppressed", "refuted_late")
         }
         for stage in stages:
             engine = stage.engine
@@ -245,12 +262,14 @@ class StateExport:
             for rule_id, rule_stats in engine.stats.rules.items():
                 counted["late"][rule_id] += rule_stats.late
                 counted["suppressed"][rule_id] += rule_stats.suppressed
+                counted["refuted_late"][rule_id] += rule_stats.refuted_late
         metrics.state_partitions.set(len(stages))
         metrics.dedup_ids.set(sum(stage.dedup_ids for stage in stages))
         counters = {
             "evictions": metrics.state_evictions,
             "late": metrics.rule_late,
             "suppressed": metrics.suppressed,
+            "refuted_late": metrics.refuted_late,
         }
         for rule_id in rule_ids:
             metrics.state_keys.labels(rule_id).set(keys.get(rule_id, 0))

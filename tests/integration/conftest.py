@@ -213,6 +213,37 @@ class Worker:
         self.stop(signal.SIGKILL)
 
 
+class IdReader:
+    """The alert ids on some topics, read on from where the last call stopped."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.topics = topics
+        self.ids: set[str] = set()
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        )
+        self.assigned: set[TopicPartition] = set()
+
+    def read(self, ends: dict[TopicPartition, int]) -> set[str]:
+        """Every id up to `ends` (the topics' end offsets as of now)."""
+        ends = {tp: end for tp, end in ends.items() if end > 0}
+        new = set(ends) - self.assigned
+        if new:
+            self.assigned |= new
+            self.consumer.assign(sorted(self.assigned))
+            self.consumer.seek_to_beginning(*new)
+        deadline = time.monotonic() + 180
+        c = self.consumer
+        while any(c.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"could not read {self.topics} to their end"
+            for recs in c.poll(timeout_ms=500).values():
+                self.ids.update(orjson.loads(r.value)["alert_id"] for r in recs)
+        return set(self.ids)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class Lab:
     """Per-test topics (suffixed), a producer, readers, and workers."""
 
@@ -261,6 +292,7 @@ class Lab:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
         self.workers: list[Worker] = []
         self._probe: tuple[KafkaConsumer, KafkaAdminClient] | None = None
+        self._id_readers: dict[str, IdReader] = {}
 
     def worker(self, **env: str) -> Worker:
         e = {
@@ -396,9 +428,16 @@ class Lab:
                 time.sleep(0.2)
 
     def alert_ids(self, prefix: str | None = None) -> set[str]:
-        """Every alert id on a run's two alert topics (this lab's by default), read to the end."""
+        """Every alert id on a run's two alert topics (this lab's by default), read to the end
+        (by one reader per run that carries on from where it was: topics of many versions
+        are not read again from the start)."""
         prefix = prefix or self.env["FUSION_ALERT_TOPIC_PREFIX"]
-        return {a["alert_id"] for cc in ("us", "mx") for a in self.read_all(f"{prefix}{cc}")}
+        reader = self._id_readers.get(prefix)
+        if reader is None:
+            reader = self._id_readers[prefix] = IdReader(
+                self.bootstrap, [f"{prefix}{cc}" for cc in ("us", "mx")]
+            )
+        return reader.read(self.end_offsets(reader.topics))
 
     def read_all(self, what: str) -> list[dict[str, Any]]:
         """Every message of a topic up to its end offsets as of now."""
@@ -411,7 +450,7 @@ class Lab:
         try:
             c.assign(list(ends))
             c.seek_to_beginning(*ends)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while any(c.position(tp) < end for tp, end in ends.items()):
                 assert time.monotonic() < deadline, f"could not read {topic} to its end"
                 for tp, recs in c.poll(timeout_ms=500).items():
@@ -451,6 +490,8 @@ class Lab:
             if self._probe is not None:
                 for client in self._probe:
                     client.close()
+            for reader in self._id_readers.values():
+                reader.close()
 
 
 @pytest.fixture

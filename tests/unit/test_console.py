@@ -350,3 +350,25 @@ def test_a_country_not_a_partner_is_refused() -> None:
         check=False,
     )
     assert out.returncode == 2 and "--since 'soon'" in out.stderr
+
+
+def test_the_store_holds_the_newest_version_with_its_history() -> None:
+    store = AlertStore()
+    first = alert_doc("a1")
+    assert keep(store, first)
+    update = {**first, "version": 2, "change": "updated",
+              "revision": {"reason": "1 more events joined the match", "records": ["e9"],
+                           "superseded_by": None}}  # fmt: skip
+    withdrawal = {**first, "version": 3, "change": "withdrawn",
+                  "revision": {"reason": "an inspection came", "records": ["i1"],
+                               "superseded_by": None}}  # fmt: skip
+    assert keep(store, withdrawal)
+    assert not keep(store, withdrawal)  # a repeat
+    assert not keep(store, update)  # older, late: history only
+    held = store.get("a1")
+    assert held is not None and held["change"] == "withdrawn" and len(store) == 1
+    assert [(v["version"], v["change"]) for v in held["history"]] == [
+        (1, "raised"),
+        (2, "updated"),
+        (3, "withdrawn"),
+    ]

@@ -102,7 +102,7 @@ def test_the_demos_backlog_fires_every_rule_and_decides_absences_by_event_time(
     newest = sorted(ts(ev) for etype, ev in events if etype == "detection")[-100]
     for rule in RULES.rules:
         if isinstance(rule, SequenceRule) and rule.absence is not None:
-            wait = (rule.absence.within or 0.0) + rule.allowed_lateness
+            wait = (rule.absence.within or 0.0) + rule.decision_delay
             for cc in PARTNERS:
                 decided = [a for a in got[(rule.id, cc)] if a.last_seen + wait < newest - 60]
                 assert decided, (rule.id, cc)

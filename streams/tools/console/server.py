@@ -92,9 +92,11 @@ class Console:
         self.broadcast = Broadcast()
 
     def take(self, alert: Alert, doc: dict[str, Any]) -> None:
-        """A new alert from the topic: keep it and push it to every open page."""
+        """A new alert, or a new version of one, from the topic: keep it and push it (with
+        its history) to every open page."""
         if self.store.add(alert, doc):
-            self.broadcast.publish(sse("alert", orjson.dumps(doc)))
+            held = self.store.get(alert.alert_id)
+            self.broadcast.publish(sse("alert", orjson.dumps(held)))
 
 
 _CONSOLE = web.AppKey("console", Console)

@@ -228,6 +228,7 @@ def aggregate(
     rule_alerts: dict[str, set[str]] = {}
     rule_releases: dict[str, Counter[str]] = {}
     rule_cross: dict[str, Counter[str]] = {}
+    rule_changed: dict[tuple[str, str], set[str]] = {}
     for rec in records:
         when = rec.released_at
         if not since <= when < until:
@@ -239,6 +240,8 @@ def aggregate(
         _add(by_dest, dest, aid, ())
         overview[idx][dest] += 1
         rule_alerts.setdefault(rec.rule_id, set()).add(aid)
+        if rec.change != "raised":
+            rule_changed.setdefault((rec.rule_id, rec.change), set()).add(aid)
         rule_releases.setdefault(rec.rule_id, Counter())[dest] += 1
         cross = rule_cross.setdefault(rec.rule_id, Counter())
         per_origin: dict[str, list[FieldAction]] = {}
@@ -304,6 +307,8 @@ def aggregate(
                 alerts=len(rule_alerts[rule_id]),
                 releases={d: rule_releases[rule_id].get(d, 0) for d in dests},
                 cross_border=ActionMix.of(rule_cross[rule_id]),
+                updated=len(rule_changed.get((rule_id, "updated"), ())),
+                withdrawn=len(rule_changed.get((rule_id, "withdrawn"), ())),
             )
             for rule_id in sorted(rule_alerts, key=lambda r: (-len(rule_alerts[r]), r))
         ],

@@ -111,6 +111,8 @@ class RuleTotal(Frozen):
     alerts: int
     releases: dict[str, int] = Field(description="Releases per destination.")
     cross_border: ActionMix
+    updated: int = Field(default=0, description="Alerts with at least one update released.")
+    withdrawn: int = Field(default=0, description="Alerts withdrawn.")
 
 
 class Totals(Frozen):

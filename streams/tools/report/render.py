@@ -189,7 +189,14 @@ def _totals(report: Report) -> str:
     )
     dest_rows = [[d, t.releases_by_destination[d], t.alerts_by_destination[d]] for d in dests]
     rule_rows = [
-        [r.rule_id, r.alerts, *(r.releases[d] for d in dests), *_mix(r.cross_border)]
+        [
+            r.rule_id,
+            r.alerts,
+            r.updated,
+            r.withdrawn,
+            *(r.releases[d] for d in dests),
+            *_mix(r.cross_border),
+        ]
         for r in t.rules
     ]
     return (
@@ -202,7 +209,17 @@ def _totals(report: Report) -> str:
         + f"<h3>Releases per {report.bucket}, by destination</h3>"
         + chart
         + "<h3>By rule (fields: cross-border only)</h3>"
-        + _table(["Rule", "Alerts", *(f"Releases to {d}" for d in dests), *MIX_HEAD], rule_rows)
+        + _table(
+            [
+                "Rule",
+                "Alerts",
+                "Updated",
+                "Withdrawn",
+                *(f"Releases to {d}" for d in dests),
+                *MIX_HEAD,
+            ],
+            rule_rows,
+        )
         + "</section>"
     )
 

@@ -62,10 +62,19 @@ class CorrelateShell:
             ).set(before)
         await self.checkpoints.maybe_snapshot(record.partition)
 
-    async def send_output(self, out: CorrelateOutput, log: PartitionLog | None = None) -> None:
+    async def send_output(
+        self, out: CorrelateOutput, audit_log: PartitionLog | None = None
+    ) -> None:
         m = self.metrics
         for alert, ingested_at in out.alerts:
-            await self.delivery.deliver(alert, ingested_at, log)
+            await self.delivery.deliver(alert, ingested_at, audit_log)
+        for alert_id, rule_id, records in out.refuted_late:
+            log.warning(
+                "alert %s (%s) stands: %s refute it but came after its corrections span",
+                alert_id,
+                rule_id,
+                ", ".join(records),
+            )
         for it in out.duplicates:
             m.duplicates.labels(it.doc.get("event_type", "")).inc()
         for it in out.behind:

@@ -150,7 +150,11 @@
     el("td", {}, el("span", { class: "badge sev-" + sev }, sev)),
     el("td", { class: "rule", title: alert.title || "" }, alert.rule_id),
     el("td", {}, el("span", { class: tlpClass(alert.tlp) }, alert.tlp)),
-    el("td", {}, `${(alert.evidence || []).length} (${countries.join(", ")})`));
+    el("td", {}, `${(alert.evidence || []).length} (${countries.join(", ")})`,
+      alert.change === "withdrawn" ? el("span", { class: "badge withdrawn" }, "withdrawn")
+        : (alert.version || 1) > 1 ? el("span", { class: "badge updated" }, `v${alert.version}`) : ""));
+    tr.setAttribute("data-change", alert.change || "raised");
+    tr.setAttribute("data-version", alert.version || 1);
     tr.addEventListener("click", () => showAlert(alert.alert_id));
     tr.addEventListener("keydown", (e) => { if (e.key === "Enter") showAlert(alert.alert_id); });
     return tr;
@@ -168,9 +172,17 @@
   }
 
   function addAlert(alert, live) {
-    if (!alert || typeof alert.alert_id !== "string" || alerts.has(alert.alert_id)) return;
+    if (!alert || typeof alert.alert_id !== "string") return;
+    const held = alerts.get(alert.alert_id);
+    if (held) {
+      if ((alert.version || 1) <= (held.alert.version || 1)) return;
+      held.row.remove();  // a new version: updated in place, with its history
+      if (held.layer && alertLayer.hasLayer(held.layer)) alertLayer.removeLayer(held.layer);
+      alerts.delete(alert.alert_id);
+    }
     const tr = row(alert);
     if (live) tr.classList.add("new");
+    if (alert.change && alert.change !== "raised") tr.classList.add(alert.change);
     const layer = mapLayer(alert);
     const entry = { alert, row: tr, layer, receivedAt: Date.now() };
     alerts.set(alert.alert_id, entry);
@@ -179,7 +191,9 @@
     addOption("filter-tlp", alert.tlp);
     applyFilter(entry, Date.now());
     updateCounts();
-    if (pendingDetail === alert.alert_id) showDetail(alert.alert_id);
+    const panel = document.getElementById("detail");
+    const showing = !panel.hidden && panel.getAttribute("data-alert-id") === alert.alert_id;
+    if (pendingDetail === alert.alert_id || showing) showDetail(alert.alert_id);
   }
 
   function addOption(selectId, value) {
@@ -311,9 +325,28 @@
           el("span", { class: "mono muted" }, `sha256 ${policy.sha256}`)),
         el("dt", {}, "alert id"), el("dd", { class: "mono" }, alert.alert_id)),
     ];
+    if (alert.change === "withdrawn") {
+      const r = alert.revision || {};
+      out.splice(1, 0, el("p", { id: "detail-withdrawn", class: "withdrawn" },
+        "Withdrawn: ", r.reason || "", r.superseded_by ? ` (superseded by ${r.superseded_by})` : ""));
+    }
+    out.push(...history(alert));
     if (alert.explanation) out.push(...explanation(alert));
     out.push(...evidence(alert), ...redactions(alert));
     return out;
+  }
+
+  function history(alert) {
+    const steps = alert.history || [];
+    if (steps.length < 2 && !alert.revision) return [];
+    return [el("h3", {}, "Versions"), el("ol", { id: "detail-history" }, ...steps.map((v) => {
+      const r = v.revision || {};
+      const records = (r.records || []).join(", ");
+      return el("li", { "data-change": v.change },
+        `v${v.version} ${v.change} ${shortTime(v.at)}Z, ${v.evidence} events`,
+        r.reason ? ` — ${r.reason}` : "", records ? ` (${records})` : "",
+        r.superseded_by ? ` → ${r.superseded_by}` : "");
+    }))];
   }
 
   function explanation(alert) {
