@@ -256,6 +256,10 @@ def release_json(
         "policy": dict(ref_doc),
         "actions": actions,
         "match": None if key is None else {"fields": key_fields},
+        "rule_file": None,
+        "alert_sha256": None,
+        "salt": None,
+        "log": None,
     }
     return body, audit
 

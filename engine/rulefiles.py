@@ -46,9 +46,13 @@ def parse_rule(doc: Any, *, file: str, index: int) -> RuleBase:
         ) from e
 
 
-def _documents(path: Path) -> list[Any]:
+def _documents(path: Path, raw: bytes) -> list[Any]:
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RuleError("not UTF-8 text", file=str(path)) from e
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -99,11 +103,14 @@ def load_rules(paths: Sequence[Path | str]) -> RuleSet:
     errors: list[RuleError] = []
     rules: list[RuleBase] = []
     sources: dict[str, str] = {}
+    contents: dict[str, bytes] = {}
     for f in files:
         if f.name.startswith("policy"):
             continue
         try:
-            docs = _documents(f)
+            raw = f.read_bytes()
+            contents[str(f)] = raw
+            docs = _documents(f, raw)
         except (OSError, RuleError) as e:
             errors.append(e if isinstance(e, RuleError) else RuleError(str(e), file=str(f)))
             continue
@@ -130,7 +137,7 @@ def load_rules(paths: Sequence[Path | str]) -> RuleSet:
         raise RuleSetError(errors)
     if not files:
         raise RuleSetError([RuleError(f"no rule files found in {', '.join(map(str, paths))}")])
-    return RuleSet(rules, sources)
+    return RuleSet(rules, sources, contents)
 
 
 def parse_rules_text(text: str, *, file: str = "<inline>") -> RuleSet:

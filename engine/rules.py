@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
@@ -214,10 +215,23 @@ class KeyedSelectRule(RuleBase):
 class RuleSet:
     """A validated, immutable set of rules, indexed by the event types they take."""
 
-    def __init__(self, rules: Iterable[RuleBase], sources: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[RuleBase],
+        sources: dict[str, str] | None = None,
+        contents: dict[str, bytes] | None = None,
+    ) -> None:
         self.rules: tuple[RuleBase, ...] = tuple(r for r in rules if r.enabled)
         self.by_id = {r.id: r for r in self.rules}
         self.sources = sources or {}
+        self.contents = contents or {}
+        """Each rule file's bytes as loaded, by path (archived by the worker, by hash)."""
+        self.digests = {
+            rule_id: hashlib.sha256(self.contents[path]).hexdigest()
+            for rule_id, path in self.sources.items()
+            if path in self.contents
+        }
+        """Each rule's file, as SHA-256 of its bytes (recorded with each audit record)."""
         self._by_type: dict[str, list[tuple[RuleBase, tuple[Selector, ...]]]] = {}
         for r in self.rules:
             for t in sorted({t for sel in r.selectors() for t in sel.type}):

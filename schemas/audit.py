@@ -38,6 +38,20 @@ class KeyMatch(WireModel):
     )
 
 
+class LogPlace(WireModel):
+    """Where the record is in the transparency log of the worker partition that wrote it."""
+
+    log: str = Field(description="The log's origin, e.g. `border-fusion/audit/3`.")
+    index: int = Field(ge=0, description="The record's leaf index in that log.")
+
+
+class RuleFileRef(WireModel):
+    """The rule file in force when the alert was raised."""
+
+    name: str = Field(description="The file's name, e.g. `watchlist-plate.yaml`.")
+    sha256: str = Field(description="SHA-256 of the file's bytes as loaded (archived by it).")
+
+
 class AuditRecord(WireModel):
     """One record per alert per destination."""
 
@@ -54,4 +68,23 @@ class AuditRecord(WireModel):
         default=None,
         description="Where the alert's correlation key is in the evidence; null for rules "
         "with no entity key (geographic rules) and in records written before this field.",
+    )
+    rule_file: RuleFileRef | None = Field(
+        default=None,
+        description="The rule file in force; null in records written before this field.",
+    )
+    alert_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the alert exactly as written to the destination's topic; null "
+        "in records written before this field.",
+    )
+    salt: str | None = Field(
+        default=None,
+        description="16 random bytes, base64, making the record's leaf hash unguessable to "
+        "a party that sees only the hash; null in records written before the log.",
+    )
+    log: LogPlace | None = Field(
+        default=None,
+        description="The record's place in the transparency log; its leaf is this record in "
+        "RFC 8785 canonical JSON. Null in records written before the log.",
     )

@@ -16,6 +16,7 @@ from schemas.alerts import Alert
 from schemas.audit import AuditRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import EVENT_MODELS
+from schemas.transparency import ArchivedFile, LeafEntry
 from schemas.triage import SharedTriage, TriageAction, TriageAudit
 
 OUT = Path(__file__).resolve().parent / "json"
@@ -27,6 +28,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "triage-action": TriageAction,
     "triage-shared": SharedTriage,
     "triage-audit": TriageAudit,
+    "leaf": LeafEntry,
+    "archive": ArchivedFile,
 }
 
 

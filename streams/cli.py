@@ -37,6 +37,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     created = create_topics(settings)
     if created:
         print(f"created topics: {', '.join(created)}", flush=True)
+    if settings.log_signing_key_file is not None:
+        from streams.worker.auditlog import LogConfigError, check_log_topics
+
+        try:
+            check_log_topics(settings)
+        except LogConfigError as e:
+            print(f"fusion worker: {e}", file=sys.stderr)
+            return 2
     metrics = Metrics()
     if settings.metrics_port:
         from prometheus_client import start_http_server
@@ -314,6 +322,36 @@ def cmd_stix(args: argparse.Namespace) -> int:
     return stix_main(args.rest)
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.verify import main as verify_main
+
+    return verify_main(args.rest)
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.witness import main as witness_main
+
+    return witness_main(args.rest)
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.evidence import main as evidence_main
+
+    return evidence_main(args.rest)
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.evidence import verify_main
+
+    return verify_main(args.rest)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from streams.tools.transparency.keys import main as log_main
+
+    return log_main(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from streams.keys import main as keys_main
 
@@ -399,6 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     own_parsers = (
         ("simulate", cmd_simulate, "publish realistic events (all five types), scenarios mixed in"),
         ("audit", cmd_audit, "what of an alert was released to a country, and why: ALERT_ID CC"),
+        (
+            "audit-verify",
+            cmd_audit_verify,
+            "check every audit record of a country is in the cosigned transparency log: CC",
+        ),
+        ("witness", cmd_witness, "a country's witness of the transparency log: CC, or keygen CC"),
+        ("log", cmd_log, "the transparency log's signing key: keygen NAME --out FILE"),
+        ("evidence", cmd_evidence, "an alert's evidence package: ALERT_ID CC --out DIR"),
+        ("evidence-verify", cmd_evidence_verify, "check an evidence package offline: DIR"),
         ("acls", cmd_acls, "apply the per-country ACLs on a secured broker"),
         ("keys", cmd_keys, "generate, rotate, retire or show pseudonymisation keys"),
         ("triage", cmd_triage, "one triage action as a named user: ALERT_ID ack|assign|note|close"),

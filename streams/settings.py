@@ -84,6 +84,29 @@ class Settings(BaseSettings):
         default="audit.triage",
         description="One record per triage action released to a partner.",
     )
+    topic_log_leaves: str = "audit.log.leaves"
+    topic_log_checkpoints: str = "audit.log.checkpoints"
+    topic_log_cosignatures: str = "audit.log.cosignatures"
+    topic_archive: str = "audit.archive"
+    log_signing_key_file: Path | None = Field(
+        default=None,
+        description="The transparency log's Ed25519 signing key (a note signer key, written by "
+        "`fusion log keygen`), kept out of the repository. Unset: no transparency log.",
+    )
+    log_origin: str = Field(
+        default="border-fusion/audit",
+        description="Origin of the transparency logs; the log of correlate partition p is "
+        "`<origin>/<p>`.",
+    )
+    log_checkpoint_s: float = Field(
+        default=5.0, gt=0, description="Sign a checkpoint of a log at least this often."
+    )
+    log_checkpoint_records: int = Field(
+        default=1000, ge=1, description="... or once this many leaves are published unsigned."
+    )
+    log_topics_check_s: float = Field(
+        default=60.0, gt=0, description="How often the worker checks the log topics' retention."
+    )
     topic_routed: str = "fusion.routed"
     topic_state_engine: str = "fusion.state.engine"
 

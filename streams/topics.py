@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from streams.settings import Settings
 
 HOUR_MS = 3_600_000
+# The transparency log's topics: kept for ever, never compacted (the worker refuses to run if
+# their configuration says otherwise: streams/worker/auditlog.py).
+KEPT = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,16 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_audit,
             settings.input_partitions,
-            audit,
+            # with the transparency log on, its records are kept as long as their leaves
+            dict(KEPT)
+            if settings.log_signing_key_file is not None
+            else audit,
             "audit",
         ),
+        TopicSpec(settings.topic_log_leaves, settings.internal_partitions, KEPT, "log"),
+        TopicSpec(settings.topic_log_checkpoints, 1, KEPT, "log"),
+        TopicSpec(settings.topic_log_cosignatures, 1, KEPT, "log"),
+        TopicSpec(settings.topic_archive, 1, KEPT, "log"),
         *[TopicSpec(settings.alert_topic(p), 1, outputs, "alerts") for p in settings.partners],
         TopicSpec(settings.topic_triage_audit, 1, audit, "audit"),
         *[TopicSpec(settings.triage_topic(p), 1, audit, "triage") for p in settings.partners],

@@ -728,6 +728,40 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             ),
         ),
     ]
+    transparency = [
+        (
+            12,
+            8,
+            timeseries(
+                "Audit log: witness refusals by country, log and reason",
+                "Checkpoints or published leaves a country's witness refused (signature, fork, "
+                "rollback, gap, invalid): the audit log on the broker was tampered with, or the "
+                "pipeline's key misused. Alert AuditLogTampered.",
+                targets(
+                    (
+                        "sum by (country, log, reason) "
+                        f"(increase(fusion_witness_refusals_total[{RATE}]))",
+                        "{{country}} {{log}} {{reason}}",
+                    ),
+                ),
+            ),
+        ),
+        (
+            12,
+            8,
+            timeseries(
+                "Audit log: leaves cosigned by each witness, per log",
+                "Size of the last checkpoint each country's witness cosigned, per log: grows "
+                "with the audit records; flat while alerts flow means a witness is behind.",
+                targets(
+                    (
+                        "max by (country, log) (fusion_witness_cosigned_leaves)",
+                        "{{country}} {{log}}",
+                    ),
+                ),
+            ),
+        ),
+    ]
     return [
         ("Overview", overview),
         ("Ingest", ingest),
@@ -738,6 +772,7 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
         ("Rules and health", health),
         ("TAK", tak),
         ("Triage", triage),
+        ("Audit log witnesses", transparency),
     ]
 
 

@@ -7,7 +7,8 @@
 # Secure mode (`start --secure` or FUSION_BROKER_SECURE=1): the client listener speaks SASL_SSL
 # with SCRAM-SHA-512 users and TLS from a local CA generated with openssl into the broker folder;
 # the StandardAuthorizer enforces ACLs (streams/tools/acls.py applies them after start): `ops-<cc>` reads
-# only alerts.<cc>, `producer-<cc>` writes only the input topics, `fusion` (the pipeline) and
+# only alerts.<cc>, `producer-<cc>` writes only the input topics, `witness-<cc>` reads the audit
+# log's leaves and checkpoints and writes cosignatures, `fusion` (the pipeline) and
 # `broker` (inter-broker) are super users. Passwords are generated into <folder>/credentials.env
 # (mode 600), which also configures a client as the pipeline. The KRaft controller listener stays
 # PLAINTEXT on loopback (its ANONYMOUS principal must be a super user: anything that can reach
@@ -226,6 +227,7 @@ scram_users() {
     if [[ -n "$cc" ]]; then
       echo "ops-$cc"
       echo "producer-$cc"
+      echo "witness-$cc"
     fi
   done
 }

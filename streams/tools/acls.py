@@ -4,11 +4,14 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
 
 - `fusion`, the pipeline: a super user in the broker's configuration, so no ACLs here;
 - `ops-<cc>`, each partner's operations center: reads its own alert topic `alerts.<cc>`
-  (and its `stix.<cc>` when the STIX topics are on) and its two triage topics,
-  `triage.<cc>` and `triage.<cc>.inbound`, and writes only `triage.<cc>` (its console's
-  actions), with consumer groups named `ops-<cc>...`;
+  (and its `stix.<cc>` when the STIX topics are on), its two triage topics,
+  `triage.<cc>` and `triage.<cc>.inbound`, and the audit log's public topics (leaf hashes,
+  checkpoints, cosignatures, archived policy and rule files), and writes only `triage.<cc>`
+  (its console's actions), with consumer groups named `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
-  (detections, suspects, weapons, tracking, tips).
+  (detections, suspects, weapons, tracking, tips);
+- `witness-<cc>`, each partner's witness of the audit log: reads the log's leaves and
+  checkpoints, writes cosignatures (`fusion witness CC`).
 
 Everything else is refused (no `allow.everyone.if.no.acl.found`). `apply_acls` creates the
 bindings with kafka-python's admin client; creating an existing binding is a no-op, so it can
@@ -46,6 +49,11 @@ PIPELINE_PRINCIPAL = "fusion"
 def ops_principal(country: str) -> str:
     """The operations center of a partner: `ops-us`."""
     return f"ops-{country.lower()}"
+
+
+def witness_principal(country: str) -> str:
+    """The audit-log witness of a partner: `witness-mx`."""
+    return f"witness-{country.lower()}"
 
 
 def producer_principal(country: str) -> str:
@@ -93,9 +101,22 @@ def acl_plan(settings: Settings) -> list[Grant]:
         grants.append(Grant(ops, "READ", "TOPIC", settings.inbound_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
         grants.extend(
+            Grant(ops, "READ", "TOPIC", topic)
+            for topic in (
+                settings.topic_log_leaves,
+                settings.topic_log_checkpoints,
+                settings.topic_log_cosignatures,
+                settings.topic_archive,
+            )
+        )
+        grants.extend(
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
             for topic in settings.input_topics.values()
         )
+        witness = witness_principal(cc)
+        grants.append(Grant(witness, "READ", "TOPIC", settings.topic_log_leaves))
+        grants.append(Grant(witness, "READ", "TOPIC", settings.topic_log_checkpoints))
+        grants.append(Grant(witness, "WRITE", "TOPIC", settings.topic_log_cosignatures))
     return grants
 
 

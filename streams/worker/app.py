@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -32,6 +33,13 @@ from engine.correlate import CorrelateStage
 from engine.watermarks import InputPartition
 from streams.clients import ssl_context
 from streams.settings import Settings
+from streams.worker.auditlog import (
+    Archive,
+    AuditLogs,
+    LogConfigError,
+    check_log_topics,
+    load_signer,
+)
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
@@ -61,14 +69,29 @@ class Worker:
         producer = AppProducer(app)
         dead_letters = DeadLetters(settings, producer, metrics)
         self.tak = TakOutput(settings, metrics)
-        delivery = Delivery(settings, producer, metrics, self.policy.current, tak=self.tak)
+        delivery = Delivery(
+            settings,
+            producer,
+            metrics,
+            self.policy.current,
+            tak=self.tak,
+            rule_files=lambda: (self.rules.ruleset.digests, self.rules.ruleset.sources),
+        )
+        self.archive = Archive(settings, producer)
         self.ingest = IngestShell(settings, metrics, producer, dead_letters, self.rules.current)
+        self.logs = (
+            None
+            if settings.log_signing_key_file is None
+            else AuditLogs(settings, producer, load_signer(settings.log_signing_key_file))
+        )
+        self._log_topics_checked = time.monotonic()
         self.checkpoints = Checkpoints(
             settings,
             metrics,
             StateTopic(settings, producer),
             AssignedPartitions(app, settings.topic_routed),
             self.new_stage,
+            self.logs,
         )
         self.correlate = CorrelateShell(settings, metrics, self.checkpoints, delivery, dead_letters)
 
@@ -166,6 +189,8 @@ class Worker:
         if self.rules.maybe_reload() is not None:
             self._remake_stages = True
         self.policy.maybe_reload()
+        await self.archive.keep(self.rules.ruleset, self.policy.current())
+        await self.check_log_topics()
         hand_over = self.app.batch_consumer().hand_over
         async with hand_over.handling(hand_over.epoch()) as current:
             if current:
@@ -176,6 +201,22 @@ class Worker:
         self.state_export.export(self.checkpoints.stages(), self.rules.ruleset.by_id)
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         export_lag(self.metrics, self.app.batch_consumer().lags())
+
+    async def check_log_topics(self) -> None:
+        """Now and then: stop the worker if the log's topics could now lose leaves."""
+        if self.logs is None:
+            return
+        now = time.monotonic()
+        if now - self._log_topics_checked < self.settings.log_topics_check_s:
+            return
+        self._log_topics_checked = now
+        try:
+            await asyncio.to_thread(check_log_topics, self.settings)
+        except LogConfigError:
+            log.critical("stopping the worker", exc_info=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception:
+            log.warning("could not check the log topics' configuration", exc_info=True)
 
     # -- partitions ------------------------------------------------------------------------
 

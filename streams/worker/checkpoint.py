@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from engine.auditlog import PartitionLog
 from engine.correlate import CorrelateStage
 from engine.errors import FusionError
+from engine.merkle import CompactRange
 from streams.settings import Settings
+from streams.worker.auditlog import AuditLogs
 from streams.worker.edges import Partitions, Record, SnapshotStore
 from streams.worker.metrics import Metrics
 
@@ -43,6 +46,7 @@ class PartitionCheckpoint:
     items_since: int = 0
     items_held: int = 0
     writing: asyncio.Future[None] | None = None
+    log: PartitionLog | None = None
 
 
 class Checkpoints:
@@ -59,8 +63,10 @@ class Checkpoints:
         store: SnapshotStore,
         routed: Partitions,
         new_stage: Callable[[], CorrelateStage],
+        logs: AuditLogs | None = None,
     ) -> None:
         self.settings = settings
+        self.logs = logs
         self.metrics = metrics
         self.store = store
         self.routed = routed
@@ -97,10 +103,12 @@ class Checkpoints:
                 return None  # revoked while its snapshot was read: it is no longer ours
             # The stage is made after the read: rules reloaded while it waited apply to it.
             checkpoint = self._fresh()
+            log_doc: dict[str, object] | None = None
             if blob is not None:
                 try:
                     meta = checkpoint.stage.restore_doc(orjson.loads(zlib.decompress(blob)))
                     checkpoint.applied = int(meta.get("applied", -1))
+                    log_doc = meta.get("log")
                 except FusionError as e:
                     log.warning(
                         "snapshot of partition %d not used: %s; starting it empty (its input "
@@ -123,6 +131,12 @@ class Checkpoints:
                         partition,
                     )
                     checkpoint = self._fresh()
+                    log_doc = None
+            if self.logs is not None:
+                # with no usable snapshot the log is rebuilt from every leaf published
+                checkpoint.log = await self.logs.load(partition, log_doc)
+                if not self.routed.owns(partition):
+                    return None
             log.info("partition %d ready (resuming after offset %d)", partition, checkpoint.applied)
             self.partitions[partition] = checkpoint
             return checkpoint
@@ -196,7 +210,13 @@ class Checkpoints:
             if not (quiet or worth or elapsed >= settings.snapshot_max_interval_s):
                 return
         began = time.perf_counter()
-        doc = checkpoint.stage.snapshot_doc({"applied": checkpoint.applied})
+        meta: dict[str, object] = {"applied": checkpoint.applied}
+        entries: list[dict[str, object]] = []
+        upto: CompactRange | None = None
+        if checkpoint.log is not None:
+            entries, upto = checkpoint.log.cut()
+            meta["log"] = checkpoint.log.to_doc()
+        doc = checkpoint.stage.snapshot_doc(meta)
         blob = zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
         checkpoint.items_held = len(doc["engine"]["facts"]) + len(doc["buffer"])
         checkpoint.items_since = 0
@@ -208,21 +228,38 @@ class Checkpoints:
             settings.snapshot_max_interval_s,
             max(settings.snapshot_interval_s, cost / settings.snapshot_cpu_share),
         )
-        write = self._write(partition, checkpoint, blob, to_ack)
+        write = self._write(partition, checkpoint, blob, to_ack, entries, upto)
         if force:
             await write
         else:
             checkpoint.writing = asyncio.ensure_future(write)
 
     async def _write(
-        self, partition: int, checkpoint: PartitionCheckpoint, blob: bytes, to_ack: list[Record]
+        self,
+        partition: int,
+        checkpoint: PartitionCheckpoint,
+        blob: bytes,
+        to_ack: list[Record],
+        entries: list[dict[str, object]],
+        upto: CompactRange | None,
     ) -> None:
+        """Output, then the log's leaves (so a leaf's record is on the broker before it),
+        then the snapshot holding the log's state, then the acks."""
+        partition_log = checkpoint.log
         try:
             await self.store.flush()
+            if self.logs is not None and partition_log is not None and upto is not None:
+                await self.logs.publish(partition, entries)
+                await self.store.flush()
+                partition_log.did_publish(upto)
+                if self.logs.sign_due(partition_log):
+                    await self.logs.sign(partition_log)
             await self.store.write(partition, blob)
             await self.store.flush()
         except Exception:
             log.exception("writing the snapshot of partition %d failed; will retry", partition)
+            if partition_log is not None:
+                partition_log.unpublished(entries)
             checkpoint.pending[:0] = to_ack
             checkpoint.dirty = True
             return
@@ -234,6 +271,23 @@ class Checkpoints:
     async def snapshot_due(self) -> None:
         for partition in list(self.partitions):
             await self.maybe_snapshot(partition)
+        await self.sign_due()
+
+    async def sign_due(self, force: bool = False) -> None:
+        """Sign a checkpoint of each log with published leaves unsigned for long enough (or,
+        `force`, at all)."""
+        if self.logs is None:
+            return
+        signed = False
+        for checkpoint in list(self.partitions.values()):
+            partition_log = checkpoint.log
+            busy = checkpoint.writing is not None and not checkpoint.writing.done()
+            if partition_log is not None and not busy:
+                if self.logs.sign_due(partition_log, force):
+                    await self.logs.sign(partition_log)
+                    signed = True
+        if signed:
+            await self.store.flush()
 
     async def revoke(self, partitions: set[int]) -> None:
         """Hand partitions over: snapshot their state (waiting for it), then forget it."""
@@ -242,6 +296,7 @@ class Checkpoints:
                 continue
             try:
                 await self.maybe_snapshot(partition, force=True)
+                await self.sign_due(force=True)
             except Exception:
                 # its input since the last snapshot is read again by the next owner
                 log.exception("could not snapshot partition %d on revocation", partition)

@@ -3,12 +3,16 @@ their audit records (`Delivery`), and dead letters (`DeadLetters`); with their m
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 
+from engine.auditlog import SALT_BYTES, PartitionLog
 from engine.hits import RawAlert
 from engine.ingest import Rejection
 from engine.policy import Policy
@@ -33,8 +37,10 @@ class Delivery:
         policy: Callable[[], Policy],
         *,
         tak: TakOutput | None = None,
+        rule_files: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]] | None = None,
     ) -> None:
         self.settings = settings
+        self.rule_files = rule_files
         self.producer = producer
         self.metrics = metrics
         self.policy = policy
@@ -43,7 +49,11 @@ class Delivery:
         self.stix = stix_output(settings)
         self.tak = tak if tak is not None and tak.senders else None
 
-    async def deliver(self, alert: RawAlert, ingested_at: float | None) -> None:
+    async def deliver(
+        self, alert: RawAlert, ingested_at: float | None, log: PartitionLog | None = None
+    ) -> None:
+        """Release the alert to each recipient, each release audited (and, with `log`, the
+        audit record salted and appended to the partition's transparency log)."""
         now = time.time()
         # The engine stamps an alert with the event time that completed it (so replays are
         # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
@@ -56,14 +66,28 @@ class Delivery:
         else:
             metrics.alert_versions.labels(alert.rule_id, alert.change).inc()
         key = alert.alert_id.encode()
+        rule_file = None
+        if self.rule_files is not None:
+            digests, sources = self.rule_files()
+            if alert.rule_id in digests:
+                rule_file = {
+                    "name": Path(sources[alert.rule_id]).name,
+                    "sha256": digests[alert.rule_id],
+                }
         for dest in who:
             topic = self.alert_topics[dest]
             out = release_json(alert, dest, who, policy, now=now, topic=topic)
             if out is None:
                 continue
             body, audit = out
+            released = orjson.dumps(body)
+            audit["alert_sha256"] = hashlib.sha256(released).hexdigest()
+            if rule_file is not None:
+                audit["rule_file"] = rule_file
+            if log is not None:
+                audit = log.append(audit, secrets.token_bytes(SALT_BYTES))
             await self.producer.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
-            await self.producer.send(topic, key, orjson.dumps(body), None)
+            await self.producer.send(topic, key, released, None)
             metrics.audit_records.labels(dest).inc()
             metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
             if self.stix is not None and (bundle := self.stix.message(dest, body)) is not None:

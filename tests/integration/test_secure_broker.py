@@ -225,6 +225,19 @@ def test_producers_write_the_input_topics_only(secure: SecureBroker):
         run(consume_one(prod, "events.detections", "producer-mx-reads"))
 
 
+def test_a_witness_reads_the_log_and_writes_cosignatures_only(secure: SecureBroker):
+    run(produce(secure.client("fusion"), "audit.log.checkpoints", b"a checkpoint"))
+    witness = secure.client("witness-mx")
+    assert run(consume_one(witness, "audit.log.checkpoints", None)) == b"a checkpoint"
+    run(produce(witness, "audit.log.cosignatures", b"a cosigned checkpoint"))
+    with pytest.raises(TopicAuthorizationFailedError, match=r"audit\.log\.checkpoints"):
+        run(produce(witness, "audit.log.checkpoints", b"forged"))
+    with pytest.raises(TopicAuthorizationFailedError, match=r"audit\.sharing"):
+        run(consume_one(witness, "audit.sharing", None))
+    ops = secure.client("ops-us")
+    assert run(consume_one(ops, "audit.log.cosignatures", None)) == b"a cosigned checkpoint"
+
+
 # -- who may connect at all ----------------------------------------------------------------------
 
 

@@ -7,17 +7,22 @@ be asserted."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import zlib
+from typing import Any
 
 import orjson
 import pytest
 
 from engine.correlate import CorrelateStage
+from engine.merkle import root
+from engine.notes import SignedNote, Signer
 from engine.routing import Origin, Router, route_items
 from engine.ruletests import DEFAULT_START, build_event
 from engine.watermarks import InputPartition, Mark
 from streams.settings import Settings
+from streams.worker.auditlog import AuditLogs
 from streams.worker.checkpoint import Checkpoints, PartitionCheckpoint
 from streams.worker.metrics import Metrics
 from tests.unit.edges import Assigned, Broker, Msg, StateStore
@@ -200,3 +205,92 @@ def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
     assert partitions.stages() == [checkpoint.stage] and checkpoint.stage is not old
     assert checkpoint.stage.buffer.items() == old.buffer.items()
     assert checkpoint.dirty  # the next snapshot holds the new stage
+
+
+# -- the transparency log in the partition's checkpoint ---------------------------------------
+
+
+class MemoryLogs(AuditLogs):
+    """The log's edge over the in-memory producer: a log's tail is read back from what was
+    sent to the leaves topic."""
+
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        super().__init__(settings, broker, Signer.generate("border-fusion-log-test"))
+        self.broker = broker
+
+    async def tail(self, partition: int, since: int) -> list[dict[str, Any]]:
+        self.broker.journal.append(f"tail {partition}")
+        sent = self.broker.sent.get(self.settings.topic_log_leaves, [])
+        entries = [orjson.loads(value) for _, value, p in sent if p == partition]
+        return [e for e in entries if e["index"] >= since]
+
+
+def audit(alert: str) -> dict[str, Any]:
+    return {"alert_id": alert, "destination": "MX", "version": 1}
+
+
+def test_records_then_leaves_then_a_checkpoint_then_the_snapshot_then_acks() -> None:
+    edges = Edges()
+    settings = unit_settings()
+    logs = MemoryLogs(settings, edges.broker)
+    partitions = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+
+    async def run() -> None:
+        await apply_read(partitions, 0, 7)
+        checkpoint = partitions.partitions[0]
+        assert checkpoint.log is not None
+        for alert in ("a1", "a2"):
+            placed = checkpoint.log.append(audit(alert), bytes(16))
+            await edges.broker.send(settings.topic_audit, b"", orjson.dumps(placed), None)
+        await partitions.maybe_snapshot(0, force=True)
+
+    asyncio.run(run())
+    leaves, checkpoints_topic = settings.topic_log_leaves, settings.topic_log_checkpoints
+    assert edges.journal == [
+        "read 0",
+        "tail 0",
+        f"send {settings.topic_audit}",
+        f"send {settings.topic_audit}",
+        "flush",
+        f"send {leaves}",
+        f"send {leaves}",
+        "flush",
+        f"send {checkpoints_topic}",
+        "write 0",
+        "flush",
+        "ack 0@7",
+    ]
+    doc = orjson.loads(zlib.decompress(edges.store.written[0][-1]))
+    assert doc["meta"]["log"]["size"] == 2
+    note = SignedNote.parse(edges.broker.values(checkpoints_topic)[-1].decode())
+    assert note.checkpoint().size == 2
+
+
+def test_leaves_published_after_the_snapshot_are_adopted_after_a_crash() -> None:
+    edges = Edges()
+    settings = unit_settings()
+    logs = MemoryLogs(settings, edges.broker)
+    first = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+
+    async def before_the_crash() -> None:
+        await apply_read(first, 0, 7)
+        log = first.partitions[0].log
+        assert log is not None
+        log.append(audit("a1"), bytes(16))
+        await first.maybe_snapshot(0, force=True)
+        # two more leaves published, then killed before the next snapshot
+        log.append(audit("a2"), bytes(16))
+        log.append(audit("a3"), bytes(16))
+        entries, _ = log.cut()
+        await logs.publish(0, entries)
+
+    asyncio.run(before_the_crash())
+    again = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+    checkpoint = asyncio.run(again.accept(record(0, 8)))
+    assert checkpoint is not None and checkpoint.log is not None
+    hashes = [
+        base64.b64decode(orjson.loads(v)["leaf_hash"])
+        for v in edges.broker.values(settings.topic_log_leaves)
+    ]
+    assert checkpoint.log.tree.size == 3 and checkpoint.log.tree.root() == root(hashes)
+    assert checkpoint.log.append(audit("a4"), bytes(16))["log"]["index"] == 3

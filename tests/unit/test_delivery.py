@@ -5,6 +5,8 @@ their input was read. The producer is an in-memory stand-in that records what wa
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import time
 from datetime import datetime
@@ -12,6 +14,7 @@ from datetime import datetime
 import orjson
 from pydantic import SecretStr
 
+from engine.auditlog import PartitionLog, record_leaf_hash
 from engine.hits import RawAlert
 from engine.ingest import Rejection
 from engine.routing import Origin
@@ -98,3 +101,35 @@ def test_a_dead_letter_is_keyed_by_where_its_input_was_read_and_counted() -> Non
     assert letter["payload"] == '{"a": 1}'
     labels = {"topic": "events.weapons", "reason": "late"}
     assert metrics.registry.get_sample_value("fusion_events_rejected_total", labels) == 1
+
+
+def test_with_the_log_each_audit_record_is_salted_placed_and_names_what_it_released() -> None:
+    config = settings()
+    raw = alert(fact("s1", "MX", type="suspect", person_ref="P-1"), fact("d1", "US"), at=IN_US)
+    broker, metrics = Broker(), Metrics()
+    policy = configured_policy(config)
+    log = PartitionLog("border-fusion/audit/0")
+    digests = {"r1": "ab" * 32}
+    delivery = Delivery(
+        config,
+        broker,
+        metrics,
+        lambda: policy,
+        rule_files=lambda: (digests, {"r1": "rules/r1.yaml"}),
+    )
+    asyncio.run(delivery.deliver(raw, ingested_at=None, log=log))
+    audits = [orjson.loads(v) for v in broker.values(config.topic_audit)]
+    assert [a["log"] for a in audits] == [
+        {"log": "border-fusion/audit/0", "index": 0},
+        {"log": "border-fusion/audit/0", "index": 1},
+    ]
+    assert len({a["salt"] for a in audits}) == 2
+    for a in audits:
+        released = broker.values(a["topic"])[0]
+        assert a["alert_sha256"] == hashlib.sha256(released).hexdigest()
+        assert a["rule_file"] == {"name": "r1.yaml", "sha256": "ab" * 32}
+    # the leaves are the records exactly as written, canonical
+    entries, _ = log.cut()
+    assert [e["leaf_hash"] for e in entries] == [
+        base64.b64encode(record_leaf_hash(a)).decode() for a in audits
+    ]

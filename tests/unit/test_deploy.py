@@ -26,6 +26,7 @@ from prometheus_client.metrics import MetricWrapperBase
 import streams.cli
 from streams.settings import Settings
 from streams.tools.relay import TriageMetrics
+from streams.tools.transparency.witness import WitnessMetrics
 from streams.topics import declared_topics
 from streams.worker.metrics import Metrics
 
@@ -176,9 +177,10 @@ def parse_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def exported_series() -> dict[str, set[str]]:
-    """Every series name the worker exports (with _total, _bucket...) -> its label names."""
+    """Every series name the worker, the triage relay and the witnesses export (with _total,
+    _bucket...) -> its label names."""
     out: dict[str, set[str]] = {}
-    for m in (Metrics(), TriageMetrics()):
+    for m in (Metrics(), TriageMetrics(), WitnessMetrics()):
         for c in vars(m).values():
             if isinstance(c, MetricWrapperBase) and c._labelnames:
                 c.labels(*["x"] * len(c._labelnames))  # a child, so labelled metrics show samples
@@ -478,6 +480,7 @@ def test_alerts_have_severity_and_guidance() -> None:
         "up{",
         "fusion_state_evictions_total",
         'fusion_watermark_seconds{stage="correlate"}',
+        "fusion_witness_refusals_total",
     ):
         assert needed in exprs, f"no alert uses {needed}"
 

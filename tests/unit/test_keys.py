@@ -71,7 +71,6 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     assert not any(g.startswith("User:ops-mx") and "alerts.us" in g for g in plan)
     assert not any(g.startswith("User:producer") and "alerts." in g for g in plan)
     assert not any(g.startswith("User:fusion") for g in plan)  # a super user
-    assert len(plan) == 2 * (5 + len(s.input_topics))
     # its triage: reads its own two topics, writes only its own actions
     assert {
         "User:ops-mx READ topic triage.mx",
@@ -80,4 +79,10 @@ def test_acl_plan_gives_each_country_its_own_alerts_and_producers_the_inputs():
     } <= plan
     assert not any(g.startswith("User:ops-mx") and ".us" in g for g in plan)
     assert not any(g.startswith("User:ops-us WRITE") and "inbound" in g for g in plan)
+    assert "User:witness-mx READ topic audit.log.checkpoints" in plan
+    assert "User:witness-mx WRITE topic audit.log.cosignatures" in plan
+    assert not any(g.startswith("User:witness") and "audit.sharing" in g for g in plan)
+    assert "User:ops-us READ topic audit.log.cosignatures" in plan
+    assert not any(g.startswith("User:ops") and "audit.sharing" in g for g in plan)
+    assert len(plan) == 2 * (5 + len(s.input_topics) + 3 + 4)
     assert "User:producer-mx WRITE topic events.tips" in plan

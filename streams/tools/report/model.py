@@ -182,6 +182,19 @@ class DispositionRow(Frozen):
     share: dict[str, float] = Field(description="Share of the closed alerts by reason, percent.")
 
 
+class LogCheckpoint(Frozen):
+    """The checkpoint of one transparency log the report's figures rest on."""
+
+    log: str = Field(description="The log's origin.")
+    size: int = Field(description="The checkpoint's tree size.")
+    root: str = Field(description="Its tree hash, base64.")
+    cosigned_by: list[str] = Field(description="The witnesses whose cosignature it carries.")
+    all_witnesses: bool = Field(description="Whether every witness cosigned it.")
+    verified: bool = Field(description="Whether signatures were checked against trusted keys.")
+    records: int = Field(description="The report's records in this log that it covers.")
+    uncovered: int = Field(description="The report's records in this log it does not cover.")
+
+
 class Report(Frozen):
     """The bilateral review report."""
 
@@ -202,4 +215,8 @@ class Report(Frozen):
         default_factory=list,
         description="Per country and rule, how the alerts released in the period were closed, "
         "from the countries' triage topics.",
+    )
+    checkpoints: list[LogCheckpoint] = Field(
+        default_factory=list,
+        description="Per transparency log, the checkpoint the figures rest on (none: no log).",
     )

@@ -17,10 +17,12 @@ from schemas.triage import TriageAction
 from streams.settings import Settings
 from streams.tools.accounts import configured_task_forces
 from streams.tools.report.aggregate import aggregate
+from streams.tools.report.anchor import anchors
 from streams.tools.report.model import DispositionRow, Report
 from streams.tools.report.period import parse_when
 from streams.tools.report.render import render_html
 from streams.tools.topicread import read_span
+from streams.tools.transparency.keys import read_trusted
 
 # Kafka stamps a record when it is sent, a moment after its `released_at`: seek this much
 # earlier and later, then keep exactly the records released in the period.
@@ -90,8 +92,10 @@ def build_report(
     *,
     timeout: float = 60.0,
     title: str | None = None,
+    keys: Path | None = None,
 ) -> Report:
-    """The report over the audit records released in [since, until)."""
+    """The report over the audit records released in [since, until), with the log
+    checkpoints they rest on (signatures checked with the trusted `keys`, if given)."""
     records, skipped = read_audit(settings, since, until, timeout=timeout)
     rows = disposition_rows(read_triage(settings, timeout=timeout), records)
     report = aggregate(
@@ -104,7 +108,22 @@ def build_report(
         skipped=skipped,
         title=title,
     )
-    return report.model_copy(update={"dispositions": rows})
+    notes = [
+        msg.value or b""
+        for msg in read_span(
+            settings,
+            [settings.topic_log_checkpoints, settings.topic_log_cosignatures],
+            timeout=timeout,
+            client="report",
+        )
+    ]
+    log_keys, witnesses = read_trusted(keys) if keys is not None else (None, None)
+    return report.model_copy(
+        update={
+            "dispositions": rows,
+            "checkpoints": anchors(records, notes, log_keys, witnesses),
+        }
+    )
 
 
 def write_report(report: Report, out: Path) -> tuple[Path, Path]:
@@ -129,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(), help="directory to write to (default .)")
     ap.add_argument("--title", help="the report's title")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic")
+    ap.add_argument(
+        "--keys", type=Path, help="trusted public keys: check the checkpoints' signatures"
+    )
     args = ap.parse_args(argv)
     now = datetime.now(tz=UTC)
     try:
@@ -144,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         print(f"fusion report: invalid settings: {e}", file=sys.stderr)
         return 2
-    report = build_report(settings, since, until, timeout=args.timeout, title=args.title)
+    report = build_report(
+        settings, since, until, timeout=args.timeout, title=args.title, keys=args.keys
+    )
     html, data = write_report(report, args.out)
     print(html)
     print(data)

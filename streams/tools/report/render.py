@@ -116,7 +116,31 @@ def _header(report: Report) -> str:
         f"<p class='meta'><strong>Sharing policies applied:</strong> {policies}</p>"
         f"<p class='meta'>From the audit topic <code>{escape(report.source)}</code>: one record "
         f"per alert per destination country. Generated {_when(report.generated_at)}.</p>"
+        f"{_checkpoints(report)}"
         "</header>"
+    )
+
+
+def _checkpoints(report: Report) -> str:
+    """The transparency-log checkpoints the figures rest on, and who cosigned them."""
+    if not report.checkpoints:
+        return (
+            "<p class='meta'><strong>Audit log:</strong> no transparency-log checkpoint covers "
+            "these records (the log is off, or they predate it).</p>"
+        )
+    items = []
+    for c in report.checkpoints:
+        who = " and ".join(escape(n) for n in c.cosigned_by) or "no witness"
+        state = "cosigned by both witnesses" if c.all_witnesses else "NOT cosigned by both"
+        short = "" if not c.uncovered else f"; {_n(c.uncovered)} records not yet covered"
+        checked = "" if c.verified else " (signatures not checked: no --keys)"
+        items.append(
+            f"<li><code>{escape(c.log)}</code> size {_n(c.size)}, tree hash "
+            f"<code>{escape(c.root)}</code>: {state} ({who}){short}{checked}</li>"
+        )
+    return (
+        "<div class='meta'><strong>Audit log:</strong> these figures rest on the checkpoints"
+        f"<ul>{''.join(items)}</ul></div>"
     )
 
 

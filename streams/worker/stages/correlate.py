@@ -13,6 +13,7 @@ import time
 
 import orjson
 
+from engine.auditlog import PartitionLog
 from engine.correlate import CorrelateOutput
 from engine.ingest import Rejection
 from streams.settings import Settings
@@ -50,7 +51,7 @@ class CorrelateShell:
         stage = checkpoint.stage
         was = (stage.released_before, len(stage.buffer))
         out = stage.take(batch.items, batch.marks, time.time())
-        await self.send_output(out)
+        await self.send_output(out, checkpoint.log)
         changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
         self.checkpoints.applied(checkpoint, record, changed, len(batch.items))
         self.metrics.reordered.labels(str(record.partition)).set(len(stage.buffer))
@@ -61,10 +62,12 @@ class CorrelateShell:
             ).set(before)
         await self.checkpoints.maybe_snapshot(record.partition)
 
-    async def send_output(self, out: CorrelateOutput) -> None:
+    async def send_output(
+        self, out: CorrelateOutput, audit_log: PartitionLog | None = None
+    ) -> None:
         m = self.metrics
         for alert, ingested_at in out.alerts:
-            await self.delivery.deliver(alert, ingested_at)
+            await self.delivery.deliver(alert, ingested_at, audit_log)
         for alert_id, rule_id, records in out.refuted_late:
             log.warning(
                 "alert %s (%s) stands: %s refute it but came after its corrections span",
