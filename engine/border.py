@@ -52,9 +52,7 @@ class BorderLine:
     def distance_m(self, lat: float, lon: float) -> float:
         """Distance from the point to the nearest point of the line, in metres."""
         x, y = to_metres(lat, lon)
-        _, dist = _segment_tree(self.line).query_nearest(
-            shapely.Point(x, y), return_distance=True
-        )
+        _, dist = _segment_tree(self.line).query_nearest(shapely.Point(x, y), return_distance=True)
         return float(dist[0])
 
     def distance_km(self, lat: float, lon: float) -> float:

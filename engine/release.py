@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from engine.areas import Areas, default_areas
 from engine.border import default_border
 from engine.explain import released
 from engine.facts import Fact
@@ -117,9 +118,12 @@ def release(
     *,
     now: float,
     topic: str,
+    areas: Areas | None = None,
 ) -> tuple[Alert, AuditRecord] | None:
     """The alert as released to `destination` and its audit record; None if nothing may go."""
-    out = release_json(alert, destination, all_recipients, policy, now=now, topic=topic)
+    out = release_json(
+        alert, destination, all_recipients, policy, now=now, topic=topic, areas=areas
+    )
     if out is None:
         return None
     body, audit = out
@@ -134,9 +138,13 @@ def release_json(
     *,
     now: float,
     topic: str,
+    areas: Areas | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """`release` as the JSON objects the models dump to, without building the models (the
-    worker's path; `release` validates the same objects, and tests hold the two equal)."""
+    worker's path; `release` validates the same objects, and tests hold the two equal).
+
+    `areas` (default: the shipped ones) decide `jurisdiction` on the alert's precise location,
+    before any generalisation, so every destination's copy carries the same."""
     evidence: list[dict[str, Any]] = []
     redactions: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
@@ -237,6 +245,7 @@ def release_json(
         "first_seen": iso_z(alert.first_seen),
         "last_seen": iso_z(alert.last_seen),
         "location": {"lat": round(lat, 6), "lon": round(lon, 6), "precision_m": precision_m},
+        "jurisdiction": (areas or default_areas()).jurisdiction(alert.lat, alert.lon),
         "recipient": destination,
         "recipients": list(all_recipients),
         "tlp": policy.tlp(alert.rule_id, alert.severity),

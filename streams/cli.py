@@ -277,6 +277,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_areas(args: argparse.Namespace) -> int:
+    from engine.areas import load_areas
+    from engine.errors import AreasError
+
+    path = args.path or _settings().areas_path
+    try:
+        areas = load_areas(path)
+    except AreasError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{path}: areas version {areas.version}, {len(areas.areas)} areas: ok")
+    for a in areas.areas:
+        print(f"  {a.id}  {a.country} {a.kind}  {a.name}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from streams.tools.audit_show import main as audit_main
 
@@ -369,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     pol = sub.add_parser("policy", help="check the sharing policy file with the configured keys")
     pol.add_argument("action", choices=("check",))
     pol.set_defaults(fn=cmd_policy)
+
+    areas = sub.add_parser("areas", help="check an areas-of-responsibility file")
+    areas.add_argument("action", choices=("check",))
+    areas.add_argument("path", nargs="?", type=Path, help="default: the configured areas file")
+    areas.set_defaults(fn=cmd_areas)
 
     # These parse their own arguments (and their own --help).
     own_parsers = (

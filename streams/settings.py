@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         ge=0,
         description="How often the worker looks for a changed policy or keys file (0: never).",
     )
+    areas_path: Path = Field(
+        default=REPO_ROOT / "engine" / "data" / "areas.geojson",
+        description="The areas of responsibility (GeoJSON; docs/jurisdiction.md).",
+    )
+    areas_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the worker looks for a changed areas file (0: never).",
+    )
 
     topic_detections: str = "events.detections"
     topic_suspects: str = "events.suspects"

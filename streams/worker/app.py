@@ -37,7 +37,7 @@ from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
 from streams.worker.fastpath import AppProducer, AssignedPartitions, Batch, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
-from streams.worker.reload import LivePolicy, LiveRules
+from streams.worker.reload import LiveAreas, LivePolicy, LiveRules
 from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
 from streams.worker.stages.ingest import IngestShell
@@ -55,13 +55,16 @@ class Worker:
         self.metrics = metrics
         self.rules = LiveRules(settings, metrics)
         self.policy = LivePolicy(settings, metrics)
+        self.areas = LiveAreas(settings, metrics)
         self.input_topic_names = frozenset(settings.input_topics.values())
         self._remake_stages = False
         self.state_export = StateExport(metrics)
         producer = AppProducer(app)
         dead_letters = DeadLetters(settings, producer, metrics)
         self.tak = TakOutput(settings, metrics)
-        delivery = Delivery(settings, producer, metrics, self.policy.current, tak=self.tak)
+        delivery = Delivery(
+            settings, producer, metrics, self.policy.current, tak=self.tak, areas=self.areas.current
+        )
         self.ingest = IngestShell(settings, metrics, producer, dead_letters, self.rules.current)
         self.checkpoints = Checkpoints(
             settings,
@@ -166,6 +169,7 @@ class Worker:
         if self.rules.maybe_reload() is not None:
             self._remake_stages = True
         self.policy.maybe_reload()
+        self.areas.maybe_reload()
         hand_over = self.app.batch_consumer().hand_over
         async with hand_over.handling(hand_over.epoch()) as current:
             if current:

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import orjson
 
+from engine.areas import Areas, default_areas
 from engine.hits import RawAlert
 from engine.ingest import Rejection
 from engine.policy import Policy
@@ -33,8 +34,10 @@ class Delivery:
         policy: Callable[[], Policy],
         *,
         tak: TakOutput | None = None,
+        areas: Callable[[], Areas] = default_areas,
     ) -> None:
         self.settings = settings
+        self.areas = areas
         self.producer = producer
         self.metrics = metrics
         self.policy = policy
@@ -49,13 +52,14 @@ class Delivery:
         # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
         alert = replace(alert, raised_at=now)
         policy = self.policy()
+        areas = self.areas()
         who = recipients(alert, self.partners, policy)
         metrics = self.metrics
         metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
         key = alert.alert_id.encode()
         for dest in who:
             topic = self.alert_topics[dest]
-            out = release_json(alert, dest, who, policy, now=now, topic=topic)
+            out = release_json(alert, dest, who, policy, now=now, topic=topic, areas=areas)
             if out is None:
                 continue
             body, audit = out
