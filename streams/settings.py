@@ -21,6 +21,7 @@ CAUGHT_UP_LAG_S: dict[EventType, float] = {
     "suspect": 2.0,
     "weapon": 2.0,
     "tip": 2.0,
+    "authorization": 2.0,
 }
 
 
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     topic_weapons: str = "events.weapons"
     topic_tracking: str = "events.tracking"
     topic_tips: str = "events.tips"
+    topic_authorizations: str = "events.authorizations"
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
     alert_topic_prefix: str = ALERT_TOPIC_PREFIX
@@ -318,6 +320,7 @@ class Settings(BaseSettings):
             "weapon": self.topic_weapons,
             "track": self.topic_tracking,
             "tip": self.topic_tips,
+            "authorization": self.topic_authorizations,
         }
 
     def alert_topic(self, country: str) -> str:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from engine.correlators.event_count import EventCountRule
+from engine.correlators.incursion import IncursionRule, depth_m
 from engine.correlators.proximity import ProximityRule
 from engine.correlators.sequence import SequenceRule
 from engine.correlators.temporal import TemporalRule
@@ -124,6 +125,14 @@ def check_conditions(rule: RuleBase, alert: RawAlert, ex: dict[str, Any]) -> Non
         if absent is not None:
             assert absent.within is not None
             assert ex["absence_checked_until"] == pytest.approx(ev[-1].ts + absent.within)
+    elif isinstance(rule, IncursionRule):
+        assert f"inside for {duration(span)} (at least {duration(rule.dwell)})" in text
+        assert span >= rule.dwell
+        for f in ev:
+            assert depth_m(f) > rule.min_depth_m
+            assert f"{depth_m(f):.0f} m inside {f.get('territory')} territory" in " ".join(
+                m["text"] for e in ex["evidence"] for m in e["met"]
+            )
     else:  # a rule type added later must be explained and checked here
         pytest.fail(f"no check for rule type {rule.type_name}")
 
@@ -322,16 +331,43 @@ def _crossing_with_one_mexican_report() -> RawAlert:
     """Four US detections and one Mexican, in Sonora, 50 km from the line (outside the
     policy's border zone: Mexico's location reaches the US generalised)."""
     rule = RULESET.by_id["coordinated-crossing"]
-    spots = [(30.9000, -110.6000), (30.9040, -110.6050), (30.8970, -110.5930),
-             (30.9060, -110.5960), (30.8950, -110.6070)]
+    spots = [
+        (30.9000, -110.6000),
+        (30.9040, -110.6050),
+        (30.8970, -110.5930),
+        (30.9060, -110.5960),
+        (30.8950, -110.6070),
+    ]
     facts = [
-        build_event({"id": f"us-{i}", "type": "detection", "at": f"{i}m", "lat": lat,
-                     "lon": lon, "subject_kind": "person"}, DEFAULT_START)
+        build_event(
+            {
+                "id": f"us-{i}",
+                "type": "detection",
+                "at": f"{i}m",
+                "lat": lat,
+                "lon": lon,
+                "subject_kind": "person",
+            },
+            DEFAULT_START,
+        )
         for i, (lat, lon) in enumerate(spots[1:], start=1)
     ]
-    facts.insert(0, build_event({"id": "mx-1", "type": "detection", "at": "0m",
-                                 "lat": spots[0][0], "lon": spots[0][1], "country": "MX",
-                                 "agency": "GN", "subject_kind": "person"}, DEFAULT_START))
+    facts.insert(
+        0,
+        build_event(
+            {
+                "id": "mx-1",
+                "type": "detection",
+                "at": "0m",
+                "lat": spots[0][0],
+                "lon": spots[0][1],
+                "country": "MX",
+                "agency": "GN",
+                "subject_kind": "person",
+            },
+            DEFAULT_START,
+        ),
+    )
     (alert,) = alerts_for(rule, facts)
     return alert
 
@@ -364,8 +400,14 @@ def test_withheld_evidence_is_not_named_or_timed_in_the_explanation() -> None:
     alert = _crossing_with_one_mexican_report()
 
     class DropMexico(InterimPolicy):
-        def action(self, origin: str, destination: str, event_type: str, field: str,
-                   at: tuple[float, float] | None = None) -> tuple[str, str]:
+        def action(
+            self,
+            origin: str,
+            destination: str,
+            event_type: str,
+            field: str,
+            at: tuple[float, float] | None = None,
+        ) -> tuple[str, str]:
             if origin == "MX" and destination == "US" and field == "*":
                 return "drop", "no-mexican-events"
             return super().action(origin, destination, event_type, field, at)

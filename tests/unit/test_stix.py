@@ -94,7 +94,8 @@ def _variants(spec: dict[str, Any], i: int) -> Iterator[dict[str, Any]]:
     border); and ~110 km south, far from the border (locations generalised)."""
     yield spec
     mixed = {k: v for k, v in spec.items() if k != "agency"}
-    mixed["country"] = ("US", "MX")[i % 2]
+    if spec["type"] != "authorization":  # its issuer is the host country: kept as written
+        mixed["country"] = ("US", "MX")[i % 2]
     yield mixed
     yield {**mixed, "lat": spec.get("lat", 31.33) - 1.0}
 
