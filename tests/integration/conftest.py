@@ -25,7 +25,7 @@ from streams.keys import generate, write_keys
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
-INPUT_TOPIC_SETTINGS = ("DETECTIONS", "SUSPECTS", "WEAPONS", "TRACKING", "TIPS")
+INPUT_TOPIC_SETTINGS = ("DETECTIONS", "SUSPECTS", "WEAPONS", "TRACKING", "TIPS", "AUTHORIZATIONS")
 
 
 LOG_TAIL_LINES = 150
@@ -227,6 +227,7 @@ class Lab:
             "weapon": f"events.weapons.{suffix}",
             "track": f"events.tracking.{suffix}",
             "tip": f"events.tips.{suffix}",
+            "authorization": f"events.authorizations.{suffix}",
             "deadletter": f"events.deadletter.{suffix}",
             "audit": f"audit.sharing.{suffix}",
             "US": f"alerts.{suffix}.us",
@@ -241,6 +242,7 @@ class Lab:
             "FUSION_TOPIC_WEAPONS": self.topics["weapon"],
             "FUSION_TOPIC_TRACKING": self.topics["track"],
             "FUSION_TOPIC_TIPS": self.topics["tip"],
+            "FUSION_TOPIC_AUTHORIZATIONS": self.topics["authorization"],
             "FUSION_TOPIC_DEADLETTER": self.topics["deadletter"],
             "FUSION_TOPIC_AUDIT": self.topics["audit"],
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{suffix}.",
