@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from engine.correlators.base import Correlator
 from engine.correlators.event_count import EventCountCorrelator, EventCountRule
+from engine.correlators.geofence import GeofenceCorrelator, GeofenceRule
 from engine.correlators.incursion import IncursionCorrelator, IncursionRule
 from engine.correlators.proximity import ProximityCorrelator, ProximityRule
 from engine.correlators.sequence import SequenceCorrelator, SequenceRule
@@ -34,6 +35,7 @@ RULE_TYPES: dict[str, RuleType] = {
         RuleType(TemporalRule, TemporalCorrelator),
         RuleType(SequenceRule, SequenceCorrelator),
         RuleType(IncursionRule, IncursionCorrelator),
+        RuleType(GeofenceRule, GeofenceCorrelator),
     )
 }
 """`type:` name (the model's `type_name`) -> the rule type."""

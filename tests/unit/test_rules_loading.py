@@ -54,6 +54,7 @@ def test_one_table_of_rule_types():
         "temporal",
         "sequence",
         "incursion",
+        "geofence",
     }
     for name, (model, correlator) in RULE_TYPES.items():
         assert model.type_name == name
