@@ -22,6 +22,10 @@ from schemas.alerts import Alert, PolicyRef
 from schemas.audit import AuditRecord
 from schemas.events import COMMON_FIELDS
 
+AUTHORIZATION_PARTIES = "authorization-parties-only"
+"""The `policy_rule` that drops an authorization for a destination other than its issuer and
+its guest country: its details go only to the two countries it concerns."""
+
 TLP_BY_SEVERITY = {
     "critical": "TLP:AMBER+STRICT",
     "high": "TLP:AMBER+STRICT",
@@ -43,11 +47,14 @@ class ReleasePolicy(Protocol):
         event_type: str,
         field: str,
         at: tuple[float, float] | None = None,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         """(action, policy rule name) for one field of one event going to `destination`.
 
         `at` is where the event is (for the alert's own location, asked with event type `*`:
-        where the alert is), so zone-dependent rules can decide; None if unknown.
+        where the alert is), so zone-dependent rules can decide; None if unknown. A track of
+        own forces (`patrol_unit`) is asked as event type `patrol`, with the alert's
+        `rule_id`.
         """
         ...
 
@@ -83,6 +90,7 @@ class InterimPolicy:
         event_type: str,
         field: str,
         at: tuple[float, float] | None = None,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         if origin == destination:
             return "release", "own-data"
@@ -157,7 +165,13 @@ def release_json(
         origin = fact.country
         etype = fact.event_type
         at = (fact.lat, fact.lon)
-        drop_action, drop_rule = action(origin, destination, etype, "*", at=at)
+        if etype == "track" and fact.get("patrol_unit") is not None:
+            policy_type, asked = "patrol", {"rule_id": alert.rule_id}
+        else:
+            policy_type, asked = etype, {}
+        drop_action, drop_rule = action(origin, destination, policy_type, "*", at=at, **asked)
+        if etype == "authorization" and destination not in (origin, fact.get("guest_country")):
+            drop_action, drop_rule = "drop", AUTHORIZATION_PARTIES
         idx = len(evidence)
         if drop_action == "drop":
             path = f"evidence[{fact.event_id}]"
@@ -177,7 +191,7 @@ def release_json(
         for name, value in raw.items():
             if name in COMMON_FIELDS:
                 continue
-            act, prule = action(origin, destination, etype, name, at=at)
+            act, prule = action(origin, destination, policy_type, name, at=at, **asked)
             path = f"evidence[{idx}].fields.{name}"
             actions.append({"path": path, "action": act, "policy_rule": prule, "origin": origin})
             if key is not None and _holds_key(fact, name, value, key):

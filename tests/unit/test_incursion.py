@@ -166,3 +166,57 @@ def test_malformed_permits_say_what_to_fix(over, kind, says):
     got = check(raw_permit(**over))
     assert isinstance(got, Rejection) and got.kind == kind
     assert says in got.message
+
+
+# -- sovereignty: what of a patrol and a permit leaves ------------------------------------------
+
+
+def _released(raw_alert, dest):
+    from engine.release import release_json
+    from tests.unit.test_policy import DEFAULT
+
+    out = release_json(raw_alert, dest, ["MX", "US"], DEFAULT, now=0.0, topic=f"alerts.{dest}")
+    return out
+
+
+def _raw(rule_id: str, *evidence: Fact):
+    from engine.hits import RawAlert
+
+    return RawAlert(
+        alert_id="a1", rule_id=rule_id, title="t", severity="critical", score=90,
+        raised_at=evidence[-1].ts, first_seen=evidence[0].ts, last_seen=evidence[-1].ts,
+        lat=evidence[-1].lat, lon=evidence[-1].lon, evidence=evidence, key=None,
+        extra_recipients=(),
+    )  # fmt: skip
+
+
+def test_a_patrols_positions_cross_only_as_incursion_evidence():
+    p1, p3 = patrol("p1", 0), patrol("p3", 6)
+    incursion = _released(_raw("unauthorized-incursion", p1, p3), "MX")
+    assert incursion is not None
+    body, audit = incursion
+    assert [e["event_id"] for e in body["evidence"]] == ["p1", "p3"]
+    assert body["evidence"][0]["fields"]["patrol_unit"] == "USBP-7"
+    assert body["evidence"][0]["fields"]["location"] == {"lat": INSIDE_MX, "lon": -107.5}
+    rules = {a["policy_rule"] for a in audit["actions"] if a["path"].startswith("evidence[0]")}
+    assert rules == {"cross-border-patrol-incursion-evidence (MLAT art. 7)"}
+    # The same positions as evidence of any other rule stay home.
+    assert _released(_raw("watchlist-plate", p1, p3), "MX") is None
+    home = _released(_raw("watchlist-plate", p1, p3), "US")
+    assert home is not None and len(home[0]["evidence"]) == 2
+
+
+def test_a_permit_goes_to_its_two_countries_only():
+    from engine.release import AUTHORIZATION_PARTIES, InterimPolicy, release_json
+
+    grant, seen = permit("a1", "0m"), patrol("p1", 0)
+    raw = _raw("some-rule", grant, seen)
+    for dest in ("MX", "US"):
+        out = release_json(raw, dest, ["GT", "MX", "US"], InterimPolicy(), now=0.0, topic="t")
+        assert out is not None and "a1" in [e["event_id"] for e in out[0]["evidence"]]
+    other = release_json(raw, "GT", ["GT", "MX", "US"], InterimPolicy(), now=0.0, topic="t")
+    assert other is not None
+    assert [e["event_id"] for e in other[0]["evidence"]] == ["p1"]
+    assert {"path": "evidence[a1]", "action": "drop", "policy_rule": AUTHORIZATION_PARTIES} in (
+        other[0]["redactions"]
+    )

@@ -125,7 +125,7 @@ def as_text(doc: dict[str, Any]) -> str:
 
 def test_default_policy_loads_with_id_version_and_file_hash():
     assert DEFAULT.ref.id == "us-mx-border-sharing"
-    assert DEFAULT.ref.version == "2026.3"
+    assert DEFAULT.ref.version == "2026.4"
     assert DEFAULT.ref.sha256 == hashlib.sha256(POLICY_FILE.read_bytes()).hexdigest()
     assert DEFAULT.doc.border_zone_km == 25 and DEFAULT.doc.location_precision_m == 1000
 
