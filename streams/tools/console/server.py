@@ -8,6 +8,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -82,8 +83,10 @@ class Console:
         store: AlertStore,
         status: FeedStatus,
         heartbeat_s: float = HEARTBEAT_S,
+        areas_path: Path | None = None,
     ) -> None:
         self.country = country
+        self.areas_path = areas_path or Settings.model_construct().areas_path
         self.topic = topic
         self.since_s = since_s
         self.store = store
@@ -202,10 +205,11 @@ def _status(console: Console) -> bytes:
 
 
 async def map_data(request: web.Request) -> web.Response:
+    console = request.app[_CONSOLE]
     return web.Response(
-        body=map_geojson(),
+        body=map_geojson(console.areas_path),
         content_type="application/geo+json",
-        headers={"Cache-Control": "max-age=3600"},
+        headers={"Cache-Control": "no-cache"},
     )
 
 
@@ -272,7 +276,7 @@ def run(
     store = AlertStore()
     feed = AlertFeed(settings, topic, since_s, lambda a, d: None,
                      client_id=f"fusion-console-{country.lower()}")  # fmt: skip
-    console = Console(country, topic, since_s, store, feed.status)
+    console = Console(country, topic, since_s, store, feed.status, areas_path=settings.areas_path)
     feed.sink = console.take
     host = host or settings.console_host
     port = port or settings.console_port_of(country)
