@@ -8,7 +8,7 @@ measured in metres in engine.metric's projection, the nearest segment found by a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -29,17 +29,32 @@ _DENSIFY_DEG = 0.01  # ~1 km: a segment that long, straight in degrees, bends < 
 Line = tuple[tuple[float, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BorderLine:
-    """A boundary polyline ([lat, lon], west to east) between a northern and a southern country."""
+    """A boundary polyline ([lat, lon], west to east) between a northern and a southern country.
+
+    Its geometries are built once, on first use, and kept with it (hashing an 11,000-point
+    line on every call would cost more than the lookup)."""
 
     north: str
     south: str
     line: Line
+    _built: dict[str, object] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     def south_side(self) -> BaseGeometry:
         """The south country's side of the line, in degrees (lon, lat), prepared."""
-        return _south_side(self.line)
+        built = self._built.get("south")
+        if built is None:
+            built = self._built["south"] = _south_side(self.line)
+        return built  # type: ignore[return-value]
+
+    def _tree(self) -> STRtree:
+        built = self._built.get("tree")
+        if built is None:
+            built = self._built["tree"] = _segment_tree(_metric_coords(self.line))
+        return built  # type: ignore[return-value]
 
     def metric_line(self) -> LineString:
         """The line in metres (engine.metric's projection)."""
@@ -47,12 +62,12 @@ class BorderLine:
 
     def country_at(self, lat: float, lon: float) -> str:
         """The country whose side of the line holds the point."""
-        return self.south if shapely.contains_xy(_south_side(self.line), lon, lat) else self.north
+        return self.south if shapely.contains_xy(self.south_side(), lon, lat) else self.north
 
     def distance_m(self, lat: float, lon: float) -> float:
         """Distance from the point to the nearest point of the line, in metres."""
         x, y = to_metres(lat, lon)
-        _, dist = _segment_tree(self.line).query_nearest(shapely.Point(x, y), return_distance=True)
+        _, dist = self._tree().query_nearest(shapely.Point(x, y), return_distance=True)
         return float(dist[0])
 
     def distance_km(self, lat: float, lon: float) -> float:
@@ -60,7 +75,6 @@ class BorderLine:
         return self.distance_m(lat, lon) / 1000.0
 
 
-@lru_cache(maxsize=8)
 def _south_side(line: Line) -> BaseGeometry:
     pts = [(lon, lat) for lat, lon in line]
     first, last = pts[0], pts[-1]
@@ -76,7 +90,6 @@ def _south_side(line: Line) -> BaseGeometry:
     return poly
 
 
-@lru_cache(maxsize=8)
 def _metric_coords(line: Line) -> NDArray[np.float64]:
     """The line's vertices in metres, segments first cut to at most `_DENSIFY_DEG`: a segment
     is straight in degrees (GeoJSON), and a long one bends once projected."""
@@ -86,9 +99,7 @@ def _metric_coords(line: Line) -> NDArray[np.float64]:
     return np.column_stack([xs, ys])
 
 
-@lru_cache(maxsize=8)
-def _segment_tree(line: Line) -> STRtree:
-    coords = _metric_coords(line)
+def _segment_tree(coords: NDArray[np.float64]) -> STRtree:
     segments = [LineString(pair) for pair in np.stack([coords[:-1], coords[1:]], axis=1)]
     return STRtree(segments)
 
