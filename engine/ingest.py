@@ -53,8 +53,10 @@ def validate(
     now: float,
     partners: frozenset[str],
     max_bytes: int = MAX_MESSAGE_BYTES,
+    issuer: str | None = None,
 ) -> Fact | Rejection:
-    """Check one message from the topic of `expected_type` events at wall-clock `now`."""
+    """Check one message from the topic of `expected_type` events at wall-clock `now`;
+    `issuer`, for a partner's own authorizations topic, is that partner."""
     if raw is None:
         return Rejection("json", "the message has no value (a tombstone); send one JSON object")
     if len(raw) > max_bytes:
@@ -83,7 +85,7 @@ def validate(
             f"(partners: {', '.join(sorted(partners))})",
         )
     if isinstance(event, Authorization):
-        refused = _issuer_refusal(event, partners)
+        refused = _issuer_refusal(event, partners, issuer)
         if refused is not None:
             return refused
     fact = Fact(event, raw)
@@ -96,9 +98,18 @@ def validate(
     return fact
 
 
-def _issuer_refusal(event: Authorization, partners: frozenset[str]) -> Rejection | None:
-    """Only the host country issues an authorization: the area's centre (`location`) must be
-    in the issuer's territory, and the guests a partner."""
+def _issuer_refusal(
+    event: Authorization, partners: frozenset[str], topic_owner: str | None = None
+) -> Rejection | None:
+    """Only the host country issues an authorization: it comes from that partner's own topic
+    (`topic_owner`, which only it may write on the secure broker) with its `source.country`,
+    the area's centre (`location`) is in its territory, and the guests are a partner."""
+    if topic_owner is not None and event.source.country != topic_owner:
+        return Rejection(
+            "wrong_issuer",
+            f"source.country is {event.source.country} on {topic_owner}'s authorizations "
+            f"topic: each partner publishes only its own authorizations, on its own topic",
+        )
     if event.guest_country not in partners:
         return Rejection(
             "unknown_partner",

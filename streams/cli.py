@@ -185,10 +185,10 @@ def cmd_authorize(args: argparse.Namespace) -> int:
         return 0
     producer = KafkaProducer(acks="all", **kafka_python_config(settings))
     try:
-        producer.send(settings.topic_authorizations, orjson.dumps(doc)).get(timeout=30)
+        topic = settings.authorization_topic(doc["source"]["country"])
+        producer.send(topic, orjson.dumps(doc)).get(timeout=30)
     finally:
         producer.close()
-    topic = settings.topic_authorizations
     print(f"sent authorization {doc['reference']} ({doc['action']}) to {topic}")
     return 0
 

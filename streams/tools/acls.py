@@ -7,7 +7,8 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
   only (and its `stix.<cc>` when the STIX topics are on), with consumer groups named
   `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
-  (detections, suspects, weapons, tracking, tips).
+  (detections, suspects, weapons, tracking, tips) and its own authorizations topic
+  (`events.authorizations.<cc>`: only the host country issues its authorizations).
 
 Everything else is refused (no `allow.everyone.if.no.acl.found`). `apply_acls` creates the
 bindings with kafka-python's admin client; creating an existing binding is a no-op, so it can
@@ -88,9 +89,10 @@ def acl_plan(settings: Settings) -> list[Grant]:
         if settings.stix_topics:
             grants.append(Grant(ops, "READ", "TOPIC", settings.stix_topic(cc)))
         grants.append(Grant(ops, "READ", "GROUP", ops, "PREFIXED"))
-        grants.extend(
+        grants.extend(  # authorizations: only the partner's own topic
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
-            for topic in settings.input_topics.values()
+            for topic, (_, owner) in settings.topic_event_types.items()
+            if owner in (None, cc)
         )
     return grants
 

@@ -479,14 +479,14 @@ def publish(
 
     from streams.clients import kafka_python_config
 
-    topics = settings.input_topics
     producer = KafkaProducer(linger_ms=5, acks=1, **kafka_python_config(settings))
     interval = 1.0 / rate if rate > 0 else 0.0
     start = last_report = time.monotonic()
     sent = 0
     try:
         for etype, ev in events:
-            producer.send(topics[etype], orjson.dumps(ev))
+            topic = settings.input_topic_for(etype, ev["source"]["country"])
+            producer.send(topic, orjson.dumps(ev))
             sent += 1
             if count and sent >= count:
                 break

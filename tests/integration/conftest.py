@@ -25,7 +25,7 @@ from streams.keys import generate, write_keys
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_SH = REPO / "deploy" / "kafka" / "broker.sh"
-INPUT_TOPIC_SETTINGS = ("DETECTIONS", "SUSPECTS", "WEAPONS", "TRACKING", "TIPS", "AUTHORIZATIONS")
+INPUT_TOPIC_SETTINGS = ("DETECTIONS", "SUSPECTS", "WEAPONS", "TRACKING", "TIPS")
 
 
 LOG_TAIL_LINES = 150
@@ -227,7 +227,8 @@ class Lab:
             "weapon": f"events.weapons.{suffix}",
             "track": f"events.tracking.{suffix}",
             "tip": f"events.tips.{suffix}",
-            "authorization": f"events.authorizations.{suffix}",
+            "authorization-us": f"events.authorizations.{suffix}.us",
+            "authorization-mx": f"events.authorizations.{suffix}.mx",
             "deadletter": f"events.deadletter.{suffix}",
             "audit": f"audit.sharing.{suffix}",
             "US": f"alerts.{suffix}.us",
@@ -242,7 +243,7 @@ class Lab:
             "FUSION_TOPIC_WEAPONS": self.topics["weapon"],
             "FUSION_TOPIC_TRACKING": self.topics["track"],
             "FUSION_TOPIC_TIPS": self.topics["tip"],
-            "FUSION_TOPIC_AUTHORIZATIONS": self.topics["authorization"],
+            "FUSION_TOPIC_AUTHORIZATIONS": f"events.authorizations.{suffix}",
             "FUSION_TOPIC_DEADLETTER": self.topics["deadletter"],
             "FUSION_TOPIC_AUDIT": self.topics["audit"],
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{suffix}.",
@@ -376,6 +377,7 @@ class Lab:
         e = {**self.env, **(env or {})}
         group = e["FUSION_APP_ID"]
         inputs = [e[f"FUSION_TOPIC_{t}"] for t in INPUT_TOPIC_SETTINGS]
+        inputs += [f"{e['FUSION_TOPIC_AUTHORIZATIONS']}.{cc}" for cc in ("us", "mx")]
         deadline = time.monotonic() + timeout
         for topics in (inputs, [e["FUSION_TOPIC_ROUTED"]]):
             want = {tp: end for tp, end in self.end_offsets(topics).items() if end > 0}

@@ -1,7 +1,8 @@
 """Own forces on the real broker: a US patrol 300 m into Chihuahua past the dwell time raises
 a critical alert on both alerts.us and alerts.mx, carrying its jurisdiction; a unit Mexico
-authorized with `fusion authorize` raises none; a permit published by the wrong country and
-malformed ones are dead-lettered with what to fix; every alert of the default pack (one of
+authorized with `fusion authorize` raises none; permits published by the wrong country (for
+its neighbour's territory, or on another partner's topic) and malformed ones are
+dead-lettered with what to fix; every alert of the default pack (one of
 each simulator scenario) carries the jurisdiction of its precise location."""
 
 from __future__ import annotations
@@ -75,14 +76,18 @@ def test_an_unauthorized_patrol_alerts_both_countries_and_an_authorized_one_does
         "valid_from": _iso(-3600),
         "valid_until": _iso(3600),
     }
-    lab.send("authorization", wrong)
+    lab.send("authorization-us", wrong)
+    # A permit claiming to be Mexico's, published on the US topic: refused too.
+    spoofed = {**wrong, "event_id": wrong["event_id"] + "-s", "guest_country": "US"}
+    spoofed |= {"source": {"agency": "SEDENA", "country": "MX"}, "units": ["USBP-L1"]}
+    lab.send("authorization-us", spoofed)
     malformed = {
         **wrong,
         "event_id": wrong["event_id"] + "-m",
         "source": {"agency": "SEDENA", "country": "MX"},
     }
     lab.send(
-        "authorization",
+        "authorization-mx",
         {
             **malformed,
             "guest_country": "US",
@@ -90,7 +95,7 @@ def test_an_unauthorized_patrol_alerts_both_countries_and_an_authorized_one_does
         },
     )
     lab.send(
-        "authorization",
+        "authorization-mx",
         {**malformed, "event_id": malformed["event_id"] + "2", "guest_country": "US", "units": []},
     )
     lone, joint = positions("USBP-L1"), positions("USBP-J1")
@@ -111,11 +116,17 @@ def test_an_unauthorized_patrol_alerts_both_countries_and_an_authorized_one_does
         assert alert["severity"] == "critical"
         assert alert["recipients"] == ["MX", "US"]
         assert alert["jurisdiction"] == {**CHIHUAHUA, "areas_version": default_areas().version}
-    dead = lab.read("deadletter", 3, timeout=60)
+    dead = lab.read("deadletter", 4, timeout=60)
     errors = sorted((d["error"]["kind"], d["error"]["message"]) for d in dead)
+    assert len(errors) == 4, errors
     assert errors[0][0] == "schema" and "a grant needs units" in errors[0][1]
     assert errors[1][0] == "schema" and "give exactly one of radius_m" in errors[1][1]
     assert errors[2] == (
+        "wrong_issuer",
+        "source.country is MX on US's authorizations topic: each partner publishes only its "
+        "own authorizations, on its own topic",
+    )
+    assert errors[3] == (
         "wrong_issuer",
         f"the authorization's location ({IN_CHIHUAHUA[0]}, {IN_CHIHUAHUA[1]}) is in MX "
         "territory; only MX may authorize operations there, and source.country is US: have "
@@ -135,7 +146,10 @@ def test_every_alert_of_the_default_pack_carries_its_jurisdiction(lab: Lab):
     w = lab.worker()
     w.wait_ready()
     for etype, doc in events:
-        lab.send(etype, doc)
+        if etype == "authorization":
+            lab.send(f"authorization-{doc['source']['country'].lower()}", doc)
+        else:
+            lab.send(etype, doc)
     lab.flush()
     got = lab.wait_alerts(set(expected), workers=(w,))
     assert set(expected) <= got

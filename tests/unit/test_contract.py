@@ -145,7 +145,8 @@ def default_settings() -> Settings:
 def topic_names(settings: Settings) -> set[str]:
     """Every topic the pipeline declares by default, and the per-partner patterns."""
     names = {t.name for t in declared_topics(settings)}
-    return names | {settings.alert_topic_prefix + CC, settings.stix_topic_prefix + CC}
+    patterns = (settings.alert_topic_prefix, settings.stix_topic_prefix)
+    return names | {p + CC for p in patterns} | {settings.authorization_topic(CC).lower()}
 
 
 def event_types() -> set[str]:

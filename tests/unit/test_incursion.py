@@ -220,3 +220,28 @@ def test_a_permit_goes_to_its_two_countries_only():
     assert {"path": "evidence[a1]", "action": "drop", "policy_rule": AUTHORIZATION_PARTIES} in (
         other[0]["redactions"]
     )
+
+
+def test_each_partner_writes_only_its_own_authorizations_topic():
+    from streams.settings import Settings
+    from streams.tools.acls import acl_plan
+
+    s = Settings(_env_file=None)
+    writes = {(g.principal, g.name) for g in acl_plan(s) if g.operation == "WRITE"}
+    assert ("producer-mx", "events.authorizations.mx") in writes
+    assert ("producer-us", "events.authorizations.us") in writes
+    assert ("producer-us", "events.authorizations.mx") not in writes
+    assert ("producer-mx", "events.authorizations.us") not in writes
+    assert s.topic_event_types["events.authorizations.mx"] == ("authorization", "MX")
+
+
+def test_a_permit_on_another_partners_topic_is_refused():
+    raw = raw_permit()  # issued by MX
+    at = DEFAULT_START.timestamp()
+    assert isinstance(validate(raw, "authorization", now=at, partners=PARTNERS, issuer="MX"), Fact)
+    got = validate(raw, "authorization", now=at, partners=PARTNERS, issuer="US")
+    assert got == Rejection(
+        "wrong_issuer",
+        "source.country is MX on US's authorizations topic: each partner publishes only its "
+        "own authorizations, on its own topic",
+    )

@@ -177,7 +177,7 @@ def test_the_tips_topic_is_an_input_topic_everywhere():
     assert s.input_topics["tip"] == "events.tips"
     assert s.caught_up_lag_s["tip"] == 2.0  # reports about the past, like suspects
     inputs = {t.name for t in declared_topics(s) if t.role == "input"}
-    assert "events.tips" in inputs and len(inputs) == 6  # with events.authorizations
+    assert "events.tips" in inputs and len(inputs) == 7  # with events.authorizations.us, .mx
     writes = {(g.principal, g.name) for g in acl_plan(s) if g.operation == "WRITE"}
     assert {("producer-us", "events.tips"), ("producer-mx", "events.tips")} <= writes
 
