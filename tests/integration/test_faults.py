@@ -18,14 +18,8 @@ from tests.integration.conftest import REPO, BrokerControl, Lab, Worker
 from tests.integration.test_pipeline import crossing, event
 
 # Crossing clusters in distinct places (Mexican side) and watchlist pairs at several ports.
-PLACES = [
-    (30.90, -110.60),
-    (31.60, -106.30),
-    (29.30, -100.80),
-    (27.40, -99.60),
-    (26.00, -98.30),
-    (32.40, -115.40),
-]
+PLACES = [(30.90, -110.60), (31.60, -106.30), (29.30, -100.80), (27.40, -99.60),
+          (26.00, -98.30), (32.40, -115.40)]
 PORTS = [(32.5422, -117.0297), (31.3320, -110.9406), (31.7630, -106.4510), (25.9020, -97.4970)]
 PARTITIONS = Settings.model_fields["internal_partitions"].default  # of fusion.routed
 
@@ -37,27 +31,10 @@ def scenario() -> list[tuple[str, dict[str, Any]]]:
         out += [("detection", e) for e in crossing(5, where=place)]
     for i, port in enumerate(PORTS):
         plate = f"F{i}-{uuid.uuid4().hex[:5]}"
-        out.append(
-            (
-                "suspect",
-                event(
-                    "suspect", country="MX", at=-7200, where=port, plate=plate, person_ref=f"P-{i}"
-                ),
-            )
-        )
-        out.append(
-            (
-                "detection",
-                event(
-                    "detection",
-                    country="US",
-                    at=-30 + i,
-                    where=port,
-                    plate=plate,
-                    sensor_kind="inspection",
-                ),
-            )
-        )
+        out.append(("suspect", event("suspect", country="MX", at=-7200, where=port, plate=plate,
+                                     person_ref=f"P-{i}")))
+        out.append(("detection", event("detection", country="US", at=-30 + i, where=port,
+                                       plate=plate, sensor_kind="inspection")))
     return out
 
 
@@ -96,11 +73,8 @@ def check(alerts: list[dict[str, Any]], expected: set[str]) -> None:
 
 def interleaved_halves(events: list[tuple[str, dict[str, Any]]]):
     """First 3 of every crossing and the suspects; then the rest."""
-    first = [
-        e
-        for i, e in enumerate(events)
-        if (e[0] == "detection" and i < 30 and i % 5 < 3) or e[0] == "suspect"
-    ]
+    first = [e for i, e in enumerate(events) if (e[0] == "detection" and i < 30 and i % 5 < 3)
+             or e[0] == "suspect"]
     rest = [e for e in events if e not in first]
     return first, rest
 
@@ -170,9 +144,8 @@ def test_worker_sigkill_mid_run_loses_nothing(lab: Lab) -> None:
     check(delivered(lab, expected, (w2,)), expected)
 
 
-def test_broker_restart_mid_run_loses_nothing(
-    lab: Lab, broker_control: BrokerControl | None
-) -> None:
+def test_broker_restart_mid_run_loses_nothing(lab: Lab, broker_control: BrokerControl | None
+                                              ) -> None:
     if broker_control is None:
         pytest.skip("the broker is external (FUSION_TEST_BOOTSTRAP): cannot restart it")
     events = scenario()
@@ -207,19 +180,9 @@ def test_a_stalled_broker_slows_intake_instead_of_buffering(
     n = 20_000
     for i in range(n):
         # with a plate, so that rules take them and the worker has output to hold it back
-        lab.send(
-            "track",
-            event(
-                "track",
-                at=-60,
-                eid=f"bp-{lab.suffix}-{i}",
-                track_id=f"T-{i % 500}",
-                subject_kind="vessel",
-                plate=f"BP-{i % 500}",
-                where=(30.9, -110.6),
-                country="MX",
-            ),
-        )
+        lab.send("track", event("track", at=-60, eid=f"bp-{lab.suffix}-{i}",
+                                track_id=f"T-{i % 500}", subject_kind="vessel",
+                                plate=f"BP-{i % 500}", where=(30.9, -110.6), country="MX"))
     lab.flush()
     w = lab.worker(FUSION_BATCH_MAX="2000")
     w.wait_ready()

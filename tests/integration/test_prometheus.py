@@ -30,19 +30,16 @@ def promql(port: int, query: str) -> list[dict[str, Any]]:
 def prometheus(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.fail(
-            "the Prometheus server is not installed: apt-get install prometheus "
-            "(.ci/run and `make test` do it)"
-        )
+        pytest.fail("the Prometheus server is not installed: apt-get install prometheus "
+                    "(.ci/run and `make test` do it)")
     port = free_port()
     cfg = tmp_path / "prometheus.yml"
     yield port, cfg
     # started by the test once the worker's port is known
 
 
-def test_prometheus_scrapes_rates_and_latency(
-    lab: Lab, prometheus: tuple[int, Path], tmp_path: Path
-) -> None:
+def test_prometheus_scrapes_rates_and_latency(lab: Lab, prometheus: tuple[int, Path],
+                                              tmp_path: Path) -> None:
     port, cfg = prometheus
     w = lab.worker()
     w.wait_ready()
@@ -55,33 +52,14 @@ def test_prometheus_scrapes_rates_and_latency(
     )
     prom_log = (tmp_path / "prometheus.log").open("wb")
     prom = subprocess.Popen(
-        [
-            shutil.which("prometheus") or "prometheus",
-            f"--config.file={cfg}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=prom_log,
+        [shutil.which("prometheus") or "prometheus", f"--config.file={cfg}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=prom_log,
     )
     sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "simulate",
-            "--rate",
-            "150",
-            "--seed",
-            "5",
-            "--scenario-share",
-            "0.1",
-            "--quiet",
-        ],
-        env=lab.env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "streams.cli", "simulate", "--rate", "150", "--seed", "5",
+         "--scenario-share", "0.1", "--quiet"],
+        env=lab.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -90,17 +68,14 @@ def test_prometheus_scrapes_rates_and_latency(
         while time.monotonic() < deadline:
             time.sleep(2)
             try:
-                received = promql(
-                    port, "sum by (topic, country) (rate(fusion_events_received_total[15s]))"
-                )
-                latency = promql(
-                    port,
-                    "histogram_quantile(0.99, sum by (le) "
-                    "(rate(fusion_event_to_alert_seconds_bucket[30s])))",
-                )
+                received = promql(port, "sum by (topic, country) "
+                                        "(rate(fusion_events_received_total[15s]))")
+                latency = promql(port, "histogram_quantile(0.99, sum by (le) "
+                                       "(rate(fusion_event_to_alert_seconds_bucket[30s])))")
             except OSError:
                 continue
-            countries = {r["metric"].get("country") for r in received if float(r["value"][1]) > 0}
+            countries = {r["metric"].get("country") for r in received
+                         if float(r["value"][1]) > 0}
             if countries >= {"US", "MX"} and latency and latency[0]["value"][1] != "NaN":
                 break
         assert {r["metric"]["country"] for r in received} >= {"US", "MX"}, received

@@ -49,17 +49,8 @@ def test_rules_reload_while_running_and_refuse_broken_edits(lab: Lab, tmp_path: 
     assert wait_for(lambda: w.metric("fusion_rule_reloads_total", result="success") >= 1), w.logs()
     track = "T-" + lab.suffix
     for i in range(3):
-        lab.send(
-            "track",
-            event(
-                "track",
-                at=-60 + i,
-                track_id=track,
-                subject_kind="vessel",
-                where=(30.9, -110.6),
-                country="MX",
-            ),
-        )
+        lab.send("track", event("track", at=-60 + i, track_id=track, subject_kind="vessel",
+                                where=(30.9, -110.6), country="MX"))
     lab.flush()
     alerts = lab.read("MX", 1)
     assert [a["rule_id"] for a in alerts] == ["track-loiter"]
