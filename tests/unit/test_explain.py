@@ -331,43 +331,16 @@ def _crossing_with_one_mexican_report() -> RawAlert:
     """Four US detections and one Mexican, in Sonora, 50 km from the line (outside the
     policy's border zone: Mexico's location reaches the US generalised)."""
     rule = RULESET.by_id["coordinated-crossing"]
-    spots = [
-        (30.9000, -110.6000),
-        (30.9040, -110.6050),
-        (30.8970, -110.5930),
-        (30.9060, -110.5960),
-        (30.8950, -110.6070),
-    ]
+    spots = [(30.9000, -110.6000), (30.9040, -110.6050), (30.8970, -110.5930),
+             (30.9060, -110.5960), (30.8950, -110.6070)]
     facts = [
-        build_event(
-            {
-                "id": f"us-{i}",
-                "type": "detection",
-                "at": f"{i}m",
-                "lat": lat,
-                "lon": lon,
-                "subject_kind": "person",
-            },
-            DEFAULT_START,
-        )
+        build_event({"id": f"us-{i}", "type": "detection", "at": f"{i}m", "lat": lat,
+                     "lon": lon, "subject_kind": "person"}, DEFAULT_START)
         for i, (lat, lon) in enumerate(spots[1:], start=1)
     ]
-    facts.insert(
-        0,
-        build_event(
-            {
-                "id": "mx-1",
-                "type": "detection",
-                "at": "0m",
-                "lat": spots[0][0],
-                "lon": spots[0][1],
-                "country": "MX",
-                "agency": "GN",
-                "subject_kind": "person",
-            },
-            DEFAULT_START,
-        ),
-    )
+    facts.insert(0, build_event({"id": "mx-1", "type": "detection", "at": "0m",
+                                 "lat": spots[0][0], "lon": spots[0][1], "country": "MX",
+                                 "agency": "GN", "subject_kind": "person"}, DEFAULT_START))
     (alert,) = alerts_for(rule, facts)
     return alert
 
@@ -400,14 +373,8 @@ def test_withheld_evidence_is_not_named_or_timed_in_the_explanation() -> None:
     alert = _crossing_with_one_mexican_report()
 
     class DropMexico(InterimPolicy):
-        def action(
-            self,
-            origin: str,
-            destination: str,
-            event_type: str,
-            field: str,
-            at: tuple[float, float] | None = None,
-        ) -> tuple[str, str]:
+        def action(self, origin: str, destination: str, event_type: str, field: str,
+                   at: tuple[float, float] | None = None) -> tuple[str, str]:
             if origin == "MX" and destination == "US" and field == "*":
                 return "drop", "no-mexican-events"
             return super().action(origin, destination, event_type, field, at)
