@@ -189,3 +189,17 @@ def test_a_broken_areas_file_on_reload_leaves_the_running_areas(tmp_path: Path, 
     time.sleep(0.002)
     new = live.maybe_reload()
     assert new is not None and live.current().version == "v3"
+
+
+def test_fusion_areas_check_names_every_problem(tmp_path: Path, capsys):
+    from streams.cli import main
+
+    good = tmp_path / "good.geojson"
+    good.write_text(doc(feature("a", square(-111, 32)), version="v9"))
+    assert main(["areas", "check", str(good)]) == 0
+    assert "areas version v9, 1 areas: ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(doc(feature("a", square(-111, 32)), feature("b", square(-110.95, 32))))
+    assert main(["areas", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: 1 problem(s) in the areas file" in err and "areas a and b overlap" in err
