@@ -64,7 +64,7 @@ schemas: setup ## regenerate the JSON Schema files
 console: setup ## the operations console of one country: make console COUNTRY=mx (broker, worker running)
 	$(BIN)/fusion console $(COUNTRY)
 
-vendor-console: ## vendor Leaflet and the state outlines from npm, pinned (deploy/console/vendor.sh)
+vendor-console: ## vendor Leaflet from npm, pinned (deploy/console/vendor.sh)
 	deploy/console/vendor.sh
 
 bench: setup ## engine benchmark (no broker)

@@ -609,6 +609,12 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rid, row in per_rule.items():
             print(f"| {rid} | " + " | ".join(f"{v:,}" for v in row) + " |")
+    print()
+    import geo_bench  # bench/: the geography's cost per call (docs/performance.md)
+
+    from engine.border import default_border
+
+    print(geo_bench.render(geo_bench.measure(), 20_000, len(default_border().line)))
     sys.stdout.flush()
     if args.profile:
         print()

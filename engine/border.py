@@ -1,83 +1,112 @@
-"""Which partner's territory holds a point, and how far it is from the US-Mexico border."""
+"""Which partner's territory holds a point, and how far it is from the US-Mexico border.
+
+The line is engine/data/us-mx-border.json (OpenStreetMap, built by deploy/geo/build_border.py).
+The side of the line is decided in degrees on a polygon closed far to the south; distances are
+measured in metres in engine.metric's projection, the nearest segment found by an STRtree.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from itertools import pairwise
 
-from engine.geo import KM_PER_DEG_LAT, haversine_km
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from shapely import LineString, Polygon, STRtree
+from shapely.geometry.base import BaseGeometry
+
+from engine.metric import to_metres, to_metres_many
+
+# The side of the line past its ends: the south country's side is closed by these corners
+# (the Pacific end runs west along the latitude of its first point, the Gulf end east along
+# the latitude of its last one).
+_FAR_WEST, _FAR_EAST, _FAR_SOUTH = -130.0, -80.0, 5.0
+_DENSIFY_DEG = 0.01  # ~1 km: a segment that long, straight in degrees, bends < 1 cm projected
+
+Line = tuple[tuple[float, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BorderLine:
-    """A simplified boundary polyline between a northern and a southern country."""
+    """A boundary polyline ([lat, lon], west to east) between a northern and a southern country.
+
+    Its geometries are built once, on first use, and kept with it (hashing an 11,000-point
+    line on every call would cost more than the lookup)."""
 
     north: str
     south: str
-    line: tuple[tuple[float, float], ...]
+    line: Line
+    _built: dict[str, object] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
+
+    def south_side(self) -> BaseGeometry:
+        """The south country's side of the line, in degrees (lon, lat), prepared."""
+        built = self._built.get("south")
+        if built is None:
+            built = self._built["south"] = _south_side(self.line)
+        return built  # type: ignore[return-value]
+
+    def _tree(self) -> STRtree:
+        built = self._built.get("tree")
+        if built is None:
+            built = self._built["tree"] = _segment_tree(_metric_coords(self.line))
+        return built  # type: ignore[return-value]
+
+    def metric_line(self) -> LineString:
+        """The line in metres (engine.metric's projection)."""
+        return LineString(_metric_coords(self.line))
 
     def country_at(self, lat: float, lon: float) -> str:
         """The country whose side of the line holds the point."""
-        pts = self.line
-        if lon <= pts[0][1]:
-            return self.north if lat >= pts[0][0] else self.south
-        if lon >= pts[-1][1]:
-            return self.north if lat >= pts[-1][0] else self.south
-        # The line is not monotonic in longitude (the Colorado river leg runs back west),
-        # so count crossings of a ray going north: an odd count means south of the line.
-        crossings = 0
-        for (la1, lo1), (la2, lo2) in pairwise(pts):
-            if (lo1 <= lon < lo2) or (lo2 <= lon < lo1):
-                t = (lon - lo1) / (lo2 - lo1)
-                if la1 + t * (la2 - la1) > lat:
-                    crossings += 1
-        return self.south if crossings % 2 == 1 else self.north
+        return self.south if shapely.contains_xy(self.south_side(), lon, lat) else self.north
+
+    def distance_m(self, lat: float, lon: float) -> float:
+        """Distance from the point to the nearest point of the line, in metres."""
+        x, y = to_metres(lat, lon)
+        _, dist = self._tree().query_nearest(shapely.Point(x, y), return_distance=True)
+        return float(dist[0])
 
     def distance_km(self, lat: float, lon: float) -> float:
         """Distance from the point to the nearest point of the line, in kilometres."""
-        best = math.inf
-        kx = KM_PER_DEG_LAT * math.cos(math.radians(lat))
-        ky = KM_PER_DEG_LAT
-        near = (lat, lon)
-        for la1, lo1, la2, lo2, la_lo, la_hi, lo_lo, lo_hi in _segments(self.line):
-            # a lower bound from the segment's bounding box: skip it if it cannot be nearer
-            gy = (la_lo - lat if lat < la_lo else lat - la_hi if lat > la_hi else 0.0) * ky
-            gx = (lo_lo - lon if lon < lo_lo else lon - lo_hi if lon > lo_hi else 0.0) * kx
-            if gx >= best or gy >= best:
-                continue
-            ax, ay = (lo1 - lon) * kx, (la1 - lat) * ky
-            bx, by = (lo2 - lon) * kx, (la2 - lat) * ky
-            dx, dy = bx - ax, by - ay
-            seg = dx * dx + dy * dy
-            t = 0.0 if seg == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / seg))
-            px, py = ax + t * dx, ay + t * dy
-            d = math.hypot(px, py)
-            if d < best:
-                best = d
-                near = (lat + py / ky, lon + px / kx)
-        if best < 50:
-            return haversine_km(lat, lon, near[0], near[1])
-        return best
+        return self.distance_m(lat, lon) / 1000.0
 
 
-@lru_cache(maxsize=8)
-def _segments(
-    line: tuple[tuple[float, float], ...],
-) -> tuple[tuple[float, float, float, float, float, float, float, float], ...]:
-    """Each segment of a line with its bounding box."""
-    return tuple(
-        (la1, lo1, la2, lo2, min(la1, la2), max(la1, la2), min(lo1, lo2), max(lo1, lo2))
-        for (la1, lo1), (la2, lo2) in pairwise(line)
-    )
+def _south_side(line: Line) -> BaseGeometry:
+    pts = [(lon, lat) for lat, lon in line]
+    first, last = pts[0], pts[-1]
+    ring = [
+        (_FAR_WEST, first[1]),
+        *pts,
+        (_FAR_EAST, last[1]),
+        (_FAR_EAST, _FAR_SOUTH),
+        (_FAR_WEST, _FAR_SOUTH),
+    ]
+    poly = shapely.make_valid(Polygon(ring))
+    shapely.prepare(poly)
+    return poly
+
+
+def _metric_coords(line: Line) -> NDArray[np.float64]:
+    """The line's vertices in metres, segments first cut to at most `_DENSIFY_DEG`: a segment
+    is straight in degrees (GeoJSON), and a long one bends once projected."""
+    dense = shapely.segmentize(LineString([(lon, lat) for lat, lon in line]), _DENSIFY_DEG)
+    lonlat = shapely.get_coordinates(dense)
+    xs, ys = to_metres_many(lonlat[:, 0], lonlat[:, 1])
+    return np.column_stack([xs, ys])
+
+
+def _segment_tree(coords: NDArray[np.float64]) -> STRtree:
+    segments = [LineString(pair) for pair in np.stack([coords[:-1], coords[1:]], axis=1)]
+    return STRtree(segments)
 
 
 @lru_cache(maxsize=1)
 def default_border() -> BorderLine:
-    """The shipped, simplified US-Mexico boundary."""
+    """The shipped US-Mexico boundary (engine/data/us-mx-border.json)."""
     raw = json.loads(resources.files("engine").joinpath("data/us-mx-border.json").read_text())
     return BorderLine(
         north=raw["north"], south=raw["south"], line=tuple((p[0], p[1]) for p in raw["line"])

@@ -68,3 +68,14 @@ class PolicyError(FusionError):
 
 class SnapshotError(FusionError):
     """A state snapshot could not be read back."""
+
+
+class AreasError(FusionError):
+    """An areas-of-responsibility file is invalid; `problems` lists every problem found, each
+    naming the file, the area and the field where known."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{file}: {len(problems)} problem(s) in the areas file:\n{lines}")

@@ -118,7 +118,8 @@ class Fact:
         """A field by name: event fields, `source.agency`, `source.country`, or a derived one.
 
         Derived: `plate` (normalised), `border_km` (distance to the border), `territory`
-        (the country whose territory holds the location).
+        (the country whose territory holds the location), `own_forces` (`own-forces` for a
+        patrol's track or an authorization: the key the incursion rule routes them by).
         """
         d = self._derived
         value = d.get(name, _MISSING)
@@ -145,7 +146,11 @@ class Fact:
             return default_border().distance_km(self.lat, self.lon)
         if name == "territory":
             return default_border().country_at(self.lat, self.lon)
-        if name in ("person_ref", "serial", "track_id"):
+        if name == "own_forces":  # one routing key for every patrol position and permit
+            if self.event_type == "authorization" or self._field("patrol_unit"):
+                return "own-forces"
+            return None
+        if name in ("person_ref", "serial", "track_id", "patrol_unit"):
             raw = self._field(name)
             return raw.strip().upper() if isinstance(raw, str) and raw.strip() else None
         head, dot, tail = name.partition(".")

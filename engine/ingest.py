@@ -6,10 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+import shapely
 from pydantic import ValidationError
 
+from engine.border import default_border
 from engine.facts import Fact
-from schemas.events import EVENT_MODELS, Event, EventType
+from engine.geo import haversine_km
+from schemas.events import (
+    EVENT_MODELS,
+    MAX_AUTHORIZATION_RADIUS_M,
+    Authorization,
+    Event,
+    EventType,
+)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_FUTURE_S = 300.0
@@ -44,8 +53,10 @@ def validate(
     now: float,
     partners: frozenset[str],
     max_bytes: int = MAX_MESSAGE_BYTES,
+    issuer: str | None = None,
 ) -> Fact | Rejection:
-    """Check one message from the topic of `expected_type` events at wall-clock `now`."""
+    """Check one message from the topic of `expected_type` events at wall-clock `now`;
+    `issuer`, for a partner's own authorizations topic, is that partner."""
     if raw is None:
         return Rejection("json", "the message has no value (a tombstone); send one JSON object")
     if len(raw) > max_bytes:
@@ -73,6 +84,10 @@ def validate(
             f"source.country {event.source.country!r} is not a partner of this pipeline "
             f"(partners: {', '.join(sorted(partners))})",
         )
+    if isinstance(event, Authorization):
+        refused = _issuer_refusal(event, partners, issuer)
+        if refused is not None:
+            return refused
     fact = Fact(event, raw)
     if fact.ts > now + MAX_FUTURE_S:
         return Rejection(
@@ -81,6 +96,59 @@ def validate(
             "in the future; at most 5 minutes are allowed: check the sender's clock and offset",
         )
     return fact
+
+
+def _issuer_refusal(
+    event: Authorization, partners: frozenset[str], topic_owner: str | None = None
+) -> Rejection | None:
+    """Only the host country issues an authorization: it comes from that partner's own topic
+    (`topic_owner`, which only it may write on the secure broker) with its `source.country`,
+    the area's centre (`location`) is in its territory, and the guests are a partner."""
+    if topic_owner is not None and event.source.country != topic_owner:
+        return Rejection(
+            "wrong_issuer",
+            f"source.country is {event.source.country} on {topic_owner}'s authorizations "
+            f"topic: each partner publishes only its own authorizations, on its own topic",
+        )
+    if event.guest_country not in partners:
+        return Rejection(
+            "unknown_partner",
+            f"guest_country {event.guest_country!r} is not a partner of this pipeline "
+            f"(partners: {', '.join(sorted(partners))})",
+        )
+    if event.action != "grant":
+        return None
+    issuer = event.source.country
+    lat, lon = event.location.lat, event.location.lon
+    host = default_border().country_at(lat, lon)
+    if host != issuer:
+        return Rejection(
+            "wrong_issuer",
+            f"the authorization's location ({lat}, {lon}) is in {host} territory; only {host} "
+            f"may authorize operations there, and source.country is {issuer}: have {host}'s "
+            "agency issue it",
+        )
+    area = event.area
+    if area is not None and area.polygon is not None:
+        ring = shapely.Polygon([(x, y) for y, x in area.polygon])
+        if not ring.is_valid:
+            return Rejection(
+                "schema",
+                f"area.polygon is not a valid polygon ({shapely.is_valid_reason(ring)}); "
+                "give a simple ring",
+            )
+        if not shapely.contains_xy(ring, lon, lat):
+            return Rejection(
+                "schema", "location must be inside area.polygon (it is the area's centre)"
+            )
+        far = max(haversine_km(lat, lon, y, x) for y, x in area.polygon) * 1000
+        if far > MAX_AUTHORIZATION_RADIUS_M:
+            return Rejection(
+                "schema",
+                f"area.polygon reaches {far:.0f} m from location; at most "
+                f"{MAX_AUTHORIZATION_RADIUS_M:.0f} m",
+            )
+    return None
 
 
 def _decode_and_validate(raw: bytes, expected_type: EventType) -> Event | Rejection:

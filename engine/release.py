@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from engine.areas import Areas, default_areas
 from engine.border import default_border
 from engine.explain import released
 from engine.facts import Fact
@@ -20,6 +21,10 @@ from engine.hits import RawAlert
 from schemas.alerts import Alert, PolicyRef
 from schemas.audit import AuditRecord
 from schemas.events import COMMON_FIELDS
+
+AUTHORIZATION_PARTIES = "authorization-parties-only"
+"""The `policy_rule` that drops an authorization for a destination other than its issuer and
+its guest country: its details go only to the two countries it concerns."""
 
 TLP_BY_SEVERITY = {
     "critical": "TLP:AMBER+STRICT",
@@ -42,11 +47,14 @@ class ReleasePolicy(Protocol):
         event_type: str,
         field: str,
         at: tuple[float, float] | None = None,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         """(action, policy rule name) for one field of one event going to `destination`.
 
         `at` is where the event is (for the alert's own location, asked with event type `*`:
-        where the alert is), so zone-dependent rules can decide; None if unknown.
+        where the alert is), so zone-dependent rules can decide; None if unknown. A track of
+        own forces (`patrol_unit`) is asked as event type `patrol`, with the alert's
+        `rule_id`.
         """
         ...
 
@@ -82,6 +90,7 @@ class InterimPolicy:
         event_type: str,
         field: str,
         at: tuple[float, float] | None = None,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         if origin == destination:
             return "release", "own-data"
@@ -117,9 +126,12 @@ def release(
     *,
     now: float,
     topic: str,
+    areas: Areas | None = None,
 ) -> tuple[Alert, AuditRecord] | None:
     """The alert as released to `destination` and its audit record; None if nothing may go."""
-    out = release_json(alert, destination, all_recipients, policy, now=now, topic=topic)
+    out = release_json(
+        alert, destination, all_recipients, policy, now=now, topic=topic, areas=areas
+    )
     if out is None:
         return None
     body, audit = out
@@ -134,9 +146,13 @@ def release_json(
     *,
     now: float,
     topic: str,
+    areas: Areas | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """`release` as the JSON objects the models dump to, without building the models (the
-    worker's path; `release` validates the same objects, and tests hold the two equal)."""
+    worker's path; `release` validates the same objects, and tests hold the two equal).
+
+    `areas` (default: the shipped ones) decide `jurisdiction` on the alert's precise location,
+    before any generalisation, so every destination's copy carries the same."""
     evidence: list[dict[str, Any]] = []
     redactions: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
@@ -149,7 +165,13 @@ def release_json(
         origin = fact.country
         etype = fact.event_type
         at = (fact.lat, fact.lon)
-        drop_action, drop_rule = action(origin, destination, etype, "*", at=at)
+        if etype == "track" and fact.get("patrol_unit") is not None:
+            policy_type, asked = "patrol", {"rule_id": alert.rule_id}
+        else:
+            policy_type, asked = etype, {}
+        drop_action, drop_rule = action(origin, destination, policy_type, "*", at=at, **asked)
+        if etype == "authorization" and destination not in (origin, fact.get("guest_country")):
+            drop_action, drop_rule = "drop", AUTHORIZATION_PARTIES
         idx = len(evidence)
         if drop_action == "drop":
             path = f"evidence[{fact.event_id}]"
@@ -169,7 +191,7 @@ def release_json(
         for name, value in raw.items():
             if name in COMMON_FIELDS:
                 continue
-            act, prule = action(origin, destination, etype, name, at=at)
+            act, prule = action(origin, destination, policy_type, name, at=at, **asked)
             path = f"evidence[{idx}].fields.{name}"
             actions.append({"path": path, "action": act, "policy_rule": prule, "origin": origin})
             if key is not None and _holds_key(fact, name, value, key):
@@ -237,6 +259,7 @@ def release_json(
         "first_seen": iso_z(alert.first_seen),
         "last_seen": iso_z(alert.last_seen),
         "location": {"lat": round(lat, 6), "lon": round(lon, 6), "precision_m": precision_m},
+        "jurisdiction": (areas or default_areas()).jurisdiction(alert.lat, alert.lon),
         "recipient": destination,
         "recipients": list(all_recipients),
         "tlp": policy.tlp(alert.rule_id, alert.severity),

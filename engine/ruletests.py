@@ -29,6 +29,13 @@ _DEFAULTS: dict[EventType, dict[str, Any]] = {
         "reliability": "F",
         "credibility": 6,
     },
+    "authorization": {
+        "action": "grant",
+        "reference": "PERMIT-1",
+        "guest_country": "US",
+        "units": ["U-1"],
+        "area": {"radius_m": 5000},
+    },
 }
 
 
@@ -41,7 +48,8 @@ def _offset(at: Any) -> timedelta:
 def build_event(spec: dict[str, Any], start: datetime) -> Fact:
     """A full event from a short test spec: `id`, `type`, `at` plus any event fields.
 
-    Shorthands: `country`/`agency` for the source, `lat`/`lon` for the location.
+    Shorthands: `country`/`agency` for the source, `lat`/`lon` for the location; an
+    authorization's `valid_from`/`valid_until` are offsets like `at` (default -1h and 12h).
     """
     s = dict(spec)
     etype = s.pop("type")
@@ -56,6 +64,16 @@ def build_event(spec: dict[str, Any], start: datetime) -> Fact:
         "location": {"lat": s.pop("lat", 31.3300), "lon": s.pop("lon", -110.9400)},
         **_DEFAULTS.get(etype, {}),
     }
+    if etype == "authorization":  # validity as offsets from the test's start, like `at`
+        if s.get("action", "grant") == "grant":
+            s.setdefault("valid_from", "-1h")
+            s.setdefault("valid_until", "12h")
+        else:
+            doc.pop("area", None)
+            doc.pop("units", None)
+        for name in ("valid_from", "valid_until"):
+            if name in s:
+                s[name] = (start + _offset(s[name])).isoformat()
     doc.update(s)
     return Fact(EVENT_MODELS[etype].model_validate(doc))
 

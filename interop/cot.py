@@ -122,6 +122,10 @@ def remarks(alert: Mapping[str, Any]) -> str:
         lines.insert(1, f"{said}: {revision.get('reason', '')}")
     evidence = list(alert.get("evidence", ()))
     agencies = sorted({f"{e['source']['agency']} ({e['source']['country']})" for e in evidence})
+    place = alert.get("jurisdiction")
+    if place is not None:
+        area = place.get("area_name") or "outside every area"
+        lines.append(f"Jurisdiction: {area} ({place['country']})")
     lines.append(f"Evidence: {len(evidence)} events from {', '.join(agencies)}")
     for ev in evidence[:MAX_EVIDENCE_LINES]:
         src = ev["source"]
@@ -226,6 +230,18 @@ def alert_to_cot(
             policy=f"{policy.get('id', '')} {policy.get('version', '')}".strip(),
         ),
     )
+    place = alert.get("jurisdiction")
+    if place is not None:
+        ET.SubElement(
+            fusion,
+            "jurisdiction",
+            _attrs(
+                country=str(place["country"]),
+                area_id=str(place.get("area_id") or ""),
+                area_name=str(place.get("area_name") or ""),
+                areas_version=str(place["areas_version"]),
+            ),
+        )
     for ev in alert.get("evidence", ()):
         ET.SubElement(
             fusion,

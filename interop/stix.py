@@ -231,11 +231,15 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
 
     loc = alert["location"]
     loc_props: dict[str, Any] = {"latitude": loc["lat"], "longitude": loc["lon"]}
+    place = alert.get("jurisdiction")
+    if place is not None:  # decided on the precise location: the same in both copies
+        loc_props["country"] = place["country"]
+        if place.get("area_name"):
+            loc_props["administrative_area"] = place["area_name"]
     if loc.get("precision_m") is not None:
         loc_props["precision"] = float(loc["precision_m"])
-    loc_granular = [
-        {"marking_ref": mark, "selectors": sorted(loc_props)} for mark in location_marks
-    ]
+    generalized = sorted(k for k in loc_props if k in ("latitude", "longitude", "precision"))
+    loc_granular = [{"marking_ref": mark, "selectors": generalized} for mark in location_marks]
     location = stix2.v21.Location(
         id=oid("location", "location"),
         name=f"Where alert {alert_id} was raised",
@@ -294,6 +298,14 @@ def alert_objects(alert: Mapping[str, Any], *, url: str | None = None) -> list[A
             "hashes": {"SHA-256": policy["sha256"]},
         },
     ]
+    if place is not None and place.get("area_id"):
+        refs.append(
+            {
+                "source_name": "border-fusion-area",
+                "external_id": f"{place['area_id']}@{place['areas_version']}",
+                "description": f"{place['area_name']} ({place['country']})",
+            }
+        )
     sighting = stix2.v21.Sighting(
         id=oid("sighting", "sighting"),
         sighting_of_ref=indicator.id,

@@ -109,6 +109,23 @@ class Revision(WireModel):
     )
 
 
+class Jurisdiction(WireModel):
+    """The area of responsibility holding the alert's precise location (decided before
+    release, so every destination's copy says the same)."""
+
+    country: str = Field(
+        description="ISO 3166-1 alpha-2 of the country whose area (or, outside every area, "
+        "whose territory) holds the location."
+    )
+    area_id: str | None = Field(
+        description="The area's id in the areas file, e.g. `usbp-tca`; null outside every area."
+    )
+    area_name: str | None = Field(
+        description="The area's name, e.g. `Tucson Sector`; null outside every area."
+    )
+    areas_version: str = Field(description="The `version` of the areas file that decided it.")
+
+
 class Alert(WireModel):
     """One alert, released to one destination country."""
 
@@ -133,6 +150,11 @@ class Alert(WireModel):
     first_seen: AwareDatetime = Field(description="Earliest event time of the evidence.")
     last_seen: AwareDatetime = Field(description="Latest event time of the evidence.")
     location: Point = Field(description="Where, as released to this destination.")
+    jurisdiction: Jurisdiction | None = Field(
+        default=None,
+        description="The area of responsibility holding the precise location, the same in "
+        "every destination's copy; null only in alerts from before 0.10.",
+    )
     recipient: str = Field(description="The country of this topic.")
     recipients: list[str] = Field(description="Every country that received the alert.")
     tlp: Tlp = Field(description="TLP 2.0 label.")

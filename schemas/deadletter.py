@@ -16,6 +16,7 @@ ErrorKind = Literal[
     "late",
     "too_large",
     "unknown_partner",
+    "wrong_issuer",
     "internal",
 ]
 

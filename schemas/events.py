@@ -6,11 +6,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from schemas.base import WireModel
 
-EventType = Literal["detection", "suspect", "weapon", "track", "tip"]
+EventType = Literal["detection", "suspect", "weapon", "track", "tip", "authorization"]
 """Every event type; `EVENT_MODELS` gives each its model, and every other table per event type
 (the settings' input topics, the pipeline's per-type defaults) is keyed by it."""
 SubjectKind = Literal["person", "vehicle", "vessel", "aircraft", "drone", "unknown"]
@@ -125,6 +125,12 @@ class Track(EventBase):
     speed_mps: float | None = Field(default=None, ge=0, le=10_000, description="Speed, m/s.")
     heading_deg: float | None = Field(default=None, ge=0, le=360, description="Heading, degrees.")
     plate: Text | None = Field(default=None, description="Vehicle plate, if known.")
+    patrol_unit: Text | None = Field(
+        default=None,
+        description="Set when the tracked subject is a patrol of the reporting agency (own "
+        "forces): the unit's id. The sharing policy treats these tracks apart "
+        "(docs/sharing-policy.md).",
+    )
 
 
 class Tip(EventBase):
@@ -156,16 +162,107 @@ class Tip(EventBase):
     person_ref: Text | None = Field(default=None, description="A person the tip names.")
 
 
-Event = Detection | Suspect | Weapon | Track | Tip
+MAX_AUTHORIZATION_RADIUS_M = 25_000.0
+MAX_AUTHORIZATION_DAYS = 31
+
+
+class AuthorizationArea(WireModel):
+    """Where an authorization holds: a circle round the event's `location`, or a polygon."""
+
+    radius_m: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_AUTHORIZATION_RADIUS_M,
+        description="A circle of this radius, in metres, round the event's `location`.",
+    )
+    polygon: list[tuple[float, float]] | None = Field(
+        default=None,
+        min_length=4,
+        max_length=500,
+        description="A closed ring of [lat, lon] WGS-84 points (first equal to last) holding "
+        "the event's `location`, at most 25 km from it.",
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> AuthorizationArea:
+        if (self.radius_m is None) == (self.polygon is None):
+            raise ValueError("give exactly one of radius_m (a circle round location) or polygon")
+        if self.polygon is not None:
+            if self.polygon[0] != self.polygon[-1]:
+                raise ValueError("polygon: the ring must be closed (first point equal to last)")
+            for lat, lon in self.polygon:
+                if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                    raise ValueError(f"polygon: [{lat}, {lon}] is not a [lat, lon] point")
+        return self
+
+
+class Authorization(EventBase):
+    """A host country's permit for a joint operation: named units of the other country may be
+    in an area of its territory for a time. `source` is the issuing agency (of the host
+    country), `occurred_at` the time of issue; `action: revoke` withdraws the permit named by
+    `reference` from its `occurred_at` on."""
+
+    event_type: Literal["authorization"] = Field(description="Always `authorization`.")
+    action: Literal["grant", "revoke"] = Field(
+        description="`grant` issues the permit; `revoke` withdraws the permit `reference` names."
+    )
+    reference: Text = Field(description="The issuing agency's reference of the permit.")
+    guest_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2 of the country whose units are authorized (not the host)."
+    )
+    units: list[Text] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The authorized units' ids (`patrol_unit` of their tracks); for a grant, at "
+        "least one.",
+    )
+    area: AuthorizationArea | None = Field(
+        default=None, description="Where it holds; required for a grant."
+    )
+    valid_from: AwareDatetime | None = Field(
+        default=None, description="Start of validity; required for a grant."
+    )
+    valid_until: AwareDatetime | None = Field(
+        default=None,
+        description=f"End of validity, after valid_from, at most {MAX_AUTHORIZATION_DAYS} days "
+        "later; required for a grant.",
+    )
+
+    @model_validator(mode="after")
+    def _grant_is_complete(self) -> Authorization:
+        if self.guest_country == self.source.country:
+            raise ValueError(
+                "guest_country is the issuer's own country: an authorization admits the other "
+                "country's units"
+            )
+        if self.action == "revoke":
+            return self
+        missing = [n for n in ("area", "valid_from", "valid_until") if getattr(self, n) is None] + (
+            ["units"] if not self.units else []
+        )
+        if missing:
+            raise ValueError(f"a grant needs {', '.join(missing)}")
+        assert self.valid_from is not None and self.valid_until is not None
+        span = (self.valid_until - self.valid_from).total_seconds()
+        if span <= 0:
+            raise ValueError("valid_until must be after valid_from")
+        if span > MAX_AUTHORIZATION_DAYS * 86400:
+            raise ValueError(f"the validity window is longer than {MAX_AUTHORIZATION_DAYS} days")
+        return self
+
+
+Event = Detection | Suspect | Weapon | Track | Tip | Authorization
 
 EVENT_MODELS: dict[
-    EventType, type[Detection] | type[Suspect] | type[Weapon] | type[Track] | type[Tip]
+    EventType,
+    type[Detection] | type[Suspect] | type[Weapon] | type[Track] | type[Tip] | type[Authorization],
 ] = {
     "detection": Detection,
     "suspect": Suspect,
     "weapon": Weapon,
     "track": Track,
     "tip": Tip,
+    "authorization": Authorization,
 }
 
 COMMON_FIELDS = frozenset({"event_id", "event_type", "occurred_at", "source"})

@@ -144,6 +144,63 @@ def cmd_tip(args: argparse.Namespace) -> int:
     return 0
 
 
+def authorization_event(args: argparse.Namespace) -> dict[str, Any]:
+    """The authorization event `fusion authorize` publishes (validated; ValidationError if not)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.events import Authorization
+
+    now = datetime.now(tz=UTC)
+    country = args.country.upper()
+    doc: dict[str, Any] = {
+        "event_id": args.id or f"aut-{uuid.uuid4().hex[:16]}",
+        "event_type": "authorization",
+        "occurred_at": args.at or now.isoformat(),
+        "source": {"agency": args.agency, "country": country},
+        "location": {"lat": args.lat, "lon": args.lon},
+        "action": "revoke" if args.revoke else "grant",
+        "reference": args.reference,
+        "guest_country": args.guest.upper(),
+    }
+    if not args.revoke:
+        start = datetime.fromisoformat(args.valid_from) if args.valid_from else now
+        doc["units"] = args.unit or []
+        doc["area"] = {"radius_m": args.radius_m}
+        doc["valid_from"] = start.isoformat()
+        doc["valid_until"] = args.valid_until or (start + timedelta(hours=args.hours)).isoformat()
+    return Authorization.model_validate(doc).model_dump(mode="json", exclude_none=True)
+
+
+def cmd_authorize(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+    from pydantic import ValidationError
+
+    from streams.clients import kafka_python_config
+
+    settings = _settings()
+    try:
+        doc = authorization_event(args)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'authorization'}: {err['msg']}"
+            for err in e.errors()
+        )
+        print(f"fusion authorize: not a valid authorization: {problems}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(orjson.dumps(doc).decode())
+        return 0
+    producer = KafkaProducer(acks="all", **kafka_python_config(settings))
+    try:
+        topic = settings.authorization_topic(doc["source"]["country"])
+        producer.send(topic, orjson.dumps(doc)).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"sent authorization {doc['reference']} ({doc['action']}) to {topic}")
+    return 0
+
+
 def format_alert(a: dict[str, Any]) -> str:
     """One readable line per alert."""
     ev = ", ".join(
@@ -292,6 +349,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_areas(args: argparse.Namespace) -> int:
+    from engine.areas import load_areas
+    from engine.errors import AreasError
+
+    path = args.path or _settings().areas_path
+    try:
+        areas = load_areas(path)
+    except AreasError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{path}: areas version {areas.version}, {len(areas.areas)} areas: ok")
+    for a in areas.areas:
+        print(f"  {a.id}  {a.country} {a.kind}  {a.name}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from streams.tools.audit_show import main as audit_main
 
@@ -418,6 +491,27 @@ def main(argv: list[str] | None = None) -> int:
     tip.add_argument("--dry-run", action="store_true", help="print the event, send nothing")
     tip.set_defaults(fn=cmd_tip)
 
+    auth = sub.add_parser(
+        "authorize",
+        help="publish a joint operation's permit (or its revocation) as the host country",
+    )
+    auth.add_argument("reference", help="the issuing agency's reference of the permit")
+    auth.add_argument("--country", required=True, help="the host country issuing it: MX")
+    auth.add_argument("--agency", required=True, help="the issuing agency: SEDENA")
+    auth.add_argument("--guest", required=True, help="the country whose units it admits: US")
+    auth.add_argument("--lat", type=float, required=True, help="the area's centre, WGS-84")
+    auth.add_argument("--lon", type=float, required=True)
+    auth.add_argument("--radius-m", type=float, default=5000.0, help="the area's radius, m")
+    auth.add_argument("--unit", action="append", help="an authorized unit id (repeat)")
+    auth.add_argument("--valid-from", help="RFC 3339 with offset (default: now)")
+    auth.add_argument("--valid-until", help="RFC 3339 with offset (default: --hours later)")
+    auth.add_argument("--hours", type=float, default=12.0)
+    auth.add_argument("--at", help="time of issue, RFC 3339 with offset (default: now)")
+    auth.add_argument("--id", help="event_id (default: a new one)")
+    auth.add_argument("--revoke", action="store_true", help="revoke the permit `reference`")
+    auth.add_argument("--dry-run", action="store_true", help="print the event, send nothing")
+    auth.set_defaults(fn=cmd_authorize)
+
     rep = sub.add_parser("replay", help="run the rules over a JSON-lines file; alerts to stdout")
     rep.add_argument("input", help="JSON-lines file of events, or - for stdin")
     rep.add_argument("--rules", type=Path, help="rules directory or file")
@@ -432,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     pol = sub.add_parser("policy", help="check the sharing policy file with the configured keys")
     pol.add_argument("action", choices=("check",))
     pol.set_defaults(fn=cmd_policy)
+
+    areas = sub.add_parser("areas", help="check an areas-of-responsibility file")
+    areas.add_argument("action", choices=("check",))
+    areas.add_argument("path", nargs="?", type=Path, help="default: the configured areas file")
+    areas.set_defaults(fn=cmd_areas)
 
     # These parse their own arguments (and their own --help).
     own_parsers = (

@@ -22,6 +22,7 @@ CAUGHT_UP_LAG_S: dict[EventType, float] = {
     "suspect": 2.0,
     "weapon": 2.0,
     "tip": 2.0,
+    "authorization": 2.0,
 }
 
 
@@ -60,12 +61,26 @@ class Settings(BaseSettings):
         ge=0,
         description="How often the worker looks for a changed policy or keys file (0: never).",
     )
+    areas_path: Path = Field(
+        default=REPO_ROOT / "engine" / "data" / "areas.geojson",
+        description="The areas of responsibility (GeoJSON; docs/jurisdiction.md).",
+    )
+    areas_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the worker looks for a changed areas file (0: never).",
+    )
 
     topic_detections: str = "events.detections"
     topic_suspects: str = "events.suspects"
     topic_weapons: str = "events.weapons"
     topic_tracking: str = "events.tracking"
     topic_tips: str = "events.tips"
+    topic_authorizations: str = Field(
+        default="events.authorizations",
+        description="Base of the per-country authorization topics `<base>.<cc>`: each written "
+        "only by that country (its authorizations).",
+    )
     topic_deadletter: str = "events.deadletter"
     topic_audit: str = "audit.sharing"
     alert_topic_prefix: str = ALERT_TOPIC_PREFIX
@@ -371,7 +386,36 @@ class Settings(BaseSettings):
             "weapon": self.topic_weapons,
             "track": self.topic_tracking,
             "tip": self.topic_tips,
+            "authorization": f"{self.topic_authorizations}.<cc>",
         }
+
+    def authorization_topic(self, country: str) -> str:
+        """The topic of a partner's own authorizations: `events.authorizations.<cc>`."""
+        return f"{self.topic_authorizations}.{country.lower()}"
+
+    @property
+    def input_topic_names(self) -> list[str]:
+        """Every input topic the worker reads: one per event type, and one per partner for
+        authorizations."""
+        return list(self.topic_event_types)
+
+    @property
+    def topic_event_types(self) -> dict[str, tuple[EventType, str | None]]:
+        """Input topic -> (its event type, the partner whose topic it is, for authorizations)."""
+        out: dict[str, tuple[EventType, str | None]] = {}
+        for etype, topic in self.input_topics.items():
+            if etype == "authorization":
+                for cc in self.partners:
+                    out[self.authorization_topic(cc)] = (etype, cc)
+            else:
+                out[topic] = (etype, None)
+        return out
+
+    def input_topic_for(self, event_type: EventType, country: str) -> str:
+        """Where a partner publishes an event of this type."""
+        if event_type == "authorization":
+            return self.authorization_topic(country)
+        return self.input_topics[event_type]
 
     def alert_topic(self, country: str) -> str:
         """The alert topic of a partner: `alerts.<iso2 lower>`."""

@@ -38,8 +38,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         "max.message.bytes": "16777216",
     }
     specs = [
-        TopicSpec(t, settings.input_partitions, inputs, "input")
-        for t in settings.input_topics.values()
+        TopicSpec(t, settings.input_partitions, inputs, "input") for t in settings.input_topic_names
     ]
     specs += [
         TopicSpec(settings.topic_deadletter, settings.input_partitions, outputs, "deadletter"),

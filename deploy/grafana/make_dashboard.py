@@ -614,8 +614,8 @@ def rows() -> list[tuple[str, list[tuple[int, int, Panel]]]]:
             12,
             8,
             timeseries(
-                "Rule reloads by what and result",
-                "Rule and policy reloads.",
+                "Rule, policy and areas reloads by what and result",
+                "Rule, policy and areas-of-responsibility reloads (what: rules, policy, areas).",
                 targets(
                     (
                         f"sum by (what, result) (increase(fusion_rule_reloads_total[{RATE}]))",

@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 from engine.correlators.base import Correlator
 from engine.correlators.event_count import EventCountCorrelator, EventCountRule
+from engine.correlators.geofence import GeofenceCorrelator, GeofenceRule
+from engine.correlators.incursion import IncursionCorrelator, IncursionRule
 from engine.correlators.proximity import ProximityCorrelator, ProximityRule
 from engine.correlators.sequence import SequenceCorrelator, SequenceRule
 from engine.correlators.temporal import TemporalCorrelator, TemporalRule
@@ -32,6 +34,8 @@ RULE_TYPES: dict[str, RuleType] = {
         RuleType(ValueCountRule, ValueCountCorrelator),
         RuleType(TemporalRule, TemporalCorrelator),
         RuleType(SequenceRule, SequenceCorrelator),
+        RuleType(IncursionRule, IncursionCorrelator),
+        RuleType(GeofenceRule, GeofenceCorrelator),
     )
 }
 """`type:` name (the model's `type_name`) -> the rule type."""

@@ -81,7 +81,7 @@ class Policy:
         self._ref = PolicyRef(id=doc.id, version=doc.version, sha256=sha256)
         self._tlp_rule: dict[str, str] = dict(doc.tlp.by_rule)
         self._tlp_severity: dict[str, str] = {k: v for k, v in doc.tlp.by_severity.items()}
-        self._decisions: dict[tuple[str, str, str, str, str], tuple[str, str]] = {}
+        self._decisions: dict[tuple[str, str, str, str, str, str | None], tuple[str, str]] = {}
         self._zones: dict[tuple[float, float], ZoneName] = {}
 
     def __repr__(self) -> str:
@@ -110,16 +110,19 @@ class Policy:
         event_type: str,
         field: str,
         at: tuple[float, float] | None = None,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         """(action, policy rule) for one field (`*`: the whole event) of an event from `origin`
         going to `destination`; `at` is where the event is (for the alert's own location,
-        asked with event type `*`: where the alert is), None if unknown."""
+        asked with event type `*`: where the alert is), None if unknown. `rule_id`, the alert's
+        rule, is given for `patrol` events (policy rules with `alert_rules` need it)."""
         if at is not None:
-            act, rule = self._decide(origin, destination, event_type, field, self.zone_at(*at))
+            zone = self.zone_at(*at)
+            act, rule = self._decide(origin, destination, event_type, field, zone, rule_id)
         else:
             act, rule = max(
                 (
-                    self._decide(origin, destination, event_type, field, z)
+                    self._decide(origin, destination, event_type, field, z, rule_id)
                     for z in ("inside", "outside")
                 ),
                 key=lambda d: STRICTNESS[d[0]],
@@ -131,22 +134,34 @@ class Policy:
         return act, rule
 
     def _decide(
-        self, origin: str, destination: str, event_type: str, field: str, zone: ZoneName
+        self,
+        origin: str,
+        destination: str,
+        event_type: str,
+        field: str,
+        zone: ZoneName,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
-        key = (origin, destination, event_type, field, zone)
+        key = (origin, destination, event_type, field, zone, rule_id)
         hit = self._decisions.get(key)
         if hit is not None:
             return hit
-        out = self._first_match(origin, destination, event_type, field, zone)
+        out = self._first_match(origin, destination, event_type, field, zone, rule_id)
         if len(self._decisions) < 100_000:
             self._decisions[key] = out
         return out
 
     def _first_match(
-        self, origin: str, destination: str, event_type: str, field: str, zone: ZoneName
+        self,
+        origin: str,
+        destination: str,
+        event_type: str,
+        field: str,
+        zone: ZoneName,
+        rule_id: str | None = None,
     ) -> tuple[str, str]:
         for r in self.doc.rules:
-            if not _applies(r, origin, destination, event_type, zone):
+            if not _applies(r, origin, destination, event_type, zone, rule_id):
                 continue
             if field == "*":
                 if r.event is not None:
@@ -185,7 +200,16 @@ class Policy:
         return out
 
 
-def _applies(r: PolicyRule, origin: str, destination: str, event_type: str, zone: str) -> bool:
+def _applies(
+    r: PolicyRule,
+    origin: str,
+    destination: str,
+    event_type: str,
+    zone: str,
+    rule_id: str | None = None,
+) -> bool:
+    if r.alert_rules is not None and rule_id not in r.alert_rules:
+        return False
     if r.from_ is not None and origin not in r.from_:
         return False
     if r.to is not None and destination not in r.to:

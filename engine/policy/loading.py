@@ -23,6 +23,7 @@ SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 EVENT_FIELDS: dict[str, frozenset[str]] = {
     etype: frozenset(model.model_fields) - COMMON_FIELDS for etype, model in EVENT_MODELS.items()
 }
+EVENT_FIELDS["patrol"] = EVENT_FIELDS["track"]  # a track of own forces, asked apart
 
 
 def _named(doc: Any, section: str, index: int) -> str:

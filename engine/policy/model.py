@@ -61,8 +61,16 @@ class PolicyRule(Frozen):
     direction: Literal["domestic", "cross-border", "any"] = Field(
         default="any", description="`domestic`: origin is the destination; `cross-border`: not."
     )
-    event_types: Annotated[list[EventType] | None, AnyOf] = Field(
-        default=None, description="Event types; `*` for any (and for the alert's own location)."
+    event_types: Annotated[list[EventType | Literal["patrol"]] | None, AnyOf] = Field(
+        default=None,
+        description="Event types; `*` for any (and for the alert's own location). `patrol` is "
+        "a track of own forces (with `patrol_unit`): such a track is asked as `patrol`, not "
+        "`track`.",
+    )
+    alert_rules: Annotated[list[str] | None, AnyOf] = Field(
+        default=None,
+        description="Only for the evidence of alerts of these rule ids; `*` (or nothing) for "
+        "any. Asked only for `patrol` events.",
     )
     zone: Literal["inside", "outside", "anywhere"] = Field(
         default="anywhere", description="Inside or outside the border zone, or anywhere."

@@ -9,7 +9,8 @@ Principals (SCRAM users, created by `deploy/kafka/broker.sh start --secure`):
   checkpoints, cosignatures, archived policy and rule files), and writes only `triage.<cc>`
   (its console's actions), with consumer groups named `ops-<cc>...`;
 - `producer-<cc>`, each partner's agencies and sensors: writes the input topics only
-  (detections, suspects, weapons, tracking, tips);
+  (detections, suspects, weapons, tracking, tips) and its own authorizations topic
+  (`events.authorizations.<cc>`: only the host country issues its authorizations).
 - `witness-<cc>`, each partner's witness of the audit log: reads the log's leaves and
   checkpoints, writes cosignatures (`fusion witness CC`).
 
@@ -109,9 +110,10 @@ def acl_plan(settings: Settings) -> list[Grant]:
                 settings.topic_archive,
             )
         )
-        grants.extend(
+        grants.extend(  # authorizations: only the partner's own topic
             Grant(producer_principal(cc), "WRITE", "TOPIC", topic)
-            for topic in settings.input_topics.values()
+            for topic, (_, owner) in settings.topic_event_types.items()
+            if owner in (None, cc)
         )
         witness = witness_principal(cc)
         grants.append(Grant(witness, "READ", "TOPIC", settings.topic_log_leaves))

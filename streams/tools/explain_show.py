@@ -141,7 +141,7 @@ def _dead_letters(settings: Settings, event_id: str) -> Iterator[tuple[str, str]
 def _events(settings: Settings, path: Path | None) -> io.BytesIO:
     if path is not None:
         return io.BytesIO(path.read_bytes())
-    return io.BytesIO(b"\n".join(_read_all(settings, list(settings.input_topics.values()))))
+    return io.BytesIO(b"\n".join(_read_all(settings, settings.input_topic_names)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -373,6 +373,47 @@ class Simulator:
         seized = self._weapon("seizure", now - r.uniform(0, 900), wlat, wlon, _other(taker), None)
         return [("tip", tip), ("weapon", seized)]
 
+    def _inside(self, host: str, depth_km: float = 1.0) -> tuple[float, float]:
+        """A point about `depth_km` inside `host`'s territory, near the border."""
+        border = default_border()
+        step = depth_km * 1.4
+        for _ in range(200):
+            lat, lon = self._border_point(spread_km=0.0)
+            for dlat, dlon in ((-step, 0), (step, 0), (0, -step), (0, step)):
+                p = (round(lat + dlat / 111.0, 5), round(lon + dlon / 95.0, 5))
+                if border.country_at(*p) == host and 0.6 * depth_km < border.distance_km(*p):
+                    return p
+        raise RuntimeError(f"no point {depth_km} km inside {host} found")
+
+    def patrol_scenario(self, now: float) -> list[Event]:
+        """unauthorized-incursion: two patrol units of one country about 1 km inside the other
+        for 6 minutes; the host has authorized one of them (a joint patrol with a permit, no
+        alert), not the other (a critical alert to both countries)."""
+        r = self.rng
+        guest = r.choice(("US", "MX"))
+        host = _other(guest)
+        lat, lon = self._inside(host)
+        prefix = "USBP" if guest == "US" else "GN"
+        joint, lone = (f"{prefix}-{r.randint(100, 999)}{c}" for c in "JL")
+        permit = self._common("authorization", now - 3600, lat, lon, country=host)
+        permit.update(
+            action="grant",
+            reference=f"OP-{host}-{r.randint(1000, 9999)}",
+            guest_country=guest,
+            units=[joint],
+            area={"radius_m": 5000.0},
+            valid_from=_iso(now - 2 * 3600),
+            valid_until=_iso(now + 6 * 3600),
+        )
+        out: list[Event] = [("authorization", permit)]
+        for unit in (joint, lone):
+            for back in (360.0, 180.0, 0.0):
+                plat, plon = self._near(lat, lon, 0.05)
+                ev = self._common("track", now - back, plat, plon, country=guest)
+                ev.update(track_id=f"TRK-{unit}", subject_kind="vehicle", patrol_unit=unit)
+                out.append(("track", ev))
+        return out
+
     def scenarios(self) -> list[Scenario]:
         """One of each scenario, in a fixed order (the tip one only if `tips`)."""
         out: list[Scenario] = [
@@ -382,6 +423,7 @@ class Simulator:
             self.seizure_scenario,
             self.uninspected_crossing_scenario,
             self.serial_scenario,
+            self.patrol_scenario,
         ]
         if self.tips:
             out.append(self.tip_scenario)
@@ -437,14 +479,14 @@ def publish(
 
     from streams.clients import kafka_python_config
 
-    topics = settings.input_topics
     producer = KafkaProducer(linger_ms=5, acks=1, **kafka_python_config(settings))
     interval = 1.0 / rate if rate > 0 else 0.0
     start = last_report = time.monotonic()
     sent = 0
     try:
         for etype, ev in events:
-            producer.send(topics[etype], orjson.dumps(ev))
+            topic = settings.input_topic_for(etype, ev["source"]["country"])
+            producer.send(topic, orjson.dumps(ev))
             sent += 1
             if count and sent >= count:
                 break
@@ -473,9 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     settings = Settings()
-    sim = Simulator(
-        seed=args.seed, scenario_share=args.scenario_share, tips=True
-    )
+    sim = Simulator(seed=args.seed, scenario_share=args.scenario_share, tips=True)
 
     def say(line: str) -> None:
         print(f"simulator: {line}", flush=True)

@@ -45,7 +45,7 @@ from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
 from streams.worker.fastpath import AppProducer, AssignedPartitions, Batch, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
-from streams.worker.reload import LivePolicy, LiveRules
+from streams.worker.reload import LiveAreas, LivePolicy, LiveRules
 from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
 from streams.worker.stages.ingest import IngestShell
@@ -63,7 +63,8 @@ class Worker:
         self.metrics = metrics
         self.rules = LiveRules(settings, metrics)
         self.policy = LivePolicy(settings, metrics)
-        self.input_topic_names = frozenset(settings.input_topics.values())
+        self.areas = LiveAreas(settings, metrics)
+        self.input_topic_names = frozenset(settings.input_topic_names)
         self._remake_stages = False
         self.state_export = StateExport(metrics)
         producer = AppProducer(app)
@@ -76,6 +77,7 @@ class Worker:
             self.policy.current,
             tak=self.tak,
             rule_files=lambda: (self.rules.ruleset.digests, self.rules.ruleset.sources),
+            areas=self.areas.current,
         )
         self.archive = Archive(settings, producer)
         self.ingest = IngestShell(settings, metrics, producer, dead_letters, self.rules.current)
@@ -99,7 +101,7 @@ class Worker:
         """Every input partition: the sources each correlate partition's watermark waits on."""
         consumer = self.app.consumer
         out: list[InputPartition] = []
-        for topic in self.settings.input_topics.values():
+        for topic in self.settings.input_topic_names:
             n = consumer.topic_partitions(topic) or self.settings.input_partitions
             out.extend(InputPartition(topic, p) for p in range(n))
         return out
@@ -191,6 +193,7 @@ class Worker:
         self.policy.maybe_reload()
         await self.archive.keep(self.rules.ruleset, self.policy.current())
         await self.check_log_topics()
+        self.areas.maybe_reload()
         hand_over = self.app.batch_consumer().hand_over
         async with hand_over.handling(hand_over.epoch()) as current:
             if current:
@@ -246,7 +249,7 @@ class Worker:
         except Exception:
             return False, "consumer not started"
         topics = {tp.topic for tp in assigned}
-        wanted = {*self.settings.input_topics.values(), self.settings.topic_routed}
+        wanted = {*self.settings.input_topic_names, self.settings.topic_routed}
         missing = sorted(wanted - topics)
         if missing:
             return False, f"no partitions assigned for {', '.join(missing)}"
@@ -294,14 +297,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
     )
     worker = Worker(settings, app, metrics or Metrics())
     consumer = app.batch_consumer()
-    consumer.batch_topics = frozenset([*settings.input_topics.values(), settings.topic_routed])
+    consumer.batch_topics = frozenset([*settings.input_topic_names, settings.topic_routed])
     consumer.batch_handler = worker.on_fetch
     consumer.fetch_min_bytes = settings.fetch_min_bytes
     consumer.fetch_max_wait_ms = settings.fetch_max_wait_ms
 
     # The agents only hold the subscriptions: the batch path above takes every message.
     raw = {"value_serializer": "raw", "key_serializer": "raw"}
-    topics = [app.topic(name, internal=False, **raw) for name in settings.input_topics.values()]
+    topics = [app.topic(name, internal=False, **raw) for name in settings.input_topic_names]
     for topic in topics:
         app.agent(topic, name=f"subscribe-{topic.get_topic_name()}")(_holds_subscription)
     app.agent(app.topic(settings.topic_routed, **raw), name="correlate")(_holds_subscription)

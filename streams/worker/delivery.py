@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.areas import Areas, default_areas
 from engine.auditlog import SALT_BYTES, PartitionLog
 from engine.hits import RawAlert
 from engine.ingest import Rejection
@@ -38,9 +39,11 @@ class Delivery:
         *,
         tak: TakOutput | None = None,
         rule_files: Callable[[], tuple[Mapping[str, str], Mapping[str, str]]] | None = None,
+        areas: Callable[[], Areas] = default_areas,
     ) -> None:
         self.settings = settings
         self.rule_files = rule_files
+        self.areas = areas
         self.producer = producer
         self.metrics = metrics
         self.policy = policy
@@ -59,6 +62,7 @@ class Delivery:
         # reproducible); what leaves says when the pipeline raised it (docs/contract.md).
         alert = replace(alert, raised_at=now)
         policy = self.policy()
+        areas = self.areas()
         who = recipients(alert, self.partners, policy)
         metrics = self.metrics
         if alert.change == "raised":
@@ -76,7 +80,7 @@ class Delivery:
                 }
         for dest in who:
             topic = self.alert_topics[dest]
-            out = release_json(alert, dest, who, policy, now=now, topic=topic)
+            out = release_json(alert, dest, who, policy, now=now, topic=topic, areas=areas)
             if out is None:
                 continue
             body, audit = out

@@ -139,7 +139,7 @@ class Metrics:
         )
         self.reloads = Counter(
             "fusion_rule_reloads",
-            "Rule and policy reloads, by what and result.",
+            "Rule, policy and areas reloads, by what (rules, policy, areas) and result.",
             ["what", "result"],
             registry=r,
         )

@@ -1,5 +1,6 @@
-"""Hot reload of the rule files and the sharing policy: a changed file is swapped in only if
-it loads (and, for rules, passes its own tests); otherwise the one in force stays."""
+"""Hot reload of the rule files, the sharing policy and the areas of responsibility: a changed
+file is swapped in only if it loads (and, for rules, passes its own tests); otherwise the one
+in force stays."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import time
 from pathlib import Path
 
-from engine.errors import PolicyError, RuleSetError
+from engine.areas import Areas, load_areas
+from engine.errors import AreasError, PolicyError, RuleSetError
 from engine.policy import Keyring, Policy, load_policy, reload_policy
 from engine.routing import Router
 from engine.rulefiles import load_rules
@@ -140,3 +142,52 @@ class LivePolicy:
                 ref.version,
                 ref.sha256,
             )
+
+
+def file_fingerprint(path: Path) -> str:
+    """A digest of one file's bytes ("missing" if it cannot be read)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+class LiveAreas:
+    """The areas of responsibility in force, and their reload."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.areas: Areas = load_areas(settings.areas_path)
+        self._fingerprint = file_fingerprint(settings.areas_path)
+        self._last_check = time.monotonic()
+        log.info(
+            "areas of responsibility version %s (%d areas) from %s",
+            self.areas.version,
+            len(self.areas.areas),
+            settings.areas_path,
+        )
+
+    def current(self) -> Areas:
+        return self.areas
+
+    def maybe_reload(self) -> Areas | None:
+        """The new areas if the file changed and it is sound; else None (the old ones stay)."""
+        every = self.settings.areas_reload_s
+        if not every or time.monotonic() - self._last_check < every:
+            return None
+        self._last_check = time.monotonic()
+        fp = file_fingerprint(self.settings.areas_path)
+        if fp == self._fingerprint:
+            return None
+        self._fingerprint = fp
+        try:
+            new = load_areas(self.settings.areas_path)
+        except AreasError as e:
+            log.error("areas reload refused, the running areas stay: %s", e)  # noqa: TRY400
+            self.metrics.reloads.labels("areas", "refused").inc()
+            return None
+        self.areas = new
+        log.info("areas reloaded: version %s, %d areas", new.version, len(new.areas))
+        self.metrics.reloads.labels("areas", "success").inc()
+        return new

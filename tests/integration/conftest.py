@@ -258,6 +258,8 @@ class Lab:
             "weapon": f"events.weapons.{suffix}",
             "track": f"events.tracking.{suffix}",
             "tip": f"events.tips.{suffix}",
+            "authorization-us": f"events.authorizations.{suffix}.us",
+            "authorization-mx": f"events.authorizations.{suffix}.mx",
             "deadletter": f"events.deadletter.{suffix}",
             "audit": f"audit.sharing.{suffix}",
             "US": f"alerts.{suffix}.us",
@@ -277,6 +279,7 @@ class Lab:
             "FUSION_TOPIC_WEAPONS": self.topics["weapon"],
             "FUSION_TOPIC_TRACKING": self.topics["track"],
             "FUSION_TOPIC_TIPS": self.topics["tip"],
+            "FUSION_TOPIC_AUTHORIZATIONS": f"events.authorizations.{suffix}",
             "FUSION_TOPIC_DEADLETTER": self.topics["deadletter"],
             "FUSION_TOPIC_AUDIT": self.topics["audit"],
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{suffix}.",
@@ -413,6 +416,7 @@ class Lab:
         e = {**self.env, **(env or {})}
         group = e["FUSION_APP_ID"]
         inputs = [e[f"FUSION_TOPIC_{t}"] for t in INPUT_TOPIC_SETTINGS]
+        inputs += [f"{e['FUSION_TOPIC_AUTHORIZATIONS']}.{cc}" for cc in ("us", "mx")]
         deadline = time.monotonic() + timeout
         for topics in (inputs, [e["FUSION_TOPIC_ROUTED"]]):
             want = {tp: end for tp, end in self.end_offsets(topics).items() if end > 0}

@@ -37,6 +37,7 @@ pytestmark = [
 
 PHOENIX = (33.4484, -112.0740)  # Arizona, far from the border
 HERMOSILLO = (29.0729, -110.9559)  # Sonora, far from the border: locations generalised
+CHIHUAHUA = (28.6320, -106.0691)  # Chihuahua city, far from the border: another area
 SCREENSHOT = REPO / "docs" / "console.png"
 
 
@@ -163,7 +164,7 @@ def test_consoles_show_each_country_its_alerts_live(
         assert page.text_content("#country") == "MX" and us_page.text_content("#country") == "US"
 
         # Mexican agencies, well inside Mexico: an alert for Mexico only.
-        for e in crossing(5):
+        for e in crossing(5, where=CHIHUAHUA):
             lab.send("detection", e, key=uuid.uuid4().bytes)
         lab.flush()
         row = page.wait_for_selector(
@@ -266,6 +267,22 @@ def test_consoles_show_each_country_its_alerts_live(
             page.select_option(select, value)
             assert shown(page) == expected, (select, value)
             assert markers(page) == expected, (select, value)
+
+        # The map draws the areas that decide jurisdiction, and the area filter uses them.
+        area_of = {
+            mx_only: doc["jurisdiction"]["area_id"],
+            old["alert_id"]: doc["jurisdiction"]["area_id"],
+            both: wl["jurisdiction"]["area_id"],
+        }
+        assert wl["jurisdiction"]["area_name"] in page.text_content("#detail-area")
+        assert None not in area_of.values() and len(set(area_of.values())) == 2, area_of
+        for area in sorted(set(area_of.values())):
+            assert page.locator(f'path.area-outline[data-area="{area}"]').count() == 1
+            page.select_option("#filter-area", area)
+            expected = {a for a, v in area_of.items() if v == area}
+            assert shown(page) == expected == markers(page), area
+        page.select_option("#filter-area", "")
+        assert shown(page) == everything
 
         # A deep link opens an alert's detail, on a fresh load and on a change of link.
         page.goto("about:blank")

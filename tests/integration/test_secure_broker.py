@@ -215,6 +215,10 @@ def test_each_operations_center_triages_on_its_own_topics_only(secure: SecureBro
 def test_producers_write_the_input_topics_only(secure: SecureBroker):
     prod = secure.client("producer-mx")
     run(produce(prod, "events.detections", b'{"event_id": "x"}'))
+    # Authorizations: Mexico writes its own topic, and cannot publish on the US one.
+    run(produce(prod, "events.authorizations.mx", b'{"event_id": "a"}'))
+    with pytest.raises(TopicAuthorizationFailedError, match=r"events\.authorizations\.us"):
+        run(produce(prod, "events.authorizations.us", b'{"event_id": "a"}'))
     with pytest.raises(TopicAuthorizationFailedError, match=r"alerts\.mx"):
         run(produce(prod, "alerts.mx", b'{"forged": true}'))
     with pytest.raises(TopicAuthorizationFailedError, match=r"audit\.sharing"):

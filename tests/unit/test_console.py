@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,16 +17,18 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine.areas import default_areas
 from engine.border import default_border
 from schemas.alerts import Alert
 from streams.settings import Settings
 from streams.tools.console.feed import AlertFeed, FeedStatus
-from streams.tools.console.mapdata import STATES_FILE, STATIC, border_feature, map_geojson
+from streams.tools.console.mapdata import STATIC, border_feature, map_geojson
 from streams.tools.console.server import Console, allowed_hosts, create_app
 from streams.tools.console.since import parse_since
 from streams.tools.console.store import AlertStore
 
 REPO = Path(__file__).resolve().parents[2]
+AREAS_FILE = REPO / "engine" / "data" / "areas.geojson"
 
 
 def alert_doc(
@@ -150,48 +153,39 @@ def test_feed_passes_alerts_on_and_counts_what_is_not_an_alert() -> None:
 # --- the map data ------------------------------------------------------------------------
 
 
-def test_map_has_the_shipped_border_and_both_countries_border_states() -> None:
-    geo = json.loads(map_geojson())
+def test_map_has_the_shipped_border_and_the_areas_that_decide_jurisdiction() -> None:
+    geo = json.loads(map_geojson(AREAS_FILE))
     kinds = [f["properties"]["kind"] for f in geo["features"]]
     assert kinds[-1] == "border" and kinds.count("border") == 1
-    states = {
-        f["properties"]["iso_3166_2"]: f
-        for f in geo["features"]
-        if f["properties"]["kind"] == "state"
-    }
-    assert {"US-CA", "US-AZ", "US-NM", "US-TX"} <= set(states)
-    assert {"MX-BCN", "MX-SON", "MX-CHH", "MX-COA", "MX-NLE", "MX-TAM"} <= set(states)
-    for code, f in states.items():
-        assert f["properties"]["country"] == code[:2]
-        assert f["geometry"]["type"] == "MultiPolygon" and f["geometry"]["coordinates"]
+    areas = {f["properties"]["id"]: f for f in geo["features"] if f["properties"]["kind"] == "area"}
+    assert set(areas) == {a.id for a in default_areas().areas}
+    assert {f["properties"]["country"] for f in areas.values()} == {"US", "MX"}
+    assert areas["usbp-tca"]["properties"]["name"] == "Tucson Sector"
+    assert areas["mx-son"]["properties"]["area_kind"] == "state"
     # The border line is the engine's own, turned from [lat, lon] into GeoJSON [lon, lat].
     line = border_feature()["geometry"]["coordinates"]
     assert [(lat, lon) for lon, lat in line] == list(default_border().line)
-    assert STATES_FILE.stat().st_size < 300_000
 
 
-def test_state_outlines_hold_their_capitals() -> None:
-    """A sanity check of the cut and simplification: each state contains its capital."""
-    capitals = {
-        "US-AZ": (33.448, -112.074),
-        "US-TX": (30.267, -97.743),
-        "MX-SON": (29.073, -110.956),
-        "MX-NLE": (25.686, -100.316),
-        "MX-CHH": (28.632, -106.069),
+def test_the_map_follows_the_areas_file_and_keeps_the_last_good_one(tmp_path: Path) -> None:
+    path = tmp_path / "areas.geojson"
+    square = [[[-111, 32], [-110.9, 32], [-110.9, 32.1], [-111, 32.1], [-111, 32]]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": square},
+        "properties": {"id": "a", "name": "A", "country": "US", "kind": "sector"},
     }
-    geo = json.loads(map_geojson())
-    by_code = {f["properties"].get("iso_3166_2"): f for f in geo["features"]}
-    for code, (lat, lon) in capitals.items():
-        polygons = by_code[code]["geometry"]["coordinates"]
-        assert any(inside(poly[0], lon, lat) for poly in polygons), code
-
-
-def inside(ring: list[list[float]], x: float, y: float) -> bool:
-    hit = False
-    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
-        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-            hit = not hit
-    return hit
+    doc = {"type": "FeatureCollection", "version": "v1", "features": [feature]}
+    path.write_text(json.dumps(doc))
+    first = json.loads(map_geojson(path))
+    assert [f["properties"].get("id") for f in first["features"]] == ["a", None]
+    doc["version"], feature["properties"]["name"] = "v2", "B"
+    path.write_text(json.dumps(doc))
+    os.utime(path, ns=(1, 10**18))
+    assert json.loads(map_geojson(path))["features"][0]["properties"]["name"] == "B"
+    path.write_text("{")  # refused: the map keeps the last good file
+    os.utime(path, ns=(1, 2 * 10**18))
+    assert json.loads(map_geojson(path))["features"][0]["properties"]["name"] == "B"
 
 
 def test_vendored_leaflet_is_the_pinned_version() -> None:

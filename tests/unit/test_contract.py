@@ -146,12 +146,12 @@ def topic_names(settings: Settings) -> set[str]:
     """Every topic the pipeline declares by default, and the per-partner patterns."""
     names = {t.name for t in declared_topics(settings)}
     triage = settings.triage_topic_prefix + CC
-    return names | {
-        settings.alert_topic_prefix + CC,
-        settings.stix_topic_prefix + CC,
-        triage,
-        triage + ".inbound",
-    }
+    patterns = (settings.alert_topic_prefix, settings.stix_topic_prefix)
+    return (
+        names
+        | {p + CC for p in patterns}
+        | {triage, triage + ".inbound", settings.authorization_topic(CC).lower()}
+    )
 
 
 def event_types() -> set[str]:

@@ -30,6 +30,7 @@ from interop.cot import (
     cot_type,
     cot_types,
     cot_uid,
+    remarks,
 )
 from streams.settings import Settings
 from streams.worker.metrics import Metrics
@@ -394,3 +395,17 @@ def test_tak_settings_are_checked_at_start():
     }
     with pytest.raises(ValueError, match=r"tls://tak\.example\.org:8089: cannot set up TLS"):
         TakOutput(s, Metrics())  # the certificate files do not exist: the worker stops at start
+
+
+def test_the_jurisdiction_travels_in_remarks_and_detail():
+    alert = watchlist_alert("MX")
+    place = alert["jurisdiction"]
+    assert place == {
+        "country": "US",
+        "area_id": "usbp-tca",
+        "area_name": "Tucson Sector",
+        "areas_version": place["areas_version"],
+    }
+    assert "Jurisdiction: Tucson Sector (US)" in remarks(alert)
+    got = parse(alert_to_cot(alert, link=LINK, stale_s=60)).find("detail/__fusion/jurisdiction")
+    assert got is not None and got.attrib == {**place, "areas_version": place["areas_version"]}

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from engine.correlators.event_count import EventCountRule
+from engine.correlators.incursion import IncursionRule, depth_m
 from engine.correlators.proximity import ProximityRule
 from engine.correlators.sequence import SequenceRule
 from engine.correlators.temporal import TemporalRule
@@ -127,6 +128,14 @@ def check_conditions(rule: RuleBase, alert: RawAlert, ex: dict[str, Any]) -> Non
         if absent is not None:
             assert absent.within is not None
             assert ex["absence_checked_until"] == pytest.approx(ev[-1].ts + absent.within)
+    elif isinstance(rule, IncursionRule):
+        assert f"inside for {duration(span)} (at least {duration(rule.dwell)})" in text
+        assert span >= rule.dwell
+        for f in ev:
+            assert depth_m(f) > rule.min_depth_m
+            assert f"{depth_m(f):.0f} m inside {f.get('territory')} territory" in " ".join(
+                m["text"] for e in ex["evidence"] for m in e["met"]
+            )
     else:  # a rule type added later must be explained and checked here
         pytest.fail(f"no check for rule type {rule.type_name}")
 

@@ -53,6 +53,8 @@ def test_one_table_of_rule_types():
         "value_count",
         "temporal",
         "sequence",
+        "incursion",
+        "geofence",
     }
     for name, (model, correlator) in RULE_TYPES.items():
         assert model.type_name == name

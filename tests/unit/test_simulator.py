@@ -113,7 +113,8 @@ def test_events_are_valid_and_tips_come_only_when_asked() -> None:
         sim = Simulator(seed=9, scenario_share=0.3, run_id="valid", tips=tips)
         events = drawn(sim, 3000)
         types = {etype for etype, _ in events}
-        assert types == {"detection", "suspect", "weapon", "track"} | ({"tip"} if tips else set())
+        expected = {"detection", "suspect", "weapon", "track", "authorization"}
+        assert types == expected | ({"tip"} if tips else set())
         for etype, ev in events:
             assert ev["event_type"] == etype
             fact = validate(orjson.dumps(ev), etype, now=T0 + 3600, partners=PARTNERS)

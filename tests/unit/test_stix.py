@@ -94,7 +94,8 @@ def _variants(spec: dict[str, Any], i: int) -> Iterator[dict[str, Any]]:
     border); and ~110 km south, far from the border (locations generalised)."""
     yield spec
     mixed = {k: v for k, v in spec.items() if k != "agency"}
-    mixed["country"] = ("US", "MX")[i % 2]
+    if spec["type"] != "authorization":  # its issuer is the host country: kept as written
+        mixed["country"] = ("US", "MX")[i % 2]
     yield mixed
     yield {**mixed, "lat": spec.get("lat", 31.33) - 1.0}
 
@@ -447,3 +448,16 @@ def test_no_raw_identifier_of_the_other_country_reaches_a_bundle(
                     continue  # the destination reported it too: its own data
                 for form in {v, v.strip(), normalize_identifier(k, v)}:
                     assert form not in text, (k, form, dest, alert["rule_id"])
+
+
+def test_the_location_carries_the_jurisdiction():
+    for body in ALL:
+        objs = {kind: found[0] for kind, found in by_type(S.bundle_json([body])).items()}
+        place = body["jurisdiction"]
+        assert objs["location"]["country"] == place["country"]
+        assert objs["location"].get("administrative_area") == place["area_name"]
+        refs = {r["source_name"]: r for r in objs["sighting"]["external_references"]}
+        if place["area_id"] is not None:
+            assert refs["border-fusion-area"]["external_id"] == (
+                f"{place['area_id']}@{place['areas_version']}"
+            )

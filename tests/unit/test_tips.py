@@ -177,7 +177,7 @@ def test_the_tips_topic_is_an_input_topic_everywhere():
     assert s.input_topics["tip"] == "events.tips"
     assert s.caught_up_lag_s["tip"] == 2.0  # reports about the past, like suspects
     inputs = {t.name for t in declared_topics(s) if t.role == "input"}
-    assert "events.tips" in inputs and len(inputs) == 5
+    assert "events.tips" in inputs and len(inputs) == 7  # with events.authorizations.us, .mx
     writes = {(g.principal, g.name) for g in acl_plan(s) if g.operation == "WRITE"}
     assert {("producer-us", "events.tips"), ("producer-mx", "events.tips")} <= writes
 
@@ -287,7 +287,9 @@ def test_a_rule_over_tips_loads_and_an_unknown_type_is_refused():
     ]
     alerts = [a for f in money for a in engine.process(f)]
     assert [[f.event_id for f in a.evidence] for a in alerts] == [["t1", "t3"]]
-    with pytest.raises(ValidationError, match="'detection', 'suspect', 'weapon', 'track' or 'tip'"):
+    with pytest.raises(
+        ValidationError, match="'detection', 'suspect', 'weapon', 'track', 'tip' or 'authorization'"
+    ):
         Selector.model_validate({"type": "tips"})
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -125,9 +126,11 @@ class Console:
         status: FeedStatus,
         heartbeat_s: float = HEARTBEAT_S,
         triage: Triage | None = None,
+        areas_path: Path | None = None,
     ) -> None:
         self.triage = triage
         self.country = country
+        self.areas_path = areas_path or Settings.model_construct().areas_path
         self.topic = topic
         self.since_s = since_s
         self.store = store
@@ -256,10 +259,11 @@ def _status(console: Console) -> bytes:
 
 
 async def map_data(request: web.Request) -> web.Response:
+    console = request.app[_CONSOLE]
     return web.Response(
-        body=map_geojson(),
+        body=map_geojson(console.areas_path),
         content_type="application/geo+json",
-        headers={"Cache-Control": "max-age=3600"},
+        headers={"Cache-Control": "no-cache"},
     )
 
 
@@ -671,7 +675,9 @@ def run(
         settings, topic, since_s, lambda a, d: None, client_id=f"fusion-console-{country.lower()}"
     )
     triage, triage_feed = _triage(settings, country, topic)
-    console = Console(country, topic, since_s, store, feed.status, triage=triage)
+    console = Console(
+        country, topic, since_s, store, feed.status, triage=triage, areas_path=settings.areas_path
+    )
     feed.sink = console.take
     host = host or settings.console_host
     port = port or settings.console_port_of(country)

@@ -52,7 +52,8 @@ class IngestShell:
             settings.idle_clock_lag_s if settings.idle_clock_lag_s is not None else float("inf"),
             self._caught_up_lag,
         )
-        self.topic_types = {name: etype for etype, name in settings.input_topics.items()}
+        self.topic_types = {name: etype for name, (etype, _) in settings.topic_event_types.items()}
+        self.topic_owner = {name: cc for name, (_, cc) in settings.topic_event_types.items()}
         self._last_marks_sent = 0.0
         self._last_change = 0.0
         self._last_to: dict[int, float] = {}
@@ -86,7 +87,14 @@ class IngestShell:
             origin = Origin(topic, partition, offset)
             touched.add(source)
             try:
-                res = validate(value, etype, now=now, partners=partners, max_bytes=max_bytes)
+                res = validate(
+                    value,
+                    etype,
+                    now=now,
+                    partners=partners,
+                    max_bytes=max_bytes,
+                    issuer=self.topic_owner[topic],
+                )
             except Exception as e:
                 log.exception(
                     "validation failed unexpectedly on %s[%d]@%d", topic, partition, offset

@@ -9,7 +9,7 @@
   const M_PER_DEG_LAT = 111320;
 
   const alerts = new Map(); // alert_id -> {alert, row, layer, receivedAt}
-  const filters = { rule: "", severity: "", tlp: "", time: "", status: "", assignee: "", taskforce: "" };
+  const filters = { rule: "", severity: "", tlp: "", area: "", time: "", status: "", assignee: "", taskforce: "" };
   const triage = new Map(); // alert_id -> {own, partners}: the country's triage, the partners' beside
   let session = null; // {user, country, role, csrf, task_forces} once logged in (with accounts)
   const STATUS_TEXT = { new: "new", acknowledged: "acknowledged", in_progress: "in progress", closed: "closed" };
@@ -81,23 +81,31 @@
   function setupMap() {
     map = L.map("map", { zoomSnap: 0.25, worldCopyJump: false, attributionControl: true });
     map.attributionControl.setPrefix(false);
-    map.attributionControl.addAttribution("Leaflet · Natural Earth");
+    map.attributionControl.addAttribution("Leaflet · © OpenStreetMap contributors (ODbL) · US Census · Natural Earth");
     map.fitBounds([[25.3, -118.5], [34.5, -96.5]]);
     alertLayer = L.featureGroup().addTo(map);
     fetch("api/map").then((r) => r.json()).then((geo) => {
-      const states = L.geoJSON(geo, {
-        filter: (f) => f.properties && f.properties.kind === "state",
+      // The areas of responsibility: the same file that decides each alert's jurisdiction.
+      const areas = L.geoJSON(geo, {
+        filter: (f) => f.properties && f.properties.kind === "area",
         style: (f) => ({
           color: f.properties.country === "US" ? "#5d7b99" : "#7c8f62",
           weight: 1, fillColor: f.properties.country === "US" ? "#1c3350" : "#2a3a22",
-          fillOpacity: 0.55, className: "state-outline",
+          fillOpacity: 0.55, className: "area-outline",
         }),
         interactive: false,
       }).addTo(map);
-      states.eachLayer((layer) => {
+      const options = [];
+      areas.eachLayer((layer) => {
+        const p = layer.feature.properties;
         const el_ = layer.getElement && layer.getElement();
-        if (el_) el_.setAttribute("data-state", layer.feature.properties.iso_3166_2);
+        if (el_) el_.setAttribute("data-area", p.id);
+        options.push([p.id, `${p.name} (${p.country})`]);
       });
+      const select = document.getElementById("filter-area");
+      options.sort((a, b) => a[1].localeCompare(b[1]));
+      select.replaceChildren(select.options[0], ...options.map(([v, t]) => el("option", { value: v }, t)));
+      select.value = filters.area;
       L.geoJSON(geo, {
         filter: (f) => f.properties && f.properties.kind === "border",
         style: { color: "#e4572e", weight: 2.5, className: "border-line" },
@@ -214,11 +222,18 @@
     select.value = current;
   }
 
+  function jurisdictionText(j) {
+    if (!j) return "not stated";
+    const area = j.area_name ? `${j.area_name} (${j.country})` : `outside every area (${j.country})`;
+    return `${area}, areas version ${j.areas_version}`;
+  }
+
   // --- filters ----------------------------------------------------------------------------
 
   function matches(alert, now) {
     if (filters.rule && alert.rule_id !== filters.rule) return false;
     if (filters.tlp && alert.tlp !== filters.tlp) return false;
+    if (filters.area && !(alert.jurisdiction && alert.jurisdiction.area_id === filters.area)) return false;
     if (filters.severity &&
         SEVERITIES.indexOf(severityOf(alert)) < SEVERITIES.indexOf(filters.severity)) return false;
     if (filters.time) {
@@ -483,6 +498,7 @@
         el("dt", {}, "evidence time"), el("dd", {}, `${time(alert.first_seen)} – ${time(alert.last_seen)}`),
         el("dt", {}, "location"), el("dd", { id: "detail-location" }, where, " ",
           el("button", { type: "button", id: "detail-zoom", class: "link" }, "zoom to")),
+        el("dt", {}, "area"), el("dd", { id: "detail-area" }, jurisdictionText(alert.jurisdiction)),
         el("dt", {}, "recipients"), el("dd", {}, (alert.recipients || []).join(", ")),
         el("dt", {}, "policy"), el("dd", { id: "detail-policy" },
           `${policy.id} version ${policy.version}`, el("br"),
