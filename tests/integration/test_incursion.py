@@ -1,6 +1,7 @@
 """Own forces on the real broker: a US patrol 300 m into Chihuahua past the dwell time raises
 a critical alert on both alerts.us and alerts.mx, carrying its jurisdiction; a unit Mexico
-authorized with `fusion authorize` raises none; permits published by the wrong country (for
+authorized with `fusion authorize` raises none, and a permit issued after the fact withdraws
+the alert on both topics; permits published by the wrong country (for
 its neighbour's territory, or on another partner's topic) and malformed ones are
 dead-lettered with what to fix; every alert of the default pack (one of
 each simulator scenario) carries the jurisdiction of its precise location."""
@@ -21,7 +22,7 @@ from engine.hits import alert_id
 from engine.replay import correlate_file
 from engine.rulefiles import load_rules
 from streams.tools.simulator import Simulator
-from tests.integration.conftest import REPO, Lab
+from tests.integration.conftest import REPO, Lab, until
 from tests.integration.test_pipeline import event
 
 pytestmark = pytest.mark.integration
@@ -132,6 +133,23 @@ def test_an_unauthorized_patrol_alerts_both_countries_and_an_authorized_one_does
         "territory; only MX may authorize operations there, and source.country is US: have "
         "MX's agency issue it",
     )
+    # Mexico authorizes the lone unit after the fact: its alert is withdrawn on both topics.
+    authorize(lab, "OP-9", "--country", "MX", "--agency", "SEDENA", "--guest", "US",
+              "--unit", "USBP-L1", "--valid-from", _iso(-3600), *where)  # fmt: skip
+
+    def last(cc: str) -> dict[str, Any]:
+        versions = [a for a in lab.read_all(cc) if a["alert_id"] == want]
+        return max(versions, key=lambda a: a["version"])
+
+    until(
+        lambda: all(last(cc)["change"] == "withdrawn" for cc in ("US", "MX")),
+        "the incursion alert withdrawn on both topics",
+        timeout=60,
+    )
+    for cc in ("US", "MX"):
+        revision = last(cc)["revision"]
+        assert last(cc)["version"] == 2 and revision["superseded_by"] is None
+        assert len(revision["records"]) == 1 and revision["reason"]
 
 
 def test_every_alert_of_the_default_pack_carries_its_jurisdiction(lab: Lab):
