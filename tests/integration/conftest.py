@@ -345,7 +345,13 @@ class Lab:
         topic: str | None = None,
     ) -> None:
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
-        self.producer.send(topic or self.topics[etype], raw, key=key)
+        self.producer.send(topic or self.topic_for(etype, value), raw, key=key)
+
+    def topic_for(self, etype: str, value: dict[str, Any] | bytes) -> str:
+        """The topic of an event type; an authorization goes to its issuer's own topic."""
+        if etype == "authorization" and isinstance(value, dict):
+            return self.topics[f"authorization-{value['source']['country'].lower()}"]
+        return self.topics[etype]
 
     def flush(self) -> None:
         self.producer.flush()

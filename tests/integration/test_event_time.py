@@ -51,9 +51,8 @@ def preload(lab: Lab, events: list[tuple[str, dict[str, Any]]], partitions: int 
         per.setdefault((etype, p), []).append(e)
     for (etype, p), evs in per.items():
         evs.sort(key=ts_of)
-        topic = lab.topics[etype]
         for e in evs:
-            lab.producer.send(topic, orjson.dumps(e), partition=p)
+            lab.producer.send(lab.topic_for(etype, e), orjson.dumps(e), partition=p)
     lab.flush()
 
 

@@ -318,7 +318,7 @@ def test_secrets_stay_in_the_broker_folder_and_off_command_lines(secure: SecureB
     pid = (secure.folder / "broker.pid").read_text().strip()
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     passwords = [v for k, v in secure.creds.items() if k.startswith("FUSION_BROKER_PASSWORD_")]
-    assert len(passwords) == 6 and not any(p in cmdline for p in passwords)
+    assert len(passwords) == 8 and not any(p in cmdline for p in passwords)
     tracked = subprocess.run(
         ["git", "ls-files", "--", ".broker-secure"], cwd=REPO, capture_output=True, text=True
     )
