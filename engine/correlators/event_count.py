@@ -87,8 +87,12 @@ class EventCountCorrelator(KeyedEventsCorrelator[EventCountRule]):
         """The match decided at `fact`: from the facts of the key up to it in (time, id)."""
         rule = self.rule
         w = rule.window
-        me = (fact.ts, fact.event_id)
-        before = [f for f in self.events.near(key, fact.ts, w) if (f.ts, f.event_id) <= me]
+        t, eid = fact.ts, fact.event_id
+        before = [
+            f
+            for f in self.events.near(key, t, w)
+            if f.ts < t or (f.ts == t and f.event_id <= eid)
+        ]
         group = with_fact(before, fact, held)
         if len(group) < rule.threshold:
             return None

@@ -183,7 +183,6 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         w = rule.window
         radius = rule.radius_km
         lat, lon, t = fact.lat, fact.lon, fact.ts
-        me = (t, eid)
         # The facts of the cells around within the window of time, first; then those near.
         in_cell = self.cells.by_key.get
         ranges: list[list[Fact]] = []
@@ -206,10 +205,9 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         max_dlat = self._max_dlat
         for held in ranges:
             for f in held:
+                ft = f.ts
                 if (
-                    f is not fact
-                    and f.event_id != eid
-                    and (f.ts, f.event_id) < me
+                    (ft < t or (ft == t and f.event_id < eid))
                     and abs(f.lat - lat) <= max_dlat
                     and haversine_km(lat, lon, f.lat, f.lon) <= radius
                 ):
