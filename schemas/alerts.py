@@ -164,3 +164,15 @@ class Alert(WireModel):
     explanation: Explanation | None = Field(
         default=None, description="Why the rule fired (`fusion explain` prints it)."
     )
+
+
+def version_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a consumer keeps of one version of an alert (its JSON as received) in the alert's
+    history: version, change, when, the revision and how many events it held."""
+    return {
+        "version": doc.get("version", 1),
+        "change": doc.get("change", "raised"),
+        "at": doc.get("raised_at"),
+        "revision": doc.get("revision"),
+        "evidence": len(doc.get("evidence", [])),
+    }

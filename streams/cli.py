@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,15 @@ def tip_event(args: argparse.Namespace) -> dict[str, Any]:
     return Tip.model_validate(doc).model_dump(mode="json", exclude_none=True)
 
 
-def cmd_tip(args: argparse.Namespace) -> int:
+def _publish_one(
+    args: argparse.Namespace,
+    command: str,
+    kind: str,
+    build: Callable[[argparse.Namespace], dict[str, Any]],
+    topic_of: Callable[[Settings, dict[str, Any]], str],
+) -> tuple[str, dict[str, Any]] | None:
+    """Build one event from the command line, refuse it with what is wrong (None), print it
+    (`--dry-run`) or publish it; the topic and the event published."""
     from kafka import KafkaProducer
     from pydantic import ValidationError
 
@@ -125,22 +134,31 @@ def cmd_tip(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        doc = tip_event(args)
+        doc = build(args)
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or kind}: {err['msg']}" for err in e.errors()
         )
-        print(f"fusion tip: not a valid tip: {problems}", file=sys.stderr)
-        return 2
+        print(f"fusion {command}: not a valid {kind}: {problems}", file=sys.stderr)
+        return None
+    topic = topic_of(settings, doc)
     if args.dry_run:
         print(orjson.dumps(doc).decode())
-        return 0
+        return topic, doc
     producer = KafkaProducer(acks="all", **kafka_python_config(settings))
     try:
-        producer.send(settings.topic_tips, orjson.dumps(doc)).get(timeout=30)
+        producer.send(topic, orjson.dumps(doc)).get(timeout=30)
     finally:
         producer.close()
-    print(f"sent tip {doc['event_id']} to {settings.topic_tips}")
+    return topic, doc
+
+
+def cmd_tip(args: argparse.Namespace) -> int:
+    sent = _publish_one(args, "tip", "tip", tip_event, lambda s, _: s.topic_tips)
+    if sent is None:
+        return 2
+    if not args.dry_run:
+        print(f"sent tip {sent[1]['event_id']} to {sent[0]}")
     return 0
 
 
@@ -173,31 +191,18 @@ def authorization_event(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer
-    from pydantic import ValidationError
-
-    from streams.clients import kafka_python_config
-
-    settings = _settings()
-    try:
-        doc = authorization_event(args)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'authorization'}: {err['msg']}"
-            for err in e.errors()
-        )
-        print(f"fusion authorize: not a valid authorization: {problems}", file=sys.stderr)
+    sent = _publish_one(
+        args,
+        "authorize",
+        "authorization",
+        authorization_event,
+        lambda s, doc: s.authorization_topic(doc["source"]["country"]),
+    )
+    if sent is None:
         return 2
-    if args.dry_run:
-        print(orjson.dumps(doc).decode())
-        return 0
-    producer = KafkaProducer(acks="all", **kafka_python_config(settings))
-    try:
-        topic = settings.authorization_topic(doc["source"]["country"])
-        producer.send(topic, orjson.dumps(doc)).get(timeout=30)
-    finally:
-        producer.close()
-    print(f"sent authorization {doc['reference']} ({doc['action']}) to {topic}")
+    topic, doc = sent
+    if not args.dry_run:
+        print(f"sent authorization {doc['reference']} ({doc['action']}) to {topic}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from engine.trace import EventTrace, trace_event
+from schemas.alerts import version_entry
 from streams.settings import Settings
 
 
@@ -236,16 +237,4 @@ def _released(
 def with_history(versions: list[dict[str, Any]]) -> dict[str, Any]:
     """The newest of an alert's versions (in order), with the list of them all."""
     newest = versions[-1]
-    return {
-        **newest,
-        "history": [
-            {
-                "version": v.get("version", 1),
-                "change": v.get("change", "raised"),
-                "at": v.get("raised_at"),
-                "revision": v.get("revision"),
-                "evidence": len(v.get("evidence", [])),
-            }
-            for v in versions
-        ],
-    }
+    return {**newest, "history": [version_entry(v) for v in versions]}

@@ -8,6 +8,7 @@ import math
 import random
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,11 @@ def _ts(ev: dict[str, Any]) -> float:
     return datetime.fromisoformat(ev["occurred_at"]).timestamp()
 
 
-def run_pipeline(
-    per_source: list[list[Any]], partitions: int, rng: random.Random, disorder: float = 0.0
-) -> Pipeline:
-    """Interleave the sources at random, in random batch sizes."""
-    pipe = Pipeline(partitions, disorder)
+def random_batches(
+    per_source: list[list[Any]], rng: random.Random
+) -> Iterator[list[tuple[int, int, dict[str, Any]]]]:
+    """The sources interleaved at random, in random batch sizes: (source, offset, event)."""
     cursors = [0] * SOURCES
-    offsets = [0] * SOURCES
     while any(c < len(s) for c, s in zip(cursors, per_source, strict=True)):
         batch = []
         for _ in range(rng.randint(1, 40)):
@@ -125,9 +124,26 @@ def run_pipeline(
             if not live:
                 break
             s = rng.choice(live)
-            batch.append((s, offsets[s], per_source[s][cursors[s]]))
+            batch.append((s, cursors[s], per_source[s][cursors[s]]))
             cursors[s] += 1
-            offsets[s] += 1
+        yield batch
+
+
+def restore_every_stage(pipe: Pipeline, meta: dict[str, Any] | None = None) -> None:
+    """Each partition's stage replaced by a fresh one restored from its snapshot (as JSON)."""
+    for p, stage in pipe.stages.items():
+        doc = orjson.loads(orjson.dumps(stage.snapshot_doc(meta), option=orjson.OPT_NON_STR_KEYS))
+        fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
+        assert fresh.restore_doc(doc) == (meta or {})
+        pipe.stages[p] = fresh
+
+
+def run_pipeline(
+    per_source: list[list[Any]], partitions: int, rng: random.Random, disorder: float = 0.0
+) -> Pipeline:
+    """Interleave the sources at random, in random batch sizes."""
+    pipe = Pipeline(partitions, disorder)
+    for batch in random_batches(per_source, rng):
         pipe.ingest(batch)
     pipe.finish()
     return pipe
@@ -172,13 +188,7 @@ def test_a_snapshot_and_restore_midway_changes_nothing():
     half = len(flat) // 2
     for k in range(0, half, 25):
         pipe.ingest(flat[k : min(k + 25, half)])
-    for p, stage in pipe.stages.items():
-        doc = orjson.loads(
-            orjson.dumps(stage.snapshot_doc({"applied": 1}), option=orjson.OPT_NON_STR_KEYS)
-        )
-        fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
-        assert fresh.restore_doc(doc) == {"applied": 1}
-        pipe.stages[p] = fresh
+    restore_every_stage(pipe, {"applied": 1})
     for k in range(half, len(flat), 25):
         pipe.ingest(flat[k : k + 25])
     pipe.finish()
@@ -373,30 +383,15 @@ def run_versions(
     per_source: list[list[Any]], partitions: int, rng: random.Random, restore_at: float | None
 ) -> VersionPipeline:
     pipe = VersionPipeline(partitions)
-    cursors = [0] * SOURCES
     total = sum(len(s) for s in per_source)
     taken = 0
     restored = restore_at is None
-    while any(c < len(s) for c, s in zip(cursors, per_source, strict=True)):
-        batch = []
-        for _ in range(rng.randint(1, 40)):
-            live = [i for i in range(SOURCES) if cursors[i] < len(per_source[i])]
-            if not live:
-                break
-            s = rng.choice(live)
-            batch.append((s, cursors[s], per_source[s][cursors[s]]))
-            cursors[s] += 1
-            taken += 1
+    for batch in random_batches(per_source, rng):
         pipe.ingest(batch)
+        taken += len(batch)
         if not restored and restore_at is not None and taken >= restore_at * total:
             restored = True
-            for p, stage in pipe.stages.items():
-                doc = orjson.loads(
-                    orjson.dumps(stage.snapshot_doc(), option=orjson.OPT_NON_STR_KEYS)
-                )
-                fresh = CorrelateStage(RULES, [InputPartition("in", s) for s in range(SOURCES)])
-                fresh.restore_doc(doc)
-                pipe.stages[p] = fresh
+            restore_every_stage(pipe)
     pipe.finish()
     return pipe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from schemas.alerts import Alert
+from schemas.alerts import Alert, version_entry
 
 DEFAULT_CAPACITY = 5000
 
@@ -36,13 +36,7 @@ class AlertStore:
         """Keep an alert version (`doc` is its JSON as received, to which a `history` is
         added); False if that version, or a newer one, is already held."""
         held = self._alerts.get(alert.alert_id)
-        step = {
-            "version": alert.version,
-            "change": alert.change,
-            "at": doc.get("raised_at"),
-            "revision": doc.get("revision"),
-            "evidence": len(alert.evidence),
-        }
+        step = version_entry(doc)
         if held is not None:
             versions: list[dict[str, Any]] = held[2]["history"]
             if any(v["version"] == alert.version for v in versions):
