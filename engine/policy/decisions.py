@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Literal
 
 from engine.border import BorderLine, default_border
@@ -57,7 +56,6 @@ def generalize_location(value: Mapping[str, Any], precision_m: int) -> dict[str,
     return {"lat": round(clat, 6), "lon": round(clon, 6), "precision_m": precision_m}
 
 
-@lru_cache(maxsize=65536)
 def _border_km(border: BorderLine, lat: float, lon: float) -> float:
     return border.distance_km(lat, lon)
 

@@ -286,6 +286,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> tuple[faus
         web_bind="0.0.0.0",  # noqa: S104 - compose reaches the health endpoints from outside
         producer_max_request_size=16 * 1024 * 1024,
         producer_linger=0.002,
+        producer_max_batch_size=1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.batch_max,
