@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.correlators.base import Part
 from engine.engine import Engine, Route
 from engine.errors import SnapshotError
 from engine.facts import Fact
@@ -64,6 +65,7 @@ class CorrelateStage:
         self._seen_order: deque[tuple[str, str]] = deque()
         self._dedup_window = dedup_window_s
         self._dedup_max = dedup_max_ids
+        self._buffer_changed: dict[str, RoutedItem | None] | None = None
 
     @property
     def ruleset(self) -> RuleSet:
@@ -112,7 +114,10 @@ class CorrelateStage:
             if it.ts < self.released_before:
                 self._take_behind(it, out)
             else:
-                self.buffer.push(it.ts, f"{eid}\0{it.route}", it)
+                order_id = f"{eid}\0{it.route}"
+                self.buffer.push(it.ts, order_id, it)
+                if self._buffer_changed is not None:
+                    self._buffer_changed[order_id] = it
         order = self._seen_order
         while len(order) > self._dedup_max:
             del seen[order.popleft()]
@@ -132,6 +137,7 @@ class CorrelateStage:
         """End of input (replay): release everything held, then decide what still waits."""
         out = CorrelateOutput()
         for it in self.buffer.release(math.inf):
+            self._released(it)
             self._process(it, out)
             self.released_before = max(self.released_before, it.ts)
         last = self.engine.watermark
@@ -146,6 +152,7 @@ class CorrelateStage:
         if before == -math.inf:
             return
         for it in self.buffer.release(before):
+            self._released(it)
             self._process(it, out)
         if clock > self.released_before:
             self.released_before = clock
@@ -155,6 +162,10 @@ class CorrelateStage:
             self._advanced_to = clock
             self._emit(self.engine.advance(clock), out)
             self._expire_seen()
+
+    def _released(self, it: RoutedItem) -> None:
+        if self._buffer_changed is not None:
+            self._buffer_changed[f"{it.event_id}\0{it.route}"] = None
 
     def _process(self, it: RoutedItem, out: CorrelateOutput) -> None:
         fact = Fact.from_doc(it.doc, it.ts)
@@ -192,9 +203,38 @@ class CorrelateStage:
         """The stage's state as a JSON-able object, every part by name: the engine, the
         buffer, the marks, and per input partition the newest offset taken."""
         return {
-            "v": STAGE_SNAPSHOT_VERSION,
+            **self.snapshot_head(meta),
             "engine": self.engine.snapshot_doc(),
             "buffer": [it.as_doc() for it in self.buffer.items()],
+        }
+
+    # -- a per-key changelog (engine/changelog.py) -------------------------------------------
+
+    def track(self) -> None:
+        """Note from now on what changes, for `take_changes`."""
+        self.engine.track()
+        self._buffer_changed = {}
+
+    def take_changes(self, full: bool = False) -> Iterator[Part]:
+        """The parts changed since the last call (`full`: every part there is): the engine's,
+        and one per event held in the buffer."""
+        yield from self.engine.take_changes(full)
+        changed = self._buffer_changed or {}
+        self._buffer_changed = {}
+        if full:
+            changed = {f"{it.event_id}\0{it.route}": it for it in self.buffer.items()}
+        for order_id, it in changed.items():
+            yield f"b/{order_id}", None if it is None else it.as_doc(), []
+
+    def head(self, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The state not kept in parts (per input partition, and scalars)."""
+        doc = self.snapshot_head(meta)
+        doc["engine"] = self.engine.head()
+        return doc
+
+    def snapshot_head(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "v": STAGE_SNAPSHOT_VERSION,
             "marks": self.combined_watermark.snapshot(),
             "origins": {
                 str(source): {"offset": offset, "routes": sorted(routes)}
@@ -202,6 +242,19 @@ class CorrelateStage:
             },
             "released_before": None if math.isinf(self.released_before) else self.released_before,
             "meta": meta or {},
+        }
+
+    def assemble(
+        self, head: dict[str, Any], parts: dict[str, Any], facts: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What `snapshot_doc` returns, from `head`, the parts' values by name and the facts
+        they refer to (docs by event id)."""
+        engine_parts = {n: v for n, v in parts.items() if not n.startswith("b/")}
+        buffer = [v for n, v in parts.items() if n.startswith("b/")]
+        return {
+            **head,
+            "engine": self.engine.assemble(head["engine"], engine_parts, facts),
+            "buffer": buffer,
         }
 
     def restore_doc(self, doc: dict[str, Any]) -> dict[str, Any]:

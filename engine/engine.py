@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
 from engine.correlators import CORRELATORS, Correlator
+from engine.correlators.base import Part
 from engine.errors import SnapshotError
 from engine.explain import explain_hit
 from engine.facts import Fact
@@ -118,6 +120,7 @@ class Engine:
         """(alert id, rule id, refuting event ids) taken after the corrections span, since the
         caller last read (and cleared) it."""
         self._raised: dict[str, float] = {}
+        self._raised_changed: set[str] | None = None
         self._max_raised = max_remembered_alerts
         self._by_type: dict[str, list[RuleBase]] = defaultdict(list)
         for r in ruleset.rules:
@@ -263,6 +266,7 @@ class Engine:
         at once or when the rule's update span since the last version has passed."""
         if len(alert.hits) >= MAX_HITS:
             return
+        self.book.touch(alert.alert_id)
         alert.hits.append(rec)
         if rec.trigger < alert.hits[-2].trigger:
             alert.hits.sort(key=lambda h: h.trigger)
@@ -339,6 +343,8 @@ class Engine:
         """Group the matches of `old` alerts (and new ones) again as replay would, and release
         each difference: raised, updated or withdrawn."""
         book = self.book
+        for a in old:
+            book.touch(a.alert_id)
         span = rule.suppress.for_ if rule.suppress is not None else 0.0
         if len(old) == 1 and not rule.suppress:
             span = math.inf  # one alert per match: it keeps whatever is left of itself
@@ -426,6 +432,7 @@ class Engine:
                     "records": sorted(set(alert.causes)),
                     "superseded_by": superseded_by,
                 }
+        self.book.touch(alert.alert_id)
         alert.version += 1
         alert.released = ids
         alert.last_version_wm = self.watermark
@@ -486,9 +493,14 @@ class Engine:
     def _remember(self, aid: str, ts: float) -> None:
         raised = self._raised
         raised[aid] = ts
+        changed = self._raised_changed
+        if changed is not None:
+            changed.add(aid)
         if len(raised) > self._max_raised:
             for k in list(raised)[: len(raised) - self._max_raised]:
                 del raised[k]
+                if changed is not None:
+                    changed.add(k)
 
     def _expire_suppression(self, watermark: float) -> None:
         for rule_id, anchors in self._suppress.items():
@@ -537,6 +549,85 @@ class Engine:
             "meta": meta or {},
         }
         return doc
+
+    # -- a per-key changelog ---------------------------------------------------------------
+    # Each rule's state per key, each open alert and each remembered match is one part; the
+    # scalars are in `head`. `assemble` makes what `snapshot_doc` returns from the parts.
+
+    def track(self) -> None:
+        """Note from now on what changes, for `take_changes`."""
+        for c in self.correlators.values():
+            c.track()
+        self.book.changed = set()
+        self._raised_changed = set()
+
+    def take_changes(self, full: bool = False) -> Iterator[Part]:
+        """The parts changed since the last call (`full`: every part there is)."""
+        for rid, c in self.correlators.items():
+            for name, value, facts in c.take_changes(full):
+                yield f"c/{rid}/{name}", value, facts
+        book = self.book
+        changed = book.changed if book.changed is not None else set()
+        book.changed = set()
+        for aid in set(book.alerts) if full else changed:
+            alert = book.alerts.get(aid)
+            if alert is None:
+                yield f"a/{aid}", None, []
+            else:
+                yield f"a/{aid}", alert.doc(), [book.facts[e] for e in alert.ids]
+        raised = self._raised
+        marked = self._raised_changed if self._raised_changed is not None else set()
+        self._raised_changed = set()
+        for aid in list(raised) if full else marked:
+            yield f"r/{aid}", raised.get(aid), []
+
+    def head(self) -> dict[str, Any]:
+        """The state not kept in parts."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "watermark": None if math.isinf(self.watermark) else self.watermark,
+            "rules": self._rule_docs,
+            "suppress": {
+                rid: [[list(k), a] for k, a in anchors.items()]
+                for rid, anchors in self._suppress.items()
+            },
+        }
+
+    def assemble(
+        self, head: dict[str, Any], parts: dict[str, Any], facts: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What `snapshot_doc` returns, from `head` and the parts' values by name (rules
+        whose definition changed since are left out: `restore_doc` empties them)."""
+        keyed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        rests: dict[str, Any] = {}
+        alerts: list[Any] = []
+        raised: list[list[Any]] = []
+        for name, value in parts.items():
+            kind, _, rest = name.partition("/")
+            if kind == "c":
+                rid, _, part = rest.partition("/")
+                if part == "*":
+                    rests[rid] = value
+                else:
+                    keyed[rid].append(value)
+            elif kind == "a":
+                alerts.append(value)
+            elif kind == "r":
+                raised.append([rest, value])
+        rules = head["rules"]
+        state = {
+            rid: c.assemble(keyed.get(rid, []), rests.get(rid))
+            for rid, c in self.correlators.items()
+            if _same_rule(rules.get(rid), self._rule_docs[rid])
+        }
+        return {
+            **head,
+            "facts": facts,
+            "state": state,
+            "raised": raised,
+            "alerts": {"alerts": alerts},
+            "meta": {},
+        }
 
     def restore(self, blob: bytes) -> dict[str, Any]:
         """Load a snapshot; rules whose definition changed since start empty. Returns its meta."""

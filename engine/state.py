@@ -77,12 +77,14 @@ class KeyedFacts(Generic[K]):
     """
 
     __slots__ = (
+        "_changed",
         "_count",
         "_data",
         "_dropped",
         "_ids",
         "_index",
         "_seq",
+        "_touch",
         "evictions",
         "max_keys",
         "max_per_key",
@@ -97,6 +99,10 @@ class KeyedFacts(Generic[K]):
         self._seq = 0
         self._count = 0
         self._dropped: list[str] | None = [] if keep_dropped else None
+        # With `track`: the keys changed since the caller last took them, and when each key
+        # was last touched (its place in eviction order, kept across a changelog).
+        self._changed: set[K] | None = None
+        self._touch: dict[K, int] = {}
         self.max_keys = max_keys
         self.max_per_key = max_per_key
         self.evictions = 0
@@ -145,15 +151,22 @@ class KeyedFacts(Generic[K]):
             return False
         fact.settle()
         data = self._data
+        changed = self._changed
         facts = data.pop(key, None)  # re-inserted below: the least recently touched key is first
         if facts is None:
             if len(data) >= self.max_keys:
                 gone_key = next(iter(data))
                 self._lose(gone_key, data.pop(gone_key))
+                if changed is not None:
+                    changed.add(gone_key)
+                    self._touch.pop(gone_key, None)
             facts = []
         data[key] = facts
         self._seq += 1
         ids[slot] = self._seq
+        if changed is not None:
+            changed.add(key)
+            self._touch[key] = self._seq
         self._count += 1
         if insert(facts, fact) == 0:  # a new key, or an earlier oldest: index the key by it
             index = self._index
@@ -178,7 +191,7 @@ class KeyedFacts(Generic[K]):
 
     def expire(self, before_ts: float) -> None:
         """Drop every fact with event time before `before_ts`."""
-        index, data = self._index, self._data
+        index, data, changed = self._index, self._data, self._changed
         while index and index[0][0] < before_ts:
             key = heappop(index)[1]
             facts = data.get(key)
@@ -188,10 +201,13 @@ class KeyedFacts(Generic[K]):
             if n:
                 self._forget(key, facts[:n])
                 del facts[:n]
+                if changed is not None:
+                    changed.add(key)
             if facts:
                 heappush(index, (facts[0].ts, key))
             else:
                 del data[key]
+                self._touch.pop(key, None)
 
     def take_dropped(self) -> list[str]:
         """The ids of facts evicted or expired since the last call (with `keep_dropped`)."""
@@ -221,23 +237,50 @@ class KeyedFacts(Generic[K]):
         for facts in self._data.values():
             yield from facts
 
+    # -- a per-key changelog ---------------------------------------------------------------
+
+    def track(self, changed: set[K]) -> None:
+        """Add every key whose facts change (taken, evicted, expired) to `changed`."""
+        self._changed = changed
+        self._touch = {}
+        for n, key in enumerate(self._data, start=1):
+            self._touch[key] = n - len(self._data)
+
+    def part(self, key: K) -> list[object] | None:
+        """A key's entry in a changelog: [when last touched, [event ids in the order they
+        came]]; None if the key holds nothing."""
+        facts = self._data.get(key)
+        if not facts:
+            return None
+        return [self._touch.get(key, 0), self._ids_as_they_came(key, facts)]
+
+    @staticmethod
+    def from_parts(parts: list[tuple[object, list[object]]]) -> list[list[object]]:
+        """What `snapshot` returns, from (key as snapshots write it, `part`) pairs, with when
+        each key was touched."""
+        ordered = sorted(parts, key=lambda kp: cast(int, kp[1][0]))
+        return [[k, p[1], p[0]] for k, p in ordered]
+
     def snapshot(self) -> list[list[object]]:
         """[[key, [event ids in the order they came]], ...], keys in eviction order."""
-        return [[_key_out(k), self._ids_as_they_came(k, v)] for k, v in self._data.items()]
+        return [[key_out(k), self._ids_as_they_came(k, v)] for k, v in self._data.items()]
 
     def _ids_as_they_came(self, key: K, facts: list[Fact]) -> list[str]:
         ids = self._ids
         return [f.event_id for f in sorted(facts, key=lambda f: ids[(key, f.event_id)])]
 
     def restore(self, data: list[list[object]], facts: dict[str, Fact]) -> None:
-        """Load what `snapshot` returned (ids in the order they came)."""
+        """Load what `snapshot` returned (ids in the order they came), or `from_parts`
+        (which adds when each key was touched, kept so that a changelog stays in order)."""
         self._data.clear()
         self._ids.clear()
+        self._touch = {}
         self._count = 0
         if self._dropped is not None:
             self._dropped = []
-        for raw_key, event_ids in data:
-            key = cast(K, _key_in(raw_key))
+        for entry in data:
+            raw_key, event_ids = entry[0], entry[1]
+            key = cast(K, key_in(raw_key))
             held: list[Fact] = []
             for i in cast("list[str]", event_ids):
                 f = facts.get(i)
@@ -249,12 +292,20 @@ class KeyedFacts(Generic[K]):
             if held:
                 self._data[key] = held
                 self._count += len(held)
+                if len(entry) > 2:
+                    touched = cast(int, entry[2])
+                    self._seq = max(self._seq, touched)
+                    self._touch[key] = touched
+                elif self._changed is not None:
+                    self._touch[key] = self._seq
         self._reindex()
 
 
-def _key_out(k: object) -> object:
+def key_out(k: object) -> object:
+    """A key as snapshots write it (JSON has no tuples)."""
     return list(k) if isinstance(k, tuple) else k
 
 
-def _key_in(k: object) -> object:
+def key_in(k: object) -> object:
+    """A key as snapshots wrote it, as held."""
     return tuple(k) if isinstance(k, list) else k

@@ -142,6 +142,12 @@ class AlertBook:
     due: list[tuple[float, str]] = field(default_factory=list)
     facts: dict[str, Fact] = field(default_factory=dict)
     """The evidence of open alerts, by id."""
+    changed: set[str] | None = None
+    """With tracking on (a set): the ids of alerts changed since the caller took them."""
+
+    def touch(self, alert_id: str) -> None:
+        if self.changed is not None:
+            self.changed.add(alert_id)
 
     def under(self, rule_id: str, skey: tuple[Any, ...]) -> list[OpenAlert]:
         """The open alerts of one suppression key that still stand, by first trigger."""
@@ -151,6 +157,7 @@ class AlertBook:
 
     def add(self, alert: OpenAlert) -> None:
         self.alerts[alert.alert_id] = alert
+        self.touch(alert.alert_id)
         ids = self.by_key.setdefault(alert.rule_id, {}).setdefault(alert.skey, [])
         if alert.alert_id not in ids:
             ids.append(alert.alert_id)
@@ -160,6 +167,7 @@ class AlertBook:
 
     def forget(self, alert: OpenAlert) -> None:
         self.alerts.pop(alert.alert_id, None)
+        self.touch(alert.alert_id)
         keyed = self.by_key.get(alert.rule_id, {})
         ids = keyed.get(alert.skey)
         if ids is not None:
@@ -176,6 +184,7 @@ class AlertBook:
     def schedule(self, alert: OpenAlert, due: float) -> None:
         if alert.due is None or due < alert.due:
             alert.due = due
+            self.touch(alert.alert_id)
             heapq.heappush(self.due, (due, alert.alert_id))
 
     def due_by(self, watermark: float) -> Iterator[OpenAlert]:
@@ -186,6 +195,7 @@ class AlertBook:
             alert = self.alerts.get(aid)
             if alert is not None and alert.due == due:
                 alert.due = None
+                self.touch(aid)
                 yield alert
 
     def referenced(self) -> set[str]:

@@ -123,7 +123,10 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often the worker checks the log topics' retention."
     )
     topic_routed: str = "fusion.routed"
-    topic_state_engine: str = "fusion.state.engine"
+    topic_changelog: str = Field(
+        default="fusion.correlate.changelog",
+        description="The correlate stage's state: a per-key changelog per partition, compacted.",
+    )
 
     input_partitions: int = Field(default=4, ge=1, le=1024)
     internal_partitions: int = Field(default=4, ge=1, le=1024)

@@ -73,11 +73,11 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                     "cleanup.policy": "compact",
                     "max.message.bytes": "16777216",
                     "segment.ms": str(10 * 60_000),
-                    "min.cleanable.dirty.ratio": "0.1",
+                    "min.cleanable.dirty.ratio": "0.5",
                 },
                 "state",
             )
-            for t in (settings.topic_state_engine,)
+            for t in (settings.topic_changelog,)
         ],
     ]
     # Faust's own assignor topic; created here because the app may not declare topics.

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
+
+import orjson
 
 from engine.facts import Fact
 from engine.hits import Hit
 from engine.rules import RuleBase
-from engine.state import KeyedFacts
+from engine.state import KeyedFacts, key_out
+
+Part = tuple[str, Any | None, list[Fact]]
+"""One entry of a per-key changelog: its name, its value (None: gone) and the facts it
+refers to by event id."""
 
 R = TypeVar("R", bound=RuleBase)
+
+
+class _Untracked(set[Any]):
+    """Where changes go while nothing tracks them."""
+
+    def add(self, element: Any) -> None:
+        pass
+
+
+_NOT_TRACKED: set[Any] = _Untracked()
 
 
 class Correlator(ABC, Generic[R]):
@@ -19,6 +35,11 @@ class Correlator(ABC, Generic[R]):
 
     def __init__(self, rule: R) -> None:
         self.rule = rule
+        self.changed: set[Any] = _NOT_TRACKED
+        """With `track`: the keys whose state changed since `take_changes`."""
+        self.rest_changed = False
+        """With `track`: whether the state not kept per key (`rest`) changed."""
+        self.tracking = False
 
     @abstractmethod
     def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> list[Hit]:
@@ -57,6 +78,74 @@ class Correlator(ABC, Generic[R]):
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         """Load what `snapshot` returned."""
 
+    # -- a per-key changelog ---------------------------------------------------------------
+    # The state is written as one part per key (what `stores` and `key_extra` hold for it)
+    # and one part for the rest; `assemble` turns the parts back into what `snapshot`
+    # returns, so that `restore` reads both.
+
+    def track(self) -> None:
+        """Note from now on which keys change, for `take_changes`."""
+        self.tracking = True
+        self.changed = set()
+        for store in self.keyed_stores().values():
+            store.track(self.changed)
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        """The state kept per key in `KeyedFacts`, by name (the stores share their keys)."""
+        return {}
+
+    def extra_keys(self) -> Iterable[Any]:
+        """Keys with state besides the stores' (`key_extra`)."""
+        return ()
+
+    def key_extra(self, key: Any) -> tuple[Any, list[Fact]] | None:
+        """A key's state besides the stores', and the facts it refers to; None if none."""
+        return None
+
+    def rest(self) -> tuple[Any, list[Fact]] | None:
+        """The state not kept per key, and the facts it refers to; None if none."""
+        return None
+
+    def take_changes(self, full: bool = False) -> Iterator[Part]:
+        """The parts changed since the last call (`full`: every part there is)."""
+        stores = self.keyed_stores()
+        if full:
+            keys: set[Any] = set(self.extra_keys())
+            for store in stores.values():
+                keys.update(store.key_view())
+        else:
+            keys = set(self.changed)
+        self.changed.clear()
+        for key in keys:
+            held: dict[str, Any] = {}
+            facts: list[Fact] = []
+            for name, store in stores.items():
+                part = store.part(key)
+                if part is not None:
+                    held[name] = part
+                    facts.extend(store.get(key))
+            extra = self.key_extra(key)
+            name = orjson.dumps(key_out(key)).decode()
+            if not held and extra is None:
+                yield name, None, []
+                continue
+            value: dict[str, Any] = {"k": key_out(key), "s": held}
+            if extra is not None:
+                value["x"] = extra[0]
+                facts.extend(extra[1])
+            yield name, value, facts
+        if full or self.rest_changed:
+            self.rest_changed = False
+            rest = self.rest()
+            if rest is not None:
+                yield "*", rest[0], rest[1]
+            elif not full:
+                yield "*", None, []
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        """What `snapshot` returns, from the values of the parts `take_changes` gave."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-key changelog")
+
 
 class KeyedEventsCorrelator(Correlator[R]):
     """A correlator whose whole state is one `KeyedFacts` store of the facts per key."""
@@ -82,3 +171,17 @@ class KeyedEventsCorrelator(Correlator[R]):
 
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.events.restore(data["events"], facts)
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        return {"events": self.events}
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        return store_snapshots(keyed, ["events"])
+
+
+def store_snapshots(keyed: list[dict[str, Any]], names: Iterable[str]) -> dict[str, Any]:
+    """Each store's `KeyedFacts.snapshot`, from per-key parts."""
+    return {
+        n: KeyedFacts.from_parts([(p["k"], p["s"][n]) for p in keyed if n in p["s"]])
+        for n in names
+    }

@@ -10,7 +10,7 @@ judges each one alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
@@ -196,6 +196,7 @@ class GeofenceCorrelator(Correlator[GeofenceRule]):
         if fact.ts < self._seen.get(key, float("-inf")):
             return []  # a track's positions are taken in event-time order; older ones are late
         self._seen[key] = fact.ts
+        self.changed.add(key)
         hits = []
         for i, fence in enumerate(self.fences):
             if not self._applies(fence, fact):
@@ -237,6 +238,7 @@ class GeofenceCorrelator(Correlator[GeofenceRule]):
         horizon = watermark - self.rule.horizon
         for k in [k for k, ts in self._seen.items() if ts < horizon]:
             del self._seen[k]
+            self.changed.add(k)
             for i in range(len(self.fences)):
                 self.sides.pop((k, i), None)
         used = {s[1].event_id for s in self.sides.values() if s[1] is not None}
@@ -267,3 +269,21 @@ class GeofenceCorrelator(Correlator[GeofenceRule]):
         }
         self._seen = dict(data["seen"])
         self._facts = {s[1].event_id: s[1] for s in self.sides.values() if s[1] is not None}
+
+    def extra_keys(self) -> Iterable[Any]:
+        return self._seen
+
+    def key_extra(self, key: Any) -> tuple[Any, list[Fact]] | None:
+        seen = self._seen.get(key)
+        if seen is None:
+            return None
+        sides = [(i, self.sides.get((key, i))) for i in range(len(self.fences))]
+        held = [[i, s[0], None if s[1] is None else s[1].event_id, s[2]] for i, s in sides if s]
+        facts = [s[1] for _, s in sides if s and s[1] is not None]
+        return {"seen": seen, "sides": held}, facts
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        return {
+            "sides": [[p["k"], *side] for p in keyed for side in p["x"]["sides"]],
+            "seen": {p["k"]: p["x"]["seen"] for p in keyed},
+        }

@@ -108,6 +108,7 @@ class IncursionCorrelator(Correlator[IncursionRule]):
         if key is None:
             return []
         if fact.event_type == "authorization":
+            self.rest_changed = True
             ref = (fact.country, str(fact.get("reference")))
             if fact.get("action") == "revoke":
                 self.revocations[ref] = fact
@@ -128,6 +129,7 @@ class IncursionCorrelator(Correlator[IncursionRule]):
         if any(f.event_id == fact.event_id for f in track):
             return []
         track.append(fact)
+        self.rest_changed = True
         track.sort(key=lambda f: (f.ts, f.event_id))
         if len(track) > self.rule.max_per_key:
             dropped = track.pop(0)
@@ -205,8 +207,11 @@ class IncursionCorrelator(Correlator[IncursionRule]):
 
     def expire(self, watermark: float) -> None:
         horizon = watermark - self.rule.horizon
+        held = len(self._facts)
         for unit in list(self.positions):
             kept = [f for f in self.positions[unit] if f.ts >= horizon]
+            if len(kept) == len(self.positions[unit]):
+                continue
             for f in self.positions[unit]:
                 if f.ts < horizon:
                     self._facts.pop(f.event_id, None)
@@ -227,6 +232,8 @@ class IncursionCorrelator(Correlator[IncursionRule]):
             if not set(ids) <= live:
                 del self.reported[ids]
                 self.withdrawn.discard(ids)
+        if len(self._facts) != held:
+            self.rest_changed = True
 
     def size(self) -> tuple[int, int]:
         return (len(self.positions), len(self._facts))
@@ -264,6 +271,19 @@ class IncursionCorrelator(Correlator[IncursionRule]):
         }
         self.reported = {(a, b): u for a, b, u in data["reported"]}
         self.withdrawn = {(a, b) for a, b in data["withdrawn"]}
+
+
+    # Patrols and authorizations are few: the whole state is one part of a changelog.
+    def rest(self) -> tuple[Any, list[Fact]] | None:
+        return (self.snapshot(), list(self._facts.values())) if self._facts else None
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        if rest is None:
+            return {key: {} if key == "positions" else [] for key in _PARTS}
+        return rest
+
+
+_PARTS = ("positions", "grants", "revocations", "reported", "withdrawn")
 
 
 def _ts(text: str) -> float:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from engine.correlators.base import Correlator
+from engine.correlators.base import Correlator, store_snapshots
 from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.geo import EARTH_RADIUS_KM, Grid, haversine_km
@@ -136,6 +136,8 @@ class ProximityCorrelator(Correlator[ProximityRule]):
             return []
         hits: list[Hit] = []
         if owner:
+            if self.tracking and eid not in self.owned:
+                self.changed.add(self.grid.cell(fact.lat, fact.lon))
             self.owned.add(eid)
             hit = self._evaluate(fact)
             if hit is not None:
@@ -279,6 +281,18 @@ class ProximityCorrelator(Correlator[ProximityRule]):
         owned = data.get("owned")
         # a snapshot from before owners were recorded: take every fact held as owned
         self.owned = held if owned is None else {e for e in owned if e in held}
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        return {"cells": self.cells}
+
+    def key_extra(self, key: Any) -> tuple[Any, list[Fact]] | None:
+        owned = self.owned
+        mine = [f.event_id for f in self.cells.get(key) if f.event_id in owned]
+        return (mine, []) if mine else None
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        owned = sorted({e for p in keyed for e in p.get("x", ())})
+        return {**store_snapshots(keyed, ["cells"]), "owned": owned}
 
 
 def _order(f: Fact) -> tuple[float, str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import Correlator
+from engine.correlators.base import Correlator, store_snapshots
 from engine.explain import Explanation, at_most, describe_selectors, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
@@ -180,6 +180,8 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         self.pending_evictions = 0
         self._due: list[tuple[float, int, str, str]] = []
         self._tie = itertools.count()
+        self._pending_touch: dict[str, int] = {}
+        """When each key's waiting chains were last touched (their eviction order)."""
 
     # -- taking facts ----------------------------------------------------------------------
 
@@ -226,6 +228,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             if a.event_id != b.event_id and a.ts <= b.ts <= a.ts + within:
                 del waiting[a_id]
                 self.decided.add(key, a)
+        self.changed.add(key)
         if not waiting:
             del self.pending[key]
 
@@ -246,6 +249,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             a = chain[-1]
             if a.event_id != b.event_id and a.ts <= b.ts <= a.ts + within:
                 del fired[a_id]
+                self.changed.add(key)
                 reason = (
                     f"{self.absence.name} {b.event_id} came {duration(b.ts - a.ts)} after the "
                     f"{self.present[-1].name} (within {duration(within)}): the absence the "
@@ -276,6 +280,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             if len(self.pending) >= self.rule.max_keys:
                 oldest = next(iter(self.pending))
                 self.pending_evictions += len(self.pending.pop(oldest))
+                self.changed.add(oldest)
             waiting = {}
         else:
             del self.pending[key]  # re-insert: least recently touched keys go first
@@ -284,6 +289,8 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             del waiting[next(iter(waiting))]
             self.pending_evictions += 1
         self.pending[key] = waiting
+        self._pending_touch[key] = next(self._tie)
+        self.changed.add(key)
         heapq.heappush(self._due, (due, next(self._tie), key, a.event_id))
 
     # -- chains ----------------------------------------------------------------------------
@@ -398,6 +405,7 @@ class SequenceCorrelator(Correlator[SequenceRule]):
             if waiting is None or entry is None or entry[1] != due:
                 continue  # cancelled or evicted since
             del waiting[a_id]
+            self.changed.add(key)
             if not waiting:
                 del self.pending[key]
             chain = entry[0]
@@ -420,8 +428,12 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         for key, fired in list(self.fired.items()):
             for a_id in [i for i, chain in fired.items() if chain[-1].ts < kept]:
                 del fired[a_id]
+                self.changed.add(key)
             if not fired:
                 del self.fired[key]
+        touch = self._pending_touch
+        if len(touch) > 2 * len(self.pending) + 1024:
+            self._pending_touch = {k: t for k, t in touch.items() if k in self.pending}
         # Cancelled and evicted chains leave their entries in the heap: compact it now and then.
         waiting = sum(len(w) for w in self.pending.values())
         if len(self._due) > 2 * waiting + 1024:
@@ -479,18 +491,60 @@ class SequenceCorrelator(Correlator[SequenceRule]):
         self.absent_seen.restore(data["absent"], facts)
         self.decided.restore(data["decided"], facts)
         self.pending = {}
+        self._pending_touch = {}
         self._due = []
-        for key, ids, due in data["pending"]:
+        touched = -1
+        for key, ids, due, *order in data["pending"]:
             if not all(i in facts for i in ids):
                 continue
             chain = tuple(facts[i] for i in ids)
             self.pending.setdefault(key, {})[chain[-1].event_id] = (chain, due)
+            self._pending_touch[key] = order[0] if order else next(self._tie)
+            touched = max(touched, self._pending_touch[key])
             heapq.heappush(self._due, (due, next(self._tie), key, chain[-1].event_id))
+        self._tie = itertools.count(max(touched, next(self._tie)) + 1)
         self.fired = {}
         for key, ids in data.get("fired", []):
             if all(i in facts for i in ids):
                 chain = tuple(facts[i] for i in ids)
                 self.fired.setdefault(key, {})[chain[-1].event_id] = chain
+
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        named = {f"step{i}": store for i, store in enumerate(self.stores)}
+        return {**named, "absent": self.absent_seen, "decided": self.decided}
+
+    def extra_keys(self) -> Iterable[Any]:
+        return {*self.pending, *self.fired}
+
+    def key_extra(self, key: Any) -> tuple[Any, list[Fact]] | None:
+        waiting = self.pending.get(key)
+        fired = self.fired.get(key)
+        if not waiting and not fired:
+            return None
+        facts: list[Fact] = []
+        extra: dict[str, Any] = {}
+        if waiting:
+            extra["pending"] = [[[f.event_id for f in c], due] for c, due in waiting.values()]
+            extra["order"] = self._pending_touch.get(key, 0)
+            facts.extend(f for c, _ in waiting.values() for f in c)
+        if fired:
+            extra["fired"] = [[f.event_id for f in c] for c in fired.values()]
+            facts.extend(f for c in fired.values() for f in c)
+        return extra, facts
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        snaps = store_snapshots(keyed, [f"step{i}" for i in range(len(self.stores))])
+        extra = [(p["k"], p["x"]) for p in keyed if "x" in p]
+        waiting = sorted((x for x in extra if "pending" in x[1]), key=lambda x: x[1]["order"])
+        return {
+            "steps": [snaps[f"step{i}"] for i in range(len(self.stores))],
+            **store_snapshots(keyed, ["absent", "decided"]),
+            "pending": [
+                [k, ids, due, x["order"]] for k, x in waiting for ids, due in x["pending"]
+            ],
+            "fired": [[k, ids] for k, x in extra for ids in x.get("fired", [])],
+        }
 
 
 def _latest_before(

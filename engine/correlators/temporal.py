@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import field_validator
 
-from engine.correlators.base import Correlator
+from engine.correlators.base import Correlator, store_snapshots
 from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
@@ -165,6 +165,12 @@ class TemporalCorrelator(Correlator[TemporalRule]):
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         for n, store in self.by_kind.items():
             store.restore(data["kinds"].get(n, []), facts)
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        return dict(self.by_kind)
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        return {"kinds": store_snapshots(keyed, self.names)}
 
 
 def _assign(cands: list[list[Fact]]) -> list[Fact] | None:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from engine.correlators.base import Correlator
+from engine.correlators.base import Correlator, store_snapshots
 from engine.explain import Explanation, at_most, duration, said
 from engine.facts import Fact
 from engine.hits import Hit
@@ -140,3 +140,9 @@ class WatchlistCorrelator(Correlator[WatchlistRule]):
     def restore(self, data: Any, facts: dict[str, Fact]) -> None:
         self.entries.restore(data["entries"], facts)
         self.sightings.restore(data["sightings"], facts)
+
+    def keyed_stores(self) -> dict[str, KeyedFacts[Any]]:
+        return {"entries": self.entries, "sightings": self.sightings}
+
+    def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
+        return store_snapshots(keyed, ["entries", "sightings"])

@@ -40,13 +40,13 @@ from streams.worker.auditlog import (
     check_log_topics,
     load_signer,
 )
+from streams.worker.changelog import ChangelogTopic
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.delivery import DeadLetters, Delivery
 from streams.worker.edges import Record
 from streams.worker.fastpath import AppProducer, AssignedPartitions, Batch, BatchingApp
 from streams.worker.metrics import Metrics, StateExport, export_lag
 from streams.worker.reload import LiveAreas, LivePolicy, LiveRules
-from streams.worker.snapshots import StateTopic
 from streams.worker.stages.correlate import CorrelateShell
 from streams.worker.stages.ingest import IngestShell
 from streams.worker.tak import TakOutput
@@ -87,10 +87,12 @@ class Worker:
             else AuditLogs(settings, producer, load_signer(settings.log_signing_key_file))
         )
         self._log_topics_checked = time.monotonic()
+        self.changelog = ChangelogTopic(settings)
         self.checkpoints = Checkpoints(
             settings,
             metrics,
-            StateTopic(settings, producer),
+            self.changelog,
+            producer,
             AssignedPartitions(app, settings.topic_routed),
             self.new_stage,
             self.logs,

@@ -1,11 +1,12 @@
-"""Checkpoints: the correlate stage's state per partition, snapshotted before its input is acked.
+"""Checkpoints: the correlate stage's state per partition, written before its input is acked.
 
-Partition p of `fusion.routed` has its state in partition p of the compacted state topic.
-A partition's state is loaded from its newest snapshot on its first message; a message the
-state already covers (read again after a restart or a rebalance) is only acked. Snapshots
-are a consistent cut taken at once; writing them, and then acking the input they cover,
-goes on in the background. Everything that input produced (alerts, audit records, dead
-letters) is flushed to the broker before the snapshot is written, and the snapshot before
+Partition p of `fusion.routed` has its state in partition p of the changelog topic, as a
+per-key changelog (`engine/changelog.py`): a snapshot writes what changed since the last one,
+in one transaction. A partition's state is read back from its changelog on its first message;
+a message the state already covers (read again after a restart or a rebalance) is only acked.
+The changes are a consistent cut taken at once; writing them, and then acking the input they
+cover, goes on in the background. Everything that input produced (alerts, audit records, dead
+letters) is flushed to the broker before the changes are written, and they are written before
 the input is acked, so a crash at any point re-reads input rather than losing it.
 """
 
@@ -13,20 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
 
 from engine.auditlog import PartitionLog
+from engine.changelog import Change, StateLog
 from engine.correlate import CorrelateStage
 from engine.errors import FusionError
 from engine.merkle import CompactRange
 from streams.settings import Settings
 from streams.worker.auditlog import AuditLogs
-from streams.worker.edges import Partitions, Record, SnapshotStore
+from streams.worker.edges import Changelog, Partitions, Producer, Record
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("fusion.checkpoint")
@@ -37,14 +40,15 @@ class PartitionCheckpoint:
     """A partition's stage and the input it has applied but not yet acked."""
 
     stage: CorrelateStage
+    changelog: StateLog = field(default_factory=StateLog)
     applied: int = -1
     pending: list[Record] = field(default_factory=list)
     dirty: bool = False
+    full: bool = False
+    """The next snapshot compares every part (after a restore or a reload of the rules)."""
     last_snapshot: float = 0.0
     last_applied: float = 0.0
     next_interval: float = 0.0
-    items_since: int = 0
-    items_held: int = 0
     writing: asyncio.Future[None] | None = None
     log: PartitionLog | None = None
 
@@ -52,23 +56,27 @@ class PartitionCheckpoint:
 class Checkpoints:
     """Owns "processed offsets, state, commit order" for the correlate stage's partitions.
 
-    `store` keeps the snapshots, `routed` says which partitions of the stage's input are
-    assigned here and takes the acks, and `new_stage` makes a stage under the rules in
-    force."""
+    `store` keeps the changelogs, `producer` sends (and flushes) the output, `routed` says
+    which partitions of the stage's input are assigned here and takes the acks, and
+    `new_stage` makes a stage under the rules in force."""
 
     def __init__(
         self,
         settings: Settings,
         metrics: Metrics,
-        store: SnapshotStore,
+        store: Changelog,
+        producer: Producer,
         routed: Partitions,
         new_stage: Callable[[], CorrelateStage],
         logs: AuditLogs | None = None,
+        stop: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.logs = logs
         self.metrics = metrics
         self.store = store
+        self.producer = producer
+        self.stop = stop or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self.routed = routed
         self.new_stage = new_stage
         self.partitions: dict[int, PartitionCheckpoint] = {}
@@ -98,40 +106,38 @@ class Checkpoints:
             checkpoint = self.partitions.get(partition)
             if checkpoint is not None:
                 return checkpoint
-            blob = await self._read(partition)
+            entries = await self._read(partition)
             if not self.routed.owns(partition):
-                return None  # revoked while its snapshot was read: it is no longer ours
+                await self.store.close(partition)
+                return None  # revoked while its changelog was read: it is no longer ours
             # The stage is made after the read: rules reloaded while it waited apply to it.
             checkpoint = self._fresh()
             log_doc: dict[str, object] | None = None
-            if blob is not None:
-                try:
-                    meta = checkpoint.stage.restore_doc(orjson.loads(zlib.decompress(blob)))
+            try:
+                loaded = checkpoint.changelog.load(entries)
+                if loaded is not None:
+                    head = loaded[0]
+                    meta = checkpoint.stage.restore_doc(checkpoint.stage.assemble(*loaded))
                     checkpoint.applied = int(meta.get("applied", -1))
                     log_doc = meta.get("log")
-                except FusionError as e:
-                    log.warning(
-                        "snapshot of partition %d not used: %s; starting it empty (its input "
-                        "is read again from the committed offset)",
-                        partition,
-                        e,
-                    )
-                    checkpoint = self._fresh()
-                except (
-                    zlib.error,
-                    orjson.JSONDecodeError,
-                    AttributeError,
-                    KeyError,
-                    TypeError,
-                    ValueError,
-                ):
-                    log.exception(
-                        "snapshot of partition %d unreadable; starting it empty "
-                        "(its input is read again from the committed offset)",
-                        partition,
-                    )
-                    checkpoint = self._fresh()
-                    log_doc = None
+                    now_rules = checkpoint.stage.engine.head()["rules"]
+                    checkpoint.full = head["engine"]["rules"] != now_rules
+            except FusionError as e:
+                log.warning(
+                    "the changelog of partition %d not used: %s; starting it empty (its input "
+                    "is read again from the committed offset)",
+                    partition,
+                    e,
+                )
+                checkpoint = self._fresh(full=True)
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+                log.exception(
+                    "the changelog of partition %d is unreadable; starting it empty "
+                    "(its input is read again from the committed offset)",
+                    partition,
+                )
+                checkpoint = self._fresh(full=True)
+                log_doc = None
             if self.logs is not None:
                 # with no usable snapshot the log is rebuilt from every leaf published
                 checkpoint.log = await self.logs.load(partition, log_doc)
@@ -141,25 +147,30 @@ class Checkpoints:
             self.partitions[partition] = checkpoint
             return checkpoint
 
-    def _fresh(self) -> PartitionCheckpoint:
+    def _fresh(self, full: bool = False) -> PartitionCheckpoint:
+        stage = self.new_stage()
+        stage.track()
         return PartitionCheckpoint(
-            self.new_stage(),
+            stage,
+            full=full,
             last_snapshot=time.monotonic(),
             next_interval=self.settings.snapshot_interval_s,
         )
 
-    async def _read(self, partition: int) -> bytes | None:
+    async def _read(self, partition: int) -> dict[str, bytes]:
+        """Take the partition's changelog (fencing its earlier owner), then read it."""
         for attempt in range(1, 11):
             try:
-                return await self.store.latest(partition)
+                await self.store.open(partition)
+                return await self.store.read(partition)
             except Exception as e:
                 if attempt == 10:
                     raise
                 log.warning(
-                    "reading the snapshot of partition %d failed (%r); retrying", partition, e
+                    "reading the changelog of partition %d failed (%r); retrying", partition, e
                 )
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        return None
+        return {}
 
     def applied(
         self, checkpoint: PartitionCheckpoint, record: Record, changed: bool, items: int = 0
@@ -172,17 +183,15 @@ class Checkpoints:
         checkpoint.dirty = checkpoint.dirty or changed
         if items:
             checkpoint.last_applied = time.monotonic()
-            checkpoint.items_since += items
 
     async def maybe_snapshot(self, partition: int, force: bool = False) -> None:
         """Snapshot the partition if due (`force`: now, and wait until written and acked).
 
-        Snapshots are spaced out as state grows, so that they take at most
-        `snapshot_cpu_share` of the time: the cost is more input to re-read after a crash,
-        never lost input; and a busy partition is snapshotted only once it has taken at least
-        half as many events as the last snapshot held, so that their cost is proportional to
-        the work. A partition whose input has gone quiet is snapshotted at once, so its input
-        is committed soon after it is processed."""
+        A snapshot writes what changed since the last one, so its cost follows the work,
+        not the state. They are spaced `snapshot_interval_s` apart at least, further if one
+        took more than `snapshot_cpu_share` of that time (the cost is more input to re-read
+        after a crash, never lost input), and taken at once when the partition's input has
+        gone quiet, so that its input is committed soon after it is processed."""
         checkpoint = self.partitions.get(partition)
         if checkpoint is None:
             return
@@ -190,7 +199,7 @@ class Checkpoints:
             if not force:
                 return
             await checkpoint.writing
-        if not checkpoint.dirty:
+        if not checkpoint.dirty and not checkpoint.full:
             # what it has taken since its last snapshot changed nothing (marks that moved no
             # watermark): ack it as it is
             if checkpoint.pending and (checkpoint.writing is None or checkpoint.writing.done()):
@@ -203,11 +212,7 @@ class Checkpoints:
         if not force:
             elapsed = now - checkpoint.last_snapshot
             quiet = now - checkpoint.last_applied >= settings.snapshot_interval_s
-            worth = (
-                elapsed >= checkpoint.next_interval
-                and 2 * checkpoint.items_since >= checkpoint.items_held
-            )
-            if not (quiet or worth or elapsed >= settings.snapshot_max_interval_s):
+            if not (quiet or elapsed >= checkpoint.next_interval):
                 return
         began = time.perf_counter()
         meta: dict[str, object] = {"applied": checkpoint.applied}
@@ -216,10 +221,8 @@ class Checkpoints:
         if checkpoint.log is not None:
             entries, upto = checkpoint.log.cut()
             meta["log"] = checkpoint.log.to_doc()
-        doc = checkpoint.stage.snapshot_doc(meta)
-        blob = zlib.compress(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), 1)
-        checkpoint.items_held = len(doc["engine"]["facts"]) + len(doc["buffer"])
-        checkpoint.items_since = 0
+        changes = checkpoint.changelog.changes(checkpoint.stage, meta, full=checkpoint.full)
+        checkpoint.full = False
         to_ack, checkpoint.pending = checkpoint.pending, []
         checkpoint.dirty = False
         checkpoint.last_snapshot = time.monotonic()
@@ -228,43 +231,53 @@ class Checkpoints:
             settings.snapshot_max_interval_s,
             max(settings.snapshot_interval_s, cost / settings.snapshot_cpu_share),
         )
-        write = self._write(partition, checkpoint, blob, to_ack, entries, upto)
+        write = self._write(partition, checkpoint, changes, to_ack, entries, upto)
         if force:
             await write
         else:
-            checkpoint.writing = asyncio.ensure_future(write)
+            checkpoint.writing = asyncio.ensure_future(self._write_or_stop(partition, write))
+
+    async def _write_or_stop(self, partition: int, write: Awaitable[None]) -> None:
+        """A changelog that could not be written no longer matches the state held here: stop
+        the worker, so that it resumes from the changelog and the committed offsets (the input
+        since is read again). Skipping it would lose the changes."""
+        try:
+            await write
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical(
+                "writing the changelog of partition %d failed; stopping the worker to resume "
+                "from the last changes written",
+                partition,
+                exc_info=True,
+            )
+            self.metrics.internal_errors.labels("checkpoint").inc()
+            self.stop()
 
     async def _write(
         self,
         partition: int,
         checkpoint: PartitionCheckpoint,
-        blob: bytes,
+        changes: list[Change],
         to_ack: list[Record],
         entries: list[dict[str, object]],
         upto: CompactRange | None,
     ) -> None:
         """Output, then the log's leaves (so a leaf's record is on the broker before it),
-        then the snapshot holding the log's state, then the acks."""
+        then the changes (holding the log's state), then the acks."""
         partition_log = checkpoint.log
-        try:
-            await self.store.flush()
-            if self.logs is not None and partition_log is not None and upto is not None:
-                await self.logs.publish(partition, entries)
-                await self.store.flush()
-                partition_log.did_publish(upto)
-                if self.logs.sign_due(partition_log):
-                    await self.logs.sign(partition_log)
-            await self.store.write(partition, blob)
-            await self.store.flush()
-        except Exception:
-            log.exception("writing the snapshot of partition %d failed; will retry", partition)
-            if partition_log is not None:
-                partition_log.unpublished(entries)
-            checkpoint.pending[:0] = to_ack
-            checkpoint.dirty = True
-            return
+        await self.producer.flush()
+        if self.logs is not None and partition_log is not None and upto is not None:
+            await self.logs.publish(partition, entries)
+            await self.producer.flush()
+            partition_log.did_publish(upto)
+            if self.logs.sign_due(partition_log):
+                await self.logs.sign(partition_log)
+                await self.producer.flush()
+        size = await self.store.write(partition, changes)
         self.metrics.snapshots.labels("correlate").inc()
-        self.metrics.snapshot_bytes.labels("correlate").set(len(blob))
+        self.metrics.snapshot_bytes.labels("correlate").set(size)
         for record in to_ack:
             self.routed.ack(record)
 
@@ -287,7 +300,7 @@ class Checkpoints:
                     await self.logs.sign(partition_log)
                     signed = True
         if signed:
-            await self.store.flush()
+            await self.producer.flush()
 
     async def revoke(self, partitions: set[int]) -> None:
         """Hand partitions over: snapshot their state (waiting for it), then forget it."""
@@ -302,15 +315,18 @@ class Checkpoints:
                 log.exception("could not snapshot partition %d on revocation", partition)
             finally:
                 self.partitions.pop(partition, None)
+                await self.store.close(partition)
 
     def remake_stages(self) -> None:
         """The rules were reloaded: every partition's stage is made again under them, with
         its state carried over (what the new rules keep of it)."""
         for checkpoint in self.partitions.values():
             stage = self.new_stage()
+            stage.track()
             stage.restore_doc(checkpoint.stage.snapshot_doc())
             checkpoint.stage = stage
             checkpoint.dirty = True
+            checkpoint.full = True
 
     def stages(self) -> list[CorrelateStage]:
         """The stage of every partition held here."""

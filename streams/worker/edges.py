@@ -1,13 +1,16 @@
 """The worker's Kafka edges, as the stages and the checkpoints see them.
 
-`fastpath.py` (the Faust app's producer and consumer) and `snapshots.py` (the state topic)
+`fastpath.py` (the Faust app's producer and consumer) and `changelog.py` (the state topic)
 are what the worker gives them; the unit tests give in-memory stand-ins that record what was
 sent, written and acked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
+
+from engine.changelog import Change
 
 
 class Record(Protocol):
@@ -42,20 +45,25 @@ class Producer(Protocol):
         ...
 
 
-class SnapshotStore(Protocol):
-    """Where the correlate stage's snapshots are kept: one per partition of its input."""
+class Changelog(Protocol):
+    """Where the correlate stage's state is kept: per partition of its input, the entries of
+    a per-key changelog (`engine/changelog.py`)."""
 
-    async def latest(self, partition: int) -> bytes | None:
-        """The newest snapshot of the partition; None if it has none."""
+    async def open(self, partition: int) -> None:
+        """Take the partition: no earlier owner can write its changelog any more."""
         ...
 
-    async def write(self, partition: int, blob: bytes) -> None:
-        """Schedule a snapshot of the partition; it is kept once `flush` returns."""
+    async def read(self, partition: int) -> dict[str, bytes]:
+        """Every entry the partition's changelog holds, each at its newest value."""
         ...
 
-    async def flush(self) -> None:
-        """Wait until every message this worker scheduled so far is on the broker: snapshots,
-        and the output of the input they cover (so output is never lost behind a snapshot)."""
+    async def write(self, partition: int, changes: Iterable[Change]) -> int:
+        """Apply one batch of changes to the partition's changelog, whole or not at all;
+        returns the bytes written."""
+        ...
+
+    async def close(self, partition: int) -> None:
+        """Let the partition go."""
         ...
 
 

@@ -286,7 +286,7 @@ class Lab:
             "FUSION_TRIAGE_TOPIC_PREFIX": f"triage.{suffix}.",
             "FUSION_TOPIC_TRIAGE_AUDIT": self.topics["triage_audit"],
             "FUSION_TOPIC_ROUTED": f"fusion.routed.{suffix}",
-            "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{suffix}",
+            "FUSION_TOPIC_CHANGELOG": f"fusion.correlate.changelog.{suffix}",
             "FUSION_LOG_LEVEL": "info",
             "FUSION_SNAPSHOT_INTERVAL_S": "0.5",
             "FUSION_PSEUDONYM_KEYS_FILE": str(tmp / "pseudonym-keys.json"),
@@ -322,7 +322,7 @@ class Lab:
         return {
             "FUSION_APP_ID": f"fusion-{tag}",
             "FUSION_TOPIC_ROUTED": f"fusion.routed.{tag}",
-            "FUSION_TOPIC_STATE_ENGINE": f"fusion.state.engine.{tag}",
+            "FUSION_TOPIC_CHANGELOG": f"fusion.correlate.changelog.{tag}",
             "FUSION_TOPIC_DEADLETTER": f"events.deadletter.{tag}",
             "FUSION_TOPIC_AUDIT": f"audit.sharing.{tag}",
             "FUSION_ALERT_TOPIC_PREFIX": f"alerts.{tag}.",

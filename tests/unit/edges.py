@@ -4,8 +4,10 @@ test can assert the order of sends, flushes, snapshots and acks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from engine.changelog import Change, apply
 from streams.settings import Settings
 
 
@@ -50,29 +52,33 @@ class Broker:
 
 
 @dataclass
-class StateStore:
-    """The state topic: snapshots written per partition through the producer, the newest
-    read back. A snapshot is kept only once flushed, as on the broker."""
+class ChangelogStore:
+    """The changelog topic: each partition's entries (the newest value of each, as compaction
+    keeps them); a batch of changes is applied whole (a transaction) or, with the broker
+    away, not at all."""
 
     producer: Broker
-    written: dict[int, list[bytes]] = field(default_factory=dict)
-    _unflushed: list[tuple[int, bytes]] = field(default_factory=list)
+    entries: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    batches: dict[int, int] = field(default_factory=dict)
 
-    async def latest(self, partition: int) -> bytes | None:
+    async def open(self, partition: int) -> None:
+        self.producer.journal.append(f"open {partition}")
+
+    async def read(self, partition: int) -> dict[str, bytes]:
         self.producer.journal.append(f"read {partition}")
-        return self.written.get(partition, [None])[-1]
+        return dict(self.entries.get(partition, {}))
 
-    async def write(self, partition: int, blob: bytes) -> None:
+    async def write(self, partition: int, changes: Iterable[Change]) -> int:
         if self.producer.fail:
             raise ConnectionError("the broker went away")
         self.producer.journal.append(f"write {partition}")
-        self._unflushed.append((partition, blob))
+        changes = list(changes)
+        apply(self.entries.setdefault(partition, {}), changes)
+        self.batches[partition] = self.batches.get(partition, 0) + 1
+        return sum(len(n) + len(v or b"") for n, v in changes)
 
-    async def flush(self) -> None:
-        await self.producer.flush()
-        for partition, blob in self._unflushed:
-            self.written.setdefault(partition, []).append(blob)
-        self._unflushed.clear()
+    async def close(self, partition: int) -> None:
+        self.producer.journal.append(f"close {partition}")
 
 
 @dataclass

@@ -1,15 +1,14 @@
-"""Checkpoints (streams/worker/checkpoint.py) alone: a partition's state loaded from its newest
-snapshot, snapshot-then-ack, and what happens when a snapshot cannot be read or written. The
-state topic, the producer and the assigned partitions are the in-memory stand-ins of
-tests/unit/edges.py, which keep one journal, so the order of flushes, snapshots and acks can
-be asserted."""
+"""Checkpoints (streams/worker/checkpoint.py) alone: a partition's state read back from its
+changelog, changes-then-ack, and what happens when a changelog cannot be read or written. The
+changelog topic, the producer and the assigned partitions are the in-memory stand-ins of
+tests/unit/edges.py, which keep one journal, so the order of flushes, writes and acks can be
+asserted."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import logging
-import zlib
 from typing import Any
 
 import orjson
@@ -25,21 +24,28 @@ from streams.settings import Settings
 from streams.worker.auditlog import AuditLogs
 from streams.worker.checkpoint import Checkpoints, PartitionCheckpoint
 from streams.worker.metrics import Metrics
-from tests.unit.edges import Assigned, Broker, Msg, StateStore
+from tests.unit.edges import Assigned, Broker, ChangelogStore, Msg
 from tests.unit.test_stages import RULES, unit_settings
 
 SOURCE = InputPartition("events.detections", 0)
 ROUTED = "fusion.routed"
 
 
-class Edges:
-    """The producer, the state topic and the assigned partitions (0 and 1), one journal."""
+class Stops(list[str]):
+    def append_stop(self) -> None:
+        self.append("stop")
 
-    def __init__(self, snapshots: dict[int, list[bytes]] | None = None) -> None:
+
+class Edges:
+    """The producer, the changelog topic and the assigned partitions (0 and 1), one journal;
+    and whether the worker was told to stop."""
+
+    def __init__(self, entries: dict[int, dict[str, bytes]] | None = None) -> None:
         self.broker = Broker()
-        self.store = StateStore(self.broker, written=snapshots or {})
+        self.store = ChangelogStore(self.broker, entries=entries or {})
         self.assigned = Assigned({0, 1}, journal=self.broker.journal)
         self.journal = self.broker.journal
+        self.stopped = Stops()
 
     def acks(self) -> list[str]:
         return [entry for entry in self.journal if entry.startswith("ack")]
@@ -49,8 +55,23 @@ def stage() -> CorrelateStage:
     return CorrelateStage(RULES, [SOURCE])
 
 
-def checkpoints(edges: Edges, settings: Settings | None = None) -> Checkpoints:
-    return Checkpoints(settings or unit_settings(), Metrics(), edges.store, edges.assigned, stage)
+def checkpoints(
+    edges: Edges, settings: Settings | None = None, logs: AuditLogs | None = None
+) -> Checkpoints:
+    return Checkpoints(
+        settings or unit_settings(),
+        Metrics(),
+        edges.store,
+        edges.broker,
+        edges.assigned,
+        stage,
+        logs,
+        stop=edges.stopped.append_stop,
+    )
+
+
+def head(edges: Edges, partition: int = 0) -> Any:
+    return orjson.loads(edges.store.entries[partition]["h"])
 
 
 def record(partition: int, offset: int) -> Msg:
@@ -92,9 +113,16 @@ def test_snapshot_then_ack_after_the_output_is_flushed() -> None:
         await partitions.maybe_snapshot(0, force=True)
 
     asyncio.run(run())
-    assert edges.journal == ["read 0", "send alerts.us", "flush", "write 0", "flush", "ack 0@7"]
-    doc = orjson.loads(zlib.decompress(edges.store.written[0][-1]))
-    assert doc["meta"] == {"applied": 7} and len(doc["buffer"]) == 1
+    assert edges.journal == [
+        "open 0",
+        "read 0",
+        "send alerts.us",
+        "flush",
+        "write 0",
+        "ack 0@7",
+    ]
+    assert head(edges)["meta"] == {"applied": 7}
+    assert [n for n in edges.store.entries[0] if n.startswith("b/")] == ["b/d1\x00plate:AB1"]
 
 
 def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers() -> None:
@@ -112,7 +140,7 @@ def test_a_restarted_partition_resumes_from_its_snapshot_and_acks_what_it_covers
     checkpoint = asyncio.run(again.accept(record(0, 8)))
     assert checkpoint is not None and checkpoint.applied == 7
     assert [it.event_id for it in checkpoint.stage.buffer.items()] == ["d1"]
-    assert edges.journal == ["read 0", "ack 0@7"]
+    assert edges.journal == ["open 0", "read 0", "ack 0@7"]
 
 
 def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
@@ -126,7 +154,7 @@ def test_input_that_changed_nothing_is_acked_without_a_snapshot() -> None:
         await partitions.snapshot_due()
 
     asyncio.run(run())
-    assert edges.journal == ["read 1", "ack 1@3"]
+    assert edges.journal == ["open 1", "read 1", "ack 1@3"]
 
 
 def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
@@ -138,46 +166,57 @@ def test_a_busy_partition_is_not_snapshotted_before_its_interval() -> None:
         await partitions.snapshot_due()
 
     asyncio.run(run())
-    assert edges.journal == ["read 0"]  # not written, not acked: it waits
+    assert edges.journal == ["open 0", "read 0"]  # not written, not acked: it waits
 
 
-def test_input_whose_snapshot_failed_is_not_acked_until_one_is_written() -> None:
+def test_a_changelog_that_could_not_be_written_stops_the_worker_and_acks_nothing() -> None:
     edges = Edges()
-    partitions = checkpoints(edges)
+    partitions = checkpoints(edges, Settings(snapshot_interval_s=0.001))
 
     async def run() -> None:
         await apply_read(partitions, 0, 4)
         edges.broker.fail = True  # the broker went away
-        await partitions.maybe_snapshot(0, force=True)
-        assert edges.acks() == []
-        edges.broker.fail = False
-        await partitions.maybe_snapshot(0, force=True)
+        await asyncio.sleep(0.01)
+        await partitions.maybe_snapshot(0)
+        writing = partitions.partitions[0].writing
+        assert writing is not None
+        await writing
 
     asyncio.run(run())
-    assert edges.acks() == ["ack 0@4"] and len(edges.store.written[0]) == 1
+    assert edges.acks() == [] and edges.stopped == ["stop"] and edges.store.entries == {}
 
 
-def test_a_snapshot_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
-    old = stage().snapshot_doc({"applied": 99})
+def test_a_changelog_of_another_release_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    edges = Edges()
+    first = checkpoints(edges)
+
+    async def write_one() -> None:
+        await apply_read(first, 0, 7)
+        await first.maybe_snapshot(0, force=True)
+
+    asyncio.run(write_one())
+    old = orjson.loads(edges.store.entries[0]["h"])
     old["v"] = 1
-    edges = Edges(snapshots={0: [zlib.compress(orjson.dumps(old))]})
+    edges.store.entries[0]["h"] = orjson.dumps(old)
     with caplog.at_level(logging.WARNING, logger="fusion.checkpoint"):
         checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
     assert checkpoint is not None and checkpoint.applied == -1  # empty: everything is applied
+    assert checkpoint.full  # its next changes delete what the changelog held
     assert (
-        "snapshot of partition 0 not used: a stage snapshot of version 1, not 3: written by "
-        "another release; starting it empty (its input is read again from the committed offset)"
+        "the changelog of partition 0 not used: a stage snapshot of version 1, not 3: written "
+        "by another release; starting it empty (its input is read again from the committed "
+        "offset)"
     ) in caplog.messages
 
 
-def test_an_unreadable_snapshot_starts_the_partition_empty(
+def test_an_unreadable_changelog_starts_the_partition_empty(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    edges = Edges(snapshots={0: [b"not zlib"]})
+    edges = Edges(entries={0: {"h": b"not json"}})
     with caplog.at_level(logging.ERROR, logger="fusion.checkpoint"):
         checkpoint = asyncio.run(checkpoints(edges).accept(record(0, 5)))
     assert checkpoint is not None and checkpoint.applied == -1
-    assert any("snapshot of partition 0 unreadable" in m for m in caplog.messages)
+    assert any("the changelog of partition 0 is unreadable" in m for m in caplog.messages)
 
 
 def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
@@ -191,7 +230,8 @@ def test_a_revocation_snapshots_and_forgets_its_partitions() -> None:
 
     asyncio.run(run())
     assert list(partitions.partitions) == [1]
-    assert edges.acks() == ["ack 0@2"] and list(edges.store.written) == [0]
+    assert edges.acks() == ["ack 0@2"] and list(edges.store.entries) == [0]
+    assert "close 0" in edges.journal
 
 
 def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
@@ -204,7 +244,7 @@ def test_reloaded_rules_remake_every_stage_with_its_state() -> None:
     partitions.remake_stages()
     assert partitions.stages() == [checkpoint.stage] and checkpoint.stage is not old
     assert checkpoint.stage.buffer.items() == old.buffer.items()
-    assert checkpoint.dirty  # the next snapshot holds the new stage
+    assert checkpoint.dirty and checkpoint.full  # the next changes compare the whole stage
 
 
 # -- the transparency log in the partition's checkpoint ---------------------------------------
@@ -233,7 +273,7 @@ def test_records_then_leaves_then_a_checkpoint_then_the_snapshot_then_acks() -> 
     edges = Edges()
     settings = unit_settings()
     logs = MemoryLogs(settings, edges.broker)
-    partitions = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+    partitions = checkpoints(edges, settings, logs)
 
     async def run() -> None:
         await apply_read(partitions, 0, 7)
@@ -247,6 +287,7 @@ def test_records_then_leaves_then_a_checkpoint_then_the_snapshot_then_acks() -> 
     asyncio.run(run())
     leaves, checkpoints_topic = settings.topic_log_leaves, settings.topic_log_checkpoints
     assert edges.journal == [
+        "open 0",
         "read 0",
         "tail 0",
         f"send {settings.topic_audit}",
@@ -256,12 +297,11 @@ def test_records_then_leaves_then_a_checkpoint_then_the_snapshot_then_acks() -> 
         f"send {leaves}",
         "flush",
         f"send {checkpoints_topic}",
-        "write 0",
         "flush",
+        "write 0",
         "ack 0@7",
     ]
-    doc = orjson.loads(zlib.decompress(edges.store.written[0][-1]))
-    assert doc["meta"]["log"]["size"] == 2
+    assert head(edges)["meta"]["log"]["size"] == 2
     note = SignedNote.parse(edges.broker.values(checkpoints_topic)[-1].decode())
     assert note.checkpoint().size == 2
 
@@ -270,7 +310,7 @@ def test_leaves_published_after_the_snapshot_are_adopted_after_a_crash() -> None
     edges = Edges()
     settings = unit_settings()
     logs = MemoryLogs(settings, edges.broker)
-    first = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+    first = checkpoints(edges, settings, logs)
 
     async def before_the_crash() -> None:
         await apply_read(first, 0, 7)
@@ -285,7 +325,7 @@ def test_leaves_published_after_the_snapshot_are_adopted_after_a_crash() -> None
         await logs.publish(0, entries)
 
     asyncio.run(before_the_crash())
-    again = Checkpoints(settings, Metrics(), edges.store, edges.assigned, stage, logs)
+    again = checkpoints(edges, settings, logs)
     checkpoint = asyncio.run(again.accept(record(0, 8)))
     assert checkpoint is not None and checkpoint.log is not None
     hashes = [

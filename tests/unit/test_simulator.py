@@ -138,7 +138,7 @@ def test_a_demo_run_has_its_own_group_and_topics() -> None:
     overrides = run_overrides(base, "demo-20260101-000000")
     run = base.model_copy(update=overrides)
     names = [*run.input_topics.values(), *(run.alert_topic(p) for p in run.partners)]
-    names += [run.topic_routed, run.topic_state_engine, run.topic_deadletter, run.topic_audit]
+    names += [run.topic_routed, run.topic_changelog, run.topic_deadletter, run.topic_audit]
     assert all("demo-20260101-000000" in n for n in names), names
     assert len(set(names)) == len(names)
     assert run.app_id == f"{base.app_id}-demo-20260101-000000"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 
 import orjson
 from pydantic import SecretStr
@@ -25,7 +24,7 @@ from streams.worker.reload import LivePolicy
 from streams.worker.stages.correlate import CorrelateShell
 from streams.worker.stages.ingest import IngestShell
 from tests.integration.test_pipeline import event
-from tests.unit.edges import Assigned, Broker, Msg, StateStore
+from tests.unit.edges import Assigned, Broker, ChangelogStore, Msg
 
 RULES = parse_rules_text(
     """
@@ -88,12 +87,12 @@ def test_ingest_marks_a_caught_up_quiet_partition_idle():
 
 
 def correlate(
-    settings: Settings, broker: Broker, store: StateStore, assigned: Assigned
+    settings: Settings, broker: Broker, store: ChangelogStore, assigned: Assigned
 ) -> CorrelateShell:
     metrics = Metrics()
     sources = [InputPartition(t, p) for t in settings.input_topics.values() for p in range(4)]
     checkpoints = Checkpoints(
-        settings, metrics, store, assigned, lambda: CorrelateStage(RULES, sources)
+        settings, metrics, store, broker, assigned, lambda: CorrelateStage(RULES, sources)
     )
     policy = LivePolicy(settings, metrics)
     delivery = Delivery(settings, broker, metrics, policy.current)
@@ -120,7 +119,7 @@ def test_correlate_raises_alerts_once_every_input_is_heard_and_acks_after_a_snap
     asyncio.run(stage.on_tick({**everyone, InputPartition(settings.topic_detections, 0): True}))
 
     down = Broker()
-    store = StateStore(down)
+    store = ChangelogStore(down)
     assigned = Assigned()
     shell = correlate(settings, down, store, assigned)
 
@@ -142,11 +141,11 @@ def test_correlate_raises_alerts_once_every_input_is_heard_and_acks_after_a_snap
     assert len(assigned.acked) == len(up.routed(settings))  # acked, once snapshotted
 
     # A restart from the snapshot skips what it covers, and raises nothing twice.
-    (p, (blob,)), *_ = [(p, blobs[-1:]) for p, blobs in store.written.items()]
-    assert orjson.loads(zlib.decompress(blob))["meta"]["applied"] >= 0
+    (p, entries), *_ = store.entries.items()
+    assert orjson.loads(entries["h"])["meta"]["applied"] >= 0
     again = Broker()
     assigned_again = Assigned()
-    shell2 = correlate(settings, again, StateStore(again, written={p: [blob]}), assigned_again)
+    shell2 = correlate(settings, again, ChangelogStore(again, {p: entries}), assigned_again)
 
     async def rerun() -> None:
         for m in up.routed(settings):
