@@ -16,40 +16,42 @@ from engine.watermarks import InputPartition
 from streams.worker.checkpoint import Checkpoints
 from streams.worker.fastpath import HandOver
 from streams.worker.metrics import Metrics
-from tests.unit.edges import Assigned, Broker, StateStore
+from tests.unit.edges import Assigned, Broker, ChangelogStore
 from tests.unit.test_stages import RULES, unit_settings
 
 
-class SlowStore(StateStore):
-    """A state topic whose reads wait for `read` to be set."""
+class SlowStore(ChangelogStore):
+    """A changelog topic whose reads wait for `read` to be set."""
 
     def __init__(self, read: asyncio.Event) -> None:
         super().__init__(Broker())
-        self.read = read
+        self.read_may = read
 
-    async def latest(self, partition: int) -> bytes | None:
-        await self.read.wait()
-        return await super().latest(partition)
+    async def read(self, partition: int) -> dict[str, bytes]:
+        await self.read_may.wait()
+        return await super().read(partition)
 
 
-def checkpoints(assigned: Assigned, store: StateStore | None = None) -> Checkpoints:
+def checkpoints(assigned: Assigned, store: ChangelogStore | None = None) -> Checkpoints:
+    store = store or ChangelogStore(Broker())
     return Checkpoints(
         unit_settings(),
         Metrics(),
-        store or StateStore(Broker()),
+        store,
+        store.producer,
         assigned,
         lambda: CorrelateStage(RULES, [InputPartition("events.detections", 0)]),
     )
 
 
-def test_a_partition_revoked_while_its_snapshot_is_read_is_not_kept() -> None:
+def test_a_partition_revoked_while_its_changelog_is_read_is_not_kept() -> None:
     assigned = Assigned({0, 1})
     read = asyncio.Event()
     partitions = checkpoints(assigned, SlowStore(read))
 
     async def run() -> object:
         loading = asyncio.ensure_future(partitions.partition(0))
-        await asyncio.sleep(0)  # the load is waiting for the snapshot
+        await asyncio.sleep(0)  # the load is waiting for the changelog
         assigned.owned = {1}  # the rebalance gives partition 0 to another worker
         await partitions.revoke({0, 1})
         read.set()
@@ -59,9 +61,9 @@ def test_a_partition_revoked_while_its_snapshot_is_read_is_not_kept() -> None:
     assert 0 not in partitions.partitions
 
 
-def test_a_revoked_partition_is_forgotten_even_when_its_snapshot_fails() -> None:
+def test_a_revoked_partition_is_forgotten_even_when_its_changes_cannot_be_written() -> None:
     broker = Broker()
-    partitions = checkpoints(Assigned({0, 1}), StateStore(broker))
+    partitions = checkpoints(Assigned({0, 1}), ChangelogStore(broker))
 
     async def run() -> None:
         for p in (0, 1):
