@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         default="fusion.correlate.changelog",
         description="The correlate stage's state: a per-key changelog per partition, compacted.",
     )
+    topic_state_legacy: str = Field(
+        default="fusion.state.engine",
+        description="Read once per partition whose changelog is empty, if it exists: the "
+        "whole-state snapshots of the releases before the changelog (an upgrade keeps them).",
+    )
 
     input_partitions: int = Field(default=4, ge=1, le=1024)
     internal_partitions: int = Field(default=4, ge=1, le=1024)

@@ -86,6 +86,26 @@ class ChangelogTopic:
             finally:
                 await consumer.stop()
 
+    async def legacy(self, partition: int) -> bytes | None:
+        """The newest whole-state snapshot of the partition on the topic of the releases
+        before the changelog; None if that topic or partition holds none."""
+        topic = self.settings.topic_state_legacy
+        async with self._lock:
+            consumer = AIOKafkaConsumer(
+                enable_auto_commit=False,
+                group_id=None,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
+                fetch_max_bytes=32 * 1024 * 1024,
+                **aiokafka_config(self.settings),
+            )
+            await consumer.start()
+            try:
+                if topic not in await consumer.topics():
+                    return None
+                return await _last(consumer, TopicPartition(topic, partition))
+            finally:
+                await consumer.stop()
+
     async def close(self, partition: int) -> None:
         writer = self._writers.pop(partition, None)
         if writer is not None:
@@ -126,3 +146,22 @@ async def _read_all(consumer: AIOKafkaConsumer, tp: TopicPartition) -> dict[str,
             else:
                 entries[name] = m.value
     return entries
+
+
+async def _last(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bytes | None:
+    if tp.partition not in (consumer.partitions_for_topic(tp.topic) or set()):
+        return None
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    begin = (await consumer.beginning_offsets([tp]))[tp]
+    if end <= begin:
+        return None
+    consumer.seek(tp, end - 1)
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    while time.monotonic() < deadline:
+        batch = await consumer.getmany(tp, timeout_ms=1000)
+        for m in batch.get(tp, []):
+            if m.offset == end - 1:
+                value: bytes | None = m.value
+                return value
+    raise TimeoutError(f"could not read the snapshot at {tp.topic}[{tp.partition}]@{end - 1}")

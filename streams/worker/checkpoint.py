@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -106,7 +107,7 @@ class Checkpoints:
             checkpoint = self.partitions.get(partition)
             if checkpoint is not None:
                 return checkpoint
-            entries = await self._read(partition)
+            entries, legacy = await self._read(partition)
             if not self.routed.owns(partition):
                 await self.store.close(partition)
                 return None  # revoked while its changelog was read: it is no longer ours
@@ -115,6 +116,18 @@ class Checkpoints:
             log_doc: dict[str, object] | None = None
             try:
                 loaded = checkpoint.changelog.load(entries)
+                if loaded is None and legacy is not None:
+                    # an upgrade: the whole-state snapshot of an earlier release, written out
+                    # whole to the changelog by the next snapshot
+                    meta = checkpoint.stage.restore_doc(orjson.loads(zlib.decompress(legacy)))
+                    checkpoint.applied = int(meta.get("applied", -1))
+                    log_doc = meta.get("log")
+                    checkpoint.full = checkpoint.dirty = True
+                    log.info(
+                        "partition %d: its state read from %s",
+                        partition,
+                        self.settings.topic_state_legacy,
+                    )
                 if loaded is not None:
                     head = loaded[0]
                     meta = checkpoint.stage.restore_doc(checkpoint.stage.assemble(*loaded))
@@ -130,7 +143,14 @@ class Checkpoints:
                     e,
                 )
                 checkpoint = self._fresh(full=True)
-            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            except (
+                zlib.error,
+                orjson.JSONDecodeError,
+                AttributeError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ):
                 log.exception(
                     "the changelog of partition %d is unreadable; starting it empty "
                     "(its input is read again from the committed offset)",
@@ -157,12 +177,14 @@ class Checkpoints:
             next_interval=self.settings.snapshot_interval_s,
         )
 
-    async def _read(self, partition: int) -> dict[str, bytes]:
-        """Take the partition's changelog (fencing its earlier owner), then read it."""
+    async def _read(self, partition: int) -> tuple[dict[str, bytes], bytes | None]:
+        """Take the partition's changelog (fencing its earlier owner), then read it; if it is
+        empty, the partition's snapshot of the releases before the changelog, if any."""
         for attempt in range(1, 11):
             try:
                 await self.store.open(partition)
-                return await self.store.read(partition)
+                entries = await self.store.read(partition)
+                return entries, None if entries else await self.store.legacy(partition)
             except Exception as e:
                 if attempt == 10:
                     raise
@@ -170,7 +192,7 @@ class Checkpoints:
                     "reading the changelog of partition %d failed (%r); retrying", partition, e
                 )
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        return {}
+        return {}, None
 
     def applied(
         self, checkpoint: PartitionCheckpoint, record: Record, changed: bool, items: int = 0

@@ -62,6 +62,11 @@ class Changelog(Protocol):
         returns the bytes written."""
         ...
 
+    async def legacy(self, partition: int) -> bytes | None:
+        """The partition's newest whole-state snapshot of the releases before the
+        changelog (compressed JSON); None if there is none."""
+        ...
+
     async def close(self, partition: int) -> None:
         """Let the partition go."""
         ...

@@ -60,6 +60,8 @@ class ChangelogStore:
     producer: Broker
     entries: dict[int, dict[str, bytes]] = field(default_factory=dict)
     batches: dict[int, int] = field(default_factory=dict)
+    snapshots: dict[int, bytes] = field(default_factory=dict)
+    """The whole-state snapshots of the releases before the changelog, by partition."""
 
     async def open(self, partition: int) -> None:
         self.producer.journal.append(f"open {partition}")
@@ -76,6 +78,9 @@ class ChangelogStore:
         apply(self.entries.setdefault(partition, {}), changes)
         self.batches[partition] = self.batches.get(partition, 0) + 1
         return sum(len(n) + len(v or b"") for n, v in changes)
+
+    async def legacy(self, partition: int) -> bytes | None:
+        return self.snapshots.get(partition)
 
     async def close(self, partition: int) -> None:
         self.producer.journal.append(f"close {partition}")

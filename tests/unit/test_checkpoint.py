@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import zlib
 from typing import Any
 
 import orjson
@@ -80,11 +81,15 @@ def record(partition: int, offset: int) -> Msg:
 
 def held_read(checkpoint: PartitionCheckpoint) -> None:
     """The stage takes a plate read and holds it (its source's watermark is behind it)."""
+    held_read_stage(checkpoint.stage)
+
+
+def held_read_stage(taking: CorrelateStage) -> None:
     fact = build_event({"id": "d1", "type": "detection", "plate": "AB-1"}, DEFAULT_START)
     items = route_items(
         fact, Router(RULES), RULES.rules_taking(fact), 1, 0.0, Origin(SOURCE.topic, 0, 0)
     )
-    checkpoint.stage.take([it for _, it in items], {SOURCE: Mark(fact.ts - 60, False)})
+    taking.take([it for _, it in items], {SOURCE: Mark(fact.ts - 60, False)})
 
 
 async def apply_read(partitions: Checkpoints, partition: int, offset: int) -> None:
@@ -334,3 +339,28 @@ def test_leaves_published_after_the_snapshot_are_adopted_after_a_crash() -> None
     ]
     assert checkpoint.log.tree.size == 3 and checkpoint.log.tree.root() == root(hashes)
     assert checkpoint.log.append(audit("a4"), bytes(16))["log"]["index"] == 3
+
+
+def test_an_upgrade_reads_the_snapshot_of_the_releases_before_the_changelog() -> None:
+    source = stage()
+    held_read_stage(source)
+    blob = zlib.compress(orjson.dumps(source.snapshot_doc({"applied": 6})))
+    edges = Edges()
+    edges.store.snapshots[0] = blob
+    partitions = checkpoints(edges)
+
+    async def run() -> PartitionCheckpoint | None:
+        checkpoint = await partitions.accept(record(0, 7))
+        await partitions.maybe_snapshot(0, force=True)
+        return checkpoint
+
+    checkpoint = asyncio.run(run())
+    assert checkpoint is not None and checkpoint.applied == 6
+    assert [it.event_id for it in checkpoint.stage.buffer.items()] == ["d1"]
+    # written out whole to the changelog, and read from there from now on
+    assert head(edges)["meta"] == {"applied": 6}
+    assert any(n.startswith("b/d1") for n in edges.store.entries[0])
+    edges.store.snapshots.clear()
+    again = asyncio.run(checkpoints(edges).accept(record(0, 7)))
+    assert again is not None and again.applied == 6
+    assert [it.event_id for it in again.stage.buffer.items()] == ["d1"]
