@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,7 @@ from peers import (  # noqa: E402
 from provenance import tree_state  # noqa: E402
 
 from streams.tools.simulator import Simulator  # noqa: E402
-from tests.integration.conftest import Lab, Worker  # noqa: E402
+from tests.integration.conftest import INPUT_TOPIC_SETTINGS, Lab, Worker  # noqa: E402
 from tests.integration.test_event_time import PLATE_RULE as SINGLE_RULE  # noqa: E402
 
 PARTS = 4  # input and internal partitions (the settings' defaults)
@@ -133,8 +134,8 @@ class Offsets:
         self.group = lab.env["FUSION_APP_ID"]
         self.admin = KafkaAdminClient(bootstrap_servers=lab.bootstrap, client_id="e2e-offsets")
         self.consumer = KafkaConsumer(bootstrap_servers=lab.bootstrap, enable_auto_commit=False)
-        inputs = [lab.env[f"FUSION_TOPIC_{v}"] for v in ("DETECTIONS", "SUSPECTS", "WEAPONS")]
-        inputs.append(lab.env["FUSION_TOPIC_TRACKING"])
+        inputs = [lab.env[f"FUSION_TOPIC_{v}"] for v in INPUT_TOPIC_SETTINGS]
+        inputs += [f"{lab.env['FUSION_TOPIC_AUTHORIZATIONS']}.{cc}" for cc in ("us", "mx")]
         self.inputs = [TopicPartition(t, p) for t in inputs for p in range(PARTS)]
         self.routed = [TopicPartition(lab.env["FUSION_TOPIC_ROUTED"], p) for p in range(PARTS)]
 
@@ -265,23 +266,32 @@ def phase_backlog(
     """n simulator events over the past 2 h; each input partition in event-time order."""
     lab = bench_lab(bootstrap, tmp, "backlog")
     end, span, made = time.time() - 60.0, 7200.0, [0]
-    by_type: dict[str, list[tuple[float, bytes]]] = {}
+    by_topic: dict[str, list[tuple[float, bytes]]] = {}
+    kinds: Counter[str] = Counter()
     for etype, ev in Simulator(seed=seed).stream(lambda: end - span + span * made[0] / n):
         ts = datetime.fromisoformat(ev["occurred_at"]).timestamp()
-        by_type.setdefault(etype, []).append((ts, orjson.dumps(ev)))
+        by_topic.setdefault(lab.topic_for(etype, ev), []).append((ts, orjson.dumps(ev)))
+        kinds[etype] += 1
         made[0] += 1
         if made[0] >= n:
             break
-    for etype, items in by_type.items():
+    for topic, items in by_topic.items():
         items.sort(key=lambda x: x[0])
         for j, (_, raw) in enumerate(items):
-            lab.producer.send(lab.topics[etype], raw, partition=j % PARTS)
+            lab.producer.send(topic, raw, partition=j % PARTS)
     lab.flush()
-    log(f"  preloaded {n:,} simulator events: { ({k: len(v) for k, v in by_type.items()}) }")
+    log(f"  preloaded {n:,} simulator events: {dict(kinds)}")
     return run_backlog(lab, broker_pid, f"backlog of {n:,}, default pack", timeout)
 
 
 # -- fixed rates: latency ------------------------------------------------------------------
+
+
+def topic_for(topics: dict[str, str], etype: str, ev: dict[str, Any]) -> str:
+    """Lab.topic_for's rule on the topic names alone: an authorization goes to its issuer's."""
+    if etype == "authorization":
+        return topics[f"authorization-{ev['source']['country'].lower()}"]
+    return topics[etype]
 
 
 def produce(bootstrap: str, topics: dict[str, str], plan: Plan, out: str) -> None:
@@ -317,7 +327,7 @@ async def aproduce(bootstrap: str, topics: dict[str, str], plan: Plan) -> dict[s
                 etype, ev = next(stream)
                 ev["occurred_at"] = stamp
                 sent[ev["event_id"]] = (now, k)
-                topic = topics[etype]
+                topic = topic_for(topics, etype, ev)
                 p = rr[topic] = (rr[topic] + 1) % PARTS
                 raw = dumps(ev)
                 batch = batches.get((topic, p))
@@ -377,7 +387,8 @@ def phase_rates(
         w.wait_ready()
         alerts.start()
         sampler_thread.start()
-        topics = {e: lab.topics[e] for e in ("detection", "suspect", "weapon", "track")}
+        kinds = ("detection", "suspect", "weapon", "track", "authorization-us", "authorization-mx")
+        topics = {e: lab.topics[e] for e in kinds}
         proc = multiprocessing.get_context("spawn").Process(
             target=produce, args=(bootstrap, topics, plan, str(out))
         )
