@@ -2,9 +2,22 @@
 
     .venv/bin/python bench/e2e_bench.py [--quick] [--phases peers,single,backlog,rates]
 
-One broker (peers.start_broker: free ports, folder .broker-e2e/, wiped at the end). Workers run
-through the integration tests' harness (tests/integration/conftest.py: a Lab per phase, its
-topics made by `streams.cli topics`, and its Worker process), with the default settings.
+One broker (peers.start_broker: free ports, folder .broker-e2e/, wiped at the end). Workers are
+started as a user starts one, `python -m streams.cli worker` (what `fusion worker` runs), through
+the integration tests' harness (tests/integration/conftest.py: a Lab per phase and run, its
+topics made by `streams.cli topics`, and its Worker processes), with every setting at its
+default except these, which point it at this run's broker and topics (`user_env`; any FUSION_
+variable of the calling shell is dropped, and so are the tests' overrides, such as their 0.5 s
+snapshot interval):
+
+  FUSION_BOOTSTRAP_SERVERS          the broker this script started
+  FUSION_APP_ID                     a group of its own per phase and run (fresh offsets)
+  FUSION_TOPIC_*, FUSION_ALERT_TOPIC_PREFIX, FUSION_TRIAGE_TOPIC_PREFIX
+                                    topics of their own per phase and run
+  FUSION_PSEUDONYM_KEYS_FILE        keys written by the Lab: the policy pseudonymises, and a
+                                    worker has no keys of its own (a user must configure some)
+  FUSION_WEB_PORT, FUSION_METRICS_PORT  free ports (Lab.worker), so runs never collide
+  FUSION_RULES_PATH                 the single phase only: a folder holding that one rule
 
   peers    one topic of 4 partitions preloaded with N detections (peers.apreload); a plain
            aiokafka consumer, a Faust agent and Quix Streams run the rule "5 or more reads of
@@ -70,6 +83,8 @@ from tests.integration.test_event_time import PLATE_RULE as SINGLE_RULE  # noqa:
 PARTS = 4  # input and internal partitions (the settings' defaults)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASES = ("peers", "single", "backlog", "rates")
+POINTERS = ("FUSION_BOOTSTRAP_SERVERS", "FUSION_APP_ID", "FUSION_PSEUDONYM_KEYS_FILE")
+TOPIC_KEYS = ("FUSION_TOPIC_", "FUSION_ALERT_TOPIC_PREFIX", "FUSION_TRIAGE_TOPIC_PREFIX")
 Plan = list[tuple[str, float, float]]  # (step, events/s, seconds)
 
 
@@ -118,12 +133,19 @@ class Snap(NamedTuple):
         return w, b, (os.cpu_count() or 1) * busy / max(1, total)
 
 
+def user_env(lab_env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any FUSION_ setting, plus those of the Lab that
+    point a worker at its broker, group, topics and keys (the rest stays at its default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
+    return env | {k: v for k, v in lab_env.items() if k in POINTERS or k.startswith(TOPIC_KEYS)}
+
+
 def bench_lab(bootstrap: str, tmp: Path, name: str, **env: str) -> Lab:
-    """The tests' Lab, with the worker's default snapshot interval (not the tests' 0.5 s)."""
+    """The tests' Lab (its topics made by `streams.cli topics`), its workers given only
+    `user_env` and `env`."""
     (tmp / name).mkdir(parents=True, exist_ok=True)
     lab = Lab(bootstrap, tmp / name, name)
-    lab.env.pop("FUSION_SNAPSHOT_INTERVAL_S", None)
-    lab.env.update(env)
+    lab.env = user_env(lab.env) | env
     return lab
 
 
