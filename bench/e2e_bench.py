@@ -1,14 +1,28 @@
 """End-to-end benchmark: the peers and `fusion worker` on one broker, in one run.
 
-    .venv/bin/python bench/e2e_bench.py [--quick] [--phases peers,single,backlog,rates]
+    .venv/bin/python bench/e2e_bench.py [--quick] [--runs 3] [--scrape-every 1]
+        [--phases peers,single,backlog,rates]
 
-One broker (peers.start_broker: free ports, folder .broker-e2e/, wiped at the end). Workers are
-started as a user starts one, `python -m streams.cli worker` (what `fusion worker` runs), through
-the integration tests' harness (tests/integration/conftest.py: a Lab per phase and run, its
-topics made by `streams.cli topics`, and its Worker processes), with every setting at its
-default except these, which point it at this run's broker and topics (`user_env`; any FUSION_
-variable of the calling shell is dropped, and so are the tests' overrides, such as their 0.5 s
-snapshot interval):
+One broker (peers.start_broker: free ports, folder .broker-e2e/, wiped at the end). The phases
+run --runs times (3; --quick 1), run after run, each run on fresh topics and consumer groups;
+the report gives each figure as the median of the runs and their spread (min-max).
+
+  peers    one topic of 4 partitions preloaded with N detections (peers.apreload, a fresh
+           topic each run); a plain aiokafka consumer, a Faust agent and Quix Streams run the
+           rule "5 or more reads of one plate within 10 minutes" over it (peers.arun_peers).
+  single   one worker on that same topic with that rule only (FUSION_RULES_PATH: a temp dir).
+  backlog  100,000 simulator events over the past 2 h on the input topics (4 partitions each,
+           each in event-time order); one worker, the default rule pack.
+  rates    a producer process publishes simulator events with occurred_at = now: a 5 s warm-up,
+           then 1,000/s and 10,000/s for 60 s each; one worker, the default pack; then up to
+           300 s for the worker to commit everything (alerts still count meanwhile).
+
+Workers are started as a user starts one, `python -m streams.cli worker` (what `fusion worker`
+runs), through the integration tests' harness (tests/integration/conftest.py: a Lab per phase
+and run, its topics made by `streams.cli topics`, and its Worker processes), with every setting
+at its default except these, which point it at this run's broker and topics (`user_env`; any
+FUSION_ variable of the calling shell is dropped, and so are the tests' overrides, such as
+their 0.5 s snapshot interval):
 
   FUSION_BOOTSTRAP_SERVERS          the broker this script started
   FUSION_APP_ID                     a group of its own per phase and run (fresh offsets)
@@ -19,23 +33,19 @@ snapshot interval):
   FUSION_WEB_PORT, FUSION_METRICS_PORT  free ports (Lab.worker), so runs never collide
   FUSION_RULES_PATH                 the single phase only: a folder holding that one rule
 
-  peers    one topic of 4 partitions preloaded with N detections (peers.apreload); a plain
-           aiokafka consumer, a Faust agent and Quix Streams run the rule "5 or more reads of
-           one plate within 10 minutes" over it (peers.arun_peers).
-  single   one worker on that same topic with that rule only (FUSION_RULES_PATH: a temp dir).
-  backlog  100,000 simulator events over the past 2 h on the four input topics (4 partitions
-           each, each in event-time order); one worker, the default rule pack.
-  rates    a producer process publishes simulator events with occurred_at = now: a 5 s warm-up,
-           then 1,000/s and 10,000/s for 60 s each; one worker, the default pack; then up to
-           300 s for the worker to commit everything (alerts still count meanwhile).
+While a worker runs, a thread scrapes its /metrics every --scrape-every seconds (1; 0: never)
+as Prometheus would (bench/scrape.py): each scrape timed and sized, and its cost estimated as
+the scrapes' summed time over the phase's. Compare throughput with --scrape-every 0.
 
 committed events/s = events / (first input commit seen -> every input partition committed to
 its end, then every fusion.routed partition to its end as of that moment; the group's offsets
 polled every 0.2 s; the first commit follows the first fetch by up to the 1 s commit interval).
-"to last alert" ends at the newest alert's record timestamp instead. Latency = the alert's
-record timestamp (set by the worker's producer) - when the newest evidence event was handed to
-the producer. CPU = utime+stime from /proc/<pid>/stat over the same span; peak RSS = VmHWM
-(backlogs) or the most VmRSS sampled every 0.5 s (rate steps).
+"to last alert" ends at the newest alert's record timestamp instead. Latency = the record
+timestamp (set by the worker's producer) of an alert's first version - when the newest
+evidence event was handed to the producer; rules that wait on an absence by design are given
+apart. CPU = utime+stime from /proc/<pid>/stat over the same span (CPU µs/event = CPU seconds /
+events; the peers measure their own the same way); peak RSS = VmHWM (backlogs) or the most
+VmRSS sampled every 0.5 s (rate steps).
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "bench"), str(REPO)]
 
+from e2e_report import report  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 from peers import (  # noqa: E402
     ALL_PEERS,
@@ -70,13 +81,10 @@ from peers import (  # noqa: E402
     apreload,
     arun_peers,
     log,
-    machine_description,
     machine_ticks,
-    render_table,
     start_broker,
     stop_broker,
 )
-from provenance import tree_state  # noqa: E402
 from scrape import Scraper, ScrapeStats, metric_sum  # noqa: E402
 
 from streams.tools.simulator import Simulator  # noqa: E402
@@ -154,10 +162,9 @@ class Bench:
     scrape_every: float  # seconds; 0: no scrapes
 
     def lab(self, name: str, **env: str) -> Lab:
-        """The tests' Lab (its topics made by `streams.cli topics`), its workers given only
-        `user_env` and `env`."""
-        (self.tmp / name).mkdir(parents=True, exist_ok=True)
-        lab = Lab(self.bootstrap, self.tmp / name, name)
+        """The tests' Lab (its topics made by `streams.cli topics`, its folder new), its
+        workers given only `user_env` and `env`."""
+        lab = Lab(self.bootstrap, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp)), name)
         lab.env = user_env(lab.env) | env
         return lab
 
@@ -291,6 +298,14 @@ class Drain:
     peak_rss_mib: float = 0.0
     startup_s: float = 0.0  # worker spawned -> first input commit seen
     scrape: ScrapeStats | None = None
+
+    @property
+    def worker_cores(self) -> float:
+        return self.usage[0]
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.worker_cores * self.seconds / self.events * 1e6 if self.events else 0.0
 
 
 def run_backlog(b: Bench, lab: Lab, name: str) -> Drain:
@@ -431,6 +446,10 @@ class RateRow:
     unread_most: float = 0.0  # ... the most sampled in the step
     kept_up: bool = False
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.usage[0] / self.achieved * 1e6 if self.achieved else 0.0
+
 
 class Unread:
     """The worker's unread input + fusion.routed as the rates phase samples it: the lag metric
@@ -461,6 +480,7 @@ class Rates:
     drained_s: float | None  # last send -> everything committed (None: not within the limit)
     scrape: ScrapeStats | None
     kept_up_from: str  # what `Unread` read
+    allowance_s: float  # ... and how many seconds of input unread still counted as kept up
 
 
 def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
@@ -523,135 +543,80 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
             row.unread_end, row.unread_most = win[-1].unread, max(s.unread for s in win)
             row.kept_up = 0 <= row.unread_most <= row.target * unread.allowance_s
     source = "its lag metric" if scraper is not None else "the group's committed offsets"
-    return Rates(rows[1:], drained, scrape, source)
+    return Rates(rows[1:], drained, scrape, source, unread.allowance_s)
 
 
-# -- report -----------------------------------------------------------------------------------
+# -- runs ---------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> str:
-    s = sorted(values)
-    v = s[max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))]
-    return f"{v * 1000:,.0f} ms" if v < 10 else f"{v:,.1f} s"
+@dataclass(frozen=True)
+class Options:
+    phases: tuple[str, ...]
+    peers: tuple[str, ...]
+    runs: int
+    events: int  # detections preloaded for the peers and the single rule
+    backlog: int  # simulator events of the backlog phase
+    plan: Plan
+    seed: int
+    scrape_every: float
+    timeout: float  # per phase, seconds
+    quick: bool
 
 
-def report(
-    args: argparse.Namespace,
-    info: PreloadInfo | None,
-    peers: list[PeerResult],
-    single: Drain | None,
-    backlog: Drain | None,
-    rates: Rates | None,
-    total_s: float,
-) -> str:
-    cpus = os.cpu_count()
-    out = [
-        "## End to end (bench/e2e_bench.py" + (" --quick)" if args.quick else ")"),
-        "",
-        f"- machine: {machine_description()}",
-        f"- code: {tree_state()}",
-        f"- whole run {total_s:.0f} s; the broker, the worker or peer, the producer and this "
-        "script share the machine's CPUs",
-    ]
-    if info is not None and (peers or single):
-        rows = list(peers)
-        if single is not None:
-            r = PeerResult("fusion", "this worker, committed (`streams.cli worker`)", single.events)
-            r.seconds, r.eps, r.windows = single.seconds, single.eps, single.alerts
-            r.cpu_cores, _, r.machine_busy = single.usage
-            r.startup_s = single.startup_s
-            rows.append(r)
-        out += [
-            "",
-            f"### One rule: 5 reads of one plate within 10 minutes ({info.events:,} detections "
-            f"in one topic of {info.partitions} partitions, the same for all)",
-            "",
-            render_table(rows, info),
-            "",
-            f"Peers: first -> last message, in the consumer; they count tumbling 10-minute "
-            f"windows ({info.expected_windows:,} reach 5). The worker: first input commit -> "
-            "every stage committed; its rule counts a sliding 10 minutes, suppressed 10 minutes "
-            "per plate, so its alerts differ."
-            + (f" To its last alert: {single.eps_last_alert:,.0f} events/s." if single else ""),
-        ]
-    if backlog is not None:
-        d = backlog
-        w, b, m = d.usage
-        out += [
-            "",
-            "### Full default pack, backlog, one worker",
-            "",
-            "| input | committed events/s | to last alert, events/s | alerts | worker CPU | "
-            "peak RSS | start-up s | broker CPU | machine busy |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {d.name} | {d.eps:,.0f} | {d.eps_last_alert:,.0f} | {d.alerts:,} | {w:.2f} cores "
-            f"| {d.peak_rss_mib:,.0f} MiB | {d.startup_s:.1f} | {b:.2f} | {m:.2f} of {cpus} |",
-        ]
-    if rates is not None:
-        rows_r = rates.rows
-        drained = rates.drained_s
-        note = (
-            f"The worker committed everything {drained:.1f} s after the last send."
-            if drained is not None
-            else "The worker had NOT committed everything 300 s after the last send."
-        )
-        out += [
-            "",
-            "### Fixed rates, default pack, one worker: event-to-alert latency",
-            "",
-            "| rate | achieved events/s | events | alerts | p50 | p95 | p99 | waiting on absence: "
-            "alerts, p50, p99 | worker CPU | peak RSS | unread at end / most | kept up | "
-            "producer CPU | broker CPU | machine busy |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-        ]
-        for rr in rows_r:
-            lat = " | ".join(pct(rr.lat, q) if rr.lat else "-" for q in (50, 95, 99))
-            absent = ", ".join(pct(rr.lat_absent, q) if rr.lat_absent else "-" for q in (50, 99))
-            w, b, m = rr.usage
-            kept = "yes" if rr.kept_up else "no"
-            out.append(
-                f"| {rr.tag} | {rr.achieved:,.0f} | {rr.events:,} | {rr.alerts:,} | {lat} | "
-                f"{len(rr.lat_absent):,}, {absent} | {w:.2f} cores | "
-                f"{rr.peak_rss_mib:,.0f} MiB | {rr.unread_end:,.0f} / {rr.unread_most:,.0f} | "
-                f"{kept} | {rr.producer_cores:.2f} | {b:.2f} | "
-                f"{m:.2f} of {cpus} |"
+@dataclass
+class Run:
+    """One run of the phases, each on fresh topics and groups."""
+
+    info: PreloadInfo | None = None
+    peers: list[PeerResult] = field(default_factory=list)
+    single: Drain | None = None
+    backlog: Drain | None = None
+    rates: Rates | None = None
+
+
+def one_rule(b: Bench, o: Options, run: Run) -> None:
+    """The peers, then the worker with the single rule, on one topic preloaded for them."""
+    topic = f"e2e.detections.{uuid.uuid4().hex[:6]}"
+    plates = min(10_000, o.events // 20)  # ~20 reads a plate over 2 h, whatever the count
+    log(f"preloading {o.events:,} detections ({plates:,} plates) into {topic}")
+    info = run.info = asyncio.run(
+        apreload(b.bootstrap, topic, o.events, PARTS, plates=plates, seed=o.seed)
+    )
+    if "peers" in o.phases:
+        expected, limit = info.expected_windows, b.timeout
+        run.peers = asyncio.run(
+            arun_peers(
+                b.bootstrap,
+                topic,
+                o.events,
+                peers=o.peers,
+                expected_windows=expected,
+                limit_s=limit,
             )
-        out += [
-            "",
-            f"{note} Kept up = never more than 1 s of input unread (input and fusion.routed, "
-            f"from {rates.kept_up_from}, sampled every 0.5 s).",
-        ]
-    out += scrape_section(args, [("single", single), ("backlog", backlog), ("rates", rates)])
-    return "\n".join(out)
-
-
-def scrape_section(
-    args: argparse.Namespace, phases: list[tuple[str, Drain | Rates | None]]
-) -> list[str]:
-    if args.scrape_every <= 0:
-        return ["", "No scrapes of /metrics (--scrape-every 0)."]
-    out = [
-        "",
-        f"### A scrape of /metrics every {args.scrape_every:g} s",
-        "",
-        "| phase | scrapes | failed | median ms | max ms | bytes | series | share of the "
-        "worker's time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, result in phases:
-        st = result.scrape if result is not None else None
-        if st is None or st.last is None:
-            continue
-        out.append(
-            f"| {name} | {len(st.scrapes):,} | {st.failed} | {st.median_ms:.1f} | "
-            f"{st.max_ms:.1f} | {st.last.size:,} | {st.last.series:,} | {st.share:.2%} |"
         )
-    return out
+    if "single" in o.phases:
+        log("worker, the single rule, on the same topic")
+        run.single = phase_single(b, topic)
 
 
-def main(argv: list[str] | None = None) -> int:
+def one_run(b: Bench, o: Options) -> Run:
+    run = Run()
+    if {"peers", "single"} & set(o.phases):
+        one_rule(b, o, run)
+    if "backlog" in o.phases:
+        log(f"worker, default pack, backlog of {o.backlog:,}")
+        run.backlog = phase_backlog(b, o.backlog, o.seed)
+    if "rates" in o.phases:
+        steps = ", ".join(tag for tag, _, _ in o.plan[1:])
+        log(f"worker, default pack, {steps} for {o.plan[-1][2]:.0f} s each")
+        run.rates = phase_rates(b, o.plan, 300.0)
+    return run
+
+
+def options(argv: list[str] | None) -> Options:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: small counts, 15 s steps")
+    ap.add_argument("--runs", type=int, help="runs of the phases (3; quick 1)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma separated, of these")
     ap.add_argument("--peers", default=",".join(ALL_PEERS), help="comma separated, of these")
     ap.add_argument("--events", type=int, help="detections preloaded (200,000; quick 20,000)")
@@ -666,49 +631,42 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="seconds between scrapes of /metrics (0: none)",
     )
-    args = ap.parse_args(argv)
-    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    if phases - set(PHASES):
-        ap.error(f"unknown phases {sorted(phases - set(PHASES))}; known: {','.join(PHASES)}")
-    events = args.events or (20_000 if args.quick else 200_000)
-    backlog_n = args.backlog or (10_000 if args.quick else 100_000)
-    duration = args.duration or (15.0 if args.quick else 60.0)
-    rates = [float(r) for r in args.rates.split(",")]
+    a = ap.parse_args(argv)
+    phases = tuple(p for p in PHASES if p in {x.strip() for x in a.phases.split(",")})
+    unknown = {x.strip() for x in a.phases.split(",") if x.strip()} - set(PHASES)
+    if unknown:
+        ap.error(f"unknown phases {sorted(unknown)}; known: {','.join(PHASES)}")
+    rates = [float(r) for r in a.rates.split(",")]
+    duration = a.duration or (15.0 if a.quick else 60.0)
     plan = [("warm-up", rates[0], 5.0)] + [(f"{r:,.0f}/s", r, duration) for r in rates]
+    return Options(
+        phases=phases,
+        peers=tuple(p.strip() for p in a.peers.split(",") if p.strip()),
+        runs=a.runs or (1 if a.quick else 3),
+        events=a.events or (20_000 if a.quick else 200_000),
+        backlog=a.backlog or (10_000 if a.quick else 100_000),
+        plan=plan,
+        seed=a.seed,
+        scrape_every=a.scrape_every,
+        timeout=a.timeout,
+        quick=a.quick,
+    )
 
+
+def main(argv: list[str] | None = None) -> int:
+    o = options(argv)
     t_start = time.monotonic()
     broker = start_broker(REPO / ".broker-e2e")
-    bootstrap = broker.bootstrap
     tmp = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
-    bench = Bench(bootstrap, broker.pid() or 0, tmp, args.timeout, args.scrape_every)
-    info: PreloadInfo | None = None
-    peer_results: list[PeerResult] = []
-    single = backlog = None
-    rate_rows = None
+    bench = Bench(broker.bootstrap, broker.pid() or 0, tmp, o.timeout, o.scrape_every)
+    runs: list[Run] = []
     try:
-        if phases & {"peers", "single"}:
-            topic = f"e2e.detections.{uuid.uuid4().hex[:6]}"
-            plates = min(10_000, events // 20)  # ~20 reads a plate over 2 h, whatever the count
-            log(f"preloading {events:,} detections ({plates:,} plates) into {topic}")
-            info = asyncio.run(
-                apreload(bootstrap, topic, events, PARTS, plates=plates, seed=args.seed)
-            )
-            if "peers" in phases:
-                names = [p.strip() for p in args.peers.split(",") if p.strip()]
-                kw = {"expected_windows": info.expected_windows, "limit_s": args.timeout}
-                peer_results = asyncio.run(arun_peers(bootstrap, topic, events, peers=names, **kw))
-            if "single" in phases:
-                log("worker, the single rule, on the same topic")
-                single = phase_single(bench, topic)
-        if "backlog" in phases:
-            log(f"worker, default pack, backlog of {backlog_n:,}")
-            backlog = phase_backlog(bench, backlog_n, args.seed)
-        if "rates" in phases:
-            log(f"worker, default pack, {args.rates} events/s for {duration:.0f} s each")
-            rate_rows = phase_rates(bench, plan, 300.0)
+        for k in range(o.runs):
+            log(f"run {k + 1} of {o.runs}")
+            runs.append(one_run(bench, o))
     finally:
         stop_broker(broker, delete=True)
-    print(report(args, info, peer_results, single, backlog, rate_rows, time.monotonic() - t_start))
+    print(report(o, runs, sorted(absence_rules()), time.monotonic() - t_start))
     log(f"worker logs and producer output: {tmp}")
     return 0
 
