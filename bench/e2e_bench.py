@@ -1,7 +1,7 @@
 """End-to-end benchmark: the peers and `fusion worker` on one broker, in one run.
 
     .venv/bin/python bench/e2e_bench.py [--quick] [--runs 3] [--scrape-every 1]
-        [--phases peers,single,backlog,rates]
+        [--phases peers,single,backlog,rates,scale]
 
 One broker (peers.start_broker: free ports, folder .broker-e2e/, wiped at the end). The phases
 run --runs times (3; --quick 1), run after run, each run on fresh topics and consumer groups;
@@ -16,6 +16,9 @@ the report gives each figure as the median of the runs and their spread (min-max
   rates    a producer process publishes simulator events with occurred_at = now: a 5 s warm-up,
            then 1,000/s and 10,000/s for 60 s each; one worker, the default pack; then up to
            300 s for the worker to commit everything (alerts still count meanwhile).
+  scale    the backlog phase's input (same seed) consumed by 1 worker, then on fresh topics by
+           2 worker processes in one group started together: committed events/s overall, and
+           each worker's CPU cores and peak RSS.
 
 Workers are started as a user starts one, `python -m streams.cli worker` (what `fusion worker`
 runs), through the integration tests' harness (tests/integration/conftest.py: a Lab per phase
@@ -61,6 +64,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +97,7 @@ from tests.integration.test_event_time import PLATE_RULE as SINGLE_RULE  # noqa:
 
 PARTS = 4  # input and internal partitions (the settings' defaults)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PHASES = ("peers", "single", "backlog", "rates")
+PHASES = ("peers", "single", "backlog", "rates", "scale")
 POINTERS = ("FUSION_BOOTSTRAP_SERVERS", "FUSION_APP_ID", "FUSION_PSEUDONYM_KEYS_FILE")
 TOPIC_KEYS = ("FUSION_TOPIC_", "FUSION_ALERT_TOPIC_PREFIX", "FUSION_TRIAGE_TOPIC_PREFIX")
 Plan = list[tuple[str, float, float]]  # (step, events/s, seconds)
@@ -121,27 +125,34 @@ def status_mib(pid: int, key: str) -> float:
 
 
 class Snap(NamedTuple):
-    """The worker's and the broker's CPU, the machine's ticks, the worker's memory and lag."""
+    """The workers' and the broker's CPU, the machine's ticks, the workers' memory and lag."""
 
     t: float
-    worker_cpu: float
+    workers_cpu: tuple[float, ...]
     broker_cpu: float
     ticks: tuple[int, int]
-    rss: float = 0.0
+    rss: float = 0.0  # of all the workers
     unread: float = 0.0
 
     @staticmethod
-    def take(w: Worker, broker_pid: int, unread: float = 0.0) -> Snap:
-        pid = w.proc.pid
-        rss = status_mib(pid, "VmRSS")
-        return Snap(time.time(), cpu_s(pid), cpu_s(broker_pid), machine_ticks(), rss, unread)
+    def take(workers: Sequence[Worker], broker_pid: int, unread: float = 0.0) -> Snap:
+        pids = [w.proc.pid for w in workers]
+        rss = sum(status_mib(pid, "VmRSS") for pid in pids)
+        cpu = tuple(cpu_s(pid) for pid in pids)
+        return Snap(time.time(), cpu, cpu_s(broker_pid), machine_ticks(), rss, unread)
+
+    def cores(self, later: Snap) -> list[float]:
+        """Each worker's cores from this snap to `later`."""
+        dt = max(later.t - self.t, 1e-9)
+        return [(b - a) / dt for a, b in zip(self.workers_cpu, later.workers_cpu, strict=True)]
 
     def usage(self, later: Snap) -> tuple[float, float, float]:
-        """Worker cores, broker cores and CPUs busy machine-wide from this snap to `later`."""
+        """The workers' cores, the broker's and CPUs busy machine-wide from this snap to
+        `later`."""
         dt = max(later.t - self.t, 1e-9)
         busy, total = (later.ticks[i] - self.ticks[i] for i in (0, 1))
-        w, b = (later.worker_cpu - self.worker_cpu) / dt, (later.broker_cpu - self.broker_cpu) / dt
-        return w, b, (os.cpu_count() or 1) * busy / max(1, total)
+        broker = (later.broker_cpu - self.broker_cpu) / dt
+        return sum(self.cores(later)), broker, (os.cpu_count() or 1) * busy / max(1, total)
 
 
 def user_env(lab_env: dict[str, str]) -> dict[str, str]:
@@ -168,17 +179,19 @@ class Bench:
         lab.env = user_env(lab.env) | env
         return lab
 
-    def scraper(self, w: Worker) -> Scraper | None:
-        """A scraper of the worker's /metrics, started (None with scrapes off)."""
+    def scrapers(self, workers: Sequence[Worker]) -> list[Scraper]:
+        """A scraper of each worker's /metrics, started (none with scrapes off)."""
         if self.scrape_every <= 0:
-            return None
-        s = Scraper(w.metrics_port, self.scrape_every)
-        s.start()
-        return s
+            return []
+        out = [Scraper(w.metrics_port, self.scrape_every) for w in workers]
+        for s in out:
+            s.start()
+        return out
 
 
-def stop_scraper(s: Scraper | None) -> ScrapeStats | None:
-    return s.stop() if s is not None else None
+def stop_scrapers(scrapers: list[Scraper]) -> ScrapeStats | None:
+    """The scrapes of a phase's workers together (None with scrapes off); idempotent."""
+    return ScrapeStats.merge([s.stop() for s in scrapers]) if scrapers else None
 
 
 class Offsets:
@@ -203,7 +216,9 @@ class Offsets:
     def ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict(self.consumer.end_offsets(tps))
 
-    def drain(self, w: Worker, broker_pid: int, timeout: float) -> tuple[Snap, Snap]:
+    def drain(
+        self, workers: Sequence[Worker], broker_pid: int, timeout: float
+    ) -> tuple[Snap, Snap]:
         """Wait until every input partition is committed to its end, then every routed
         partition to its end as of that moment: (snap at the first input commit, at the end)."""
         ends = self.ends(self.inputs)
@@ -211,11 +226,13 @@ class Offsets:
         target: dict[TopicPartition, int] | None = None
         deadline = time.monotonic() + timeout
         while True:
-            if w.proc.poll() is not None:
-                raise RuntimeError(f"the worker exited:\n{w.logs()}")
+            for w in workers:
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited:\n{w.logs()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not all committed within {timeout:.0f} s:\n{w.logs()}")
-            c, snap = self.committed(), Snap.take(w, broker_pid)
+                logs = "\n".join(w.logs() for w in workers)
+                raise TimeoutError(f"not all committed within {timeout:.0f} s:\n{logs}")
+            c, snap = self.committed(), Snap.take(workers, broker_pid)
             if first is None and any(c.get(tp, 0) > 0 for tp in self.inputs):
                 first = snap
             if target is None and all(c.get(tp, 0) >= e for tp, e in ends.items()):
@@ -294,8 +311,9 @@ class Drain:
     eps_last_alert: float = 0.0
     alerts: int = 0
     seconds: float = 0.0
-    usage: tuple[float, float, float] = (0.0, 0.0, 0.0)  # worker, broker, machine
-    peak_rss_mib: float = 0.0
+    usage: tuple[float, float, float] = (0.0, 0.0, 0.0)  # workers, broker, machine
+    cores: list[float] = field(default_factory=list)  # each worker's
+    peak_rss_mib: list[float] = field(default_factory=list)  # each worker's
     startup_s: float = 0.0  # worker spawned -> first input commit seen
     scrape: ScrapeStats | None = None
 
@@ -308,28 +326,30 @@ class Drain:
         return self.worker_cores * self.seconds / self.events * 1e6 if self.events else 0.0
 
 
-def run_backlog(b: Bench, lab: Lab, name: str) -> Drain:
-    """A worker on input already published: until every stage has committed all of it."""
+def run_backlog(b: Bench, lab: Lab, name: str, workers: int = 1) -> Drain:
+    """Workers (one group) on input already published: until every stage has committed all
+    of it."""
     off, alerts = Offsets(lab), Alerts(lab)
     alerts.start()
     d = Drain(name, sum(off.ends(off.inputs).values()))
     t_spawn = time.time()
-    w = lab.worker()
-    scraper = b.scraper(w)
+    ws = [lab.worker() for _ in range(workers)]
+    scrapers = b.scrapers(ws)
     try:
-        a, z = off.drain(w, b.broker_pid, b.timeout)
-        d.scrape = stop_scraper(scraper)
+        a, z = off.drain(ws, b.broker_pid, b.timeout)
+        d.scrape = stop_scrapers(scrapers)
         d.seconds = max(z.t - a.t, 0.2)
         d.eps, d.usage, d.startup_s = d.events / d.seconds, a.usage(z), a.t - t_spawn
-        d.peak_rss_mib = status_mib(w.proc.pid, "VmHWM")
+        d.cores, d.peak_rss_mib = a.cores(z), [status_mib(w.proc.pid, "VmHWM") for w in ws]
         alerts.finish(1.0)
         d.alerts = len(alerts.seen)
         last = max((s.record_ts for s in alerts.seen.values()), default=0.0)
         d.eps_last_alert = d.events / (last - a.t) if last > a.t else 0.0
-        log(f"  {name}: {d.eps:,.0f} events/s committed, {d.alerts:,} alerts (pid {w.proc.pid})")
+        pids = ", ".join(str(w.proc.pid) for w in ws)
+        log(f"  {name}: {d.eps:,.0f} events/s committed, {d.alerts:,} alerts (pids {pids})")
         return d
     finally:
-        stop_scraper(scraper)
+        stop_scrapers(scrapers)
         alerts.halt.set()
         off.close()
         lab.close()
@@ -345,8 +365,9 @@ def phase_single(b: Bench, topic: str) -> Drain:
     return run_backlog(b, lab, "single rule")
 
 
-def phase_backlog(b: Bench, n: int, seed: int) -> Drain:
-    """n simulator events over the past 2 h; each input partition in event-time order."""
+def phase_backlog(b: Bench, n: int, seed: int, workers: int = 1) -> Drain:
+    """n simulator events over the past 2 h (the same for a seed); each input partition in
+    event-time order."""
     lab = b.lab("backlog")
     end, span, made = time.time() - 60.0, 7200.0, [0]
     by_topic: dict[str, list[tuple[float, bytes]]] = {}
@@ -364,7 +385,7 @@ def phase_backlog(b: Bench, n: int, seed: int) -> Drain:
             lab.producer.send(topic, raw, partition=j % PARTS)
     lab.flush()
     log(f"  preloaded {n:,} simulator events: {dict(kinds)}")
-    return run_backlog(b, lab, f"backlog of {n:,}, default pack")
+    return run_backlog(b, lab, f"backlog of {n:,}, default pack", workers)
 
 
 # -- fixed rates: latency ------------------------------------------------------------------
@@ -487,15 +508,15 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
     """One worker, default pack; a producer process runs `plan` (its first step a warm-up)."""
     lab = b.lab("rates")
     off, alerts, w = Offsets(lab), Alerts(lab), lab.worker()
-    scraper = b.scraper(w)
-    unread = Unread(lab, scraper)
+    scrapers = b.scrapers([w])
+    unread = Unread(lab, scrapers[0] if scrapers else None)
     samples: list[Snap] = []
     halt = threading.Event()
 
     def sampler() -> None:
         while not halt.wait(0.5):
             lag = unread()
-            samples.append(Snap.take(w, b.broker_pid, lag))
+            samples.append(Snap.take([w], b.broker_pid, lag))
             if len(samples) % 10 == 0:
                 log(f"  worker unread {lag:,.0f}, alerts {len(alerts.seen):,}")
 
@@ -515,13 +536,13 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
         t_last = time.time()
         drained: float | None = None
         with contextlib.suppress(TimeoutError):
-            drained = off.drain(w, b.broker_pid, drain_timeout)[1].t - t_last
+            drained = off.drain([w], b.broker_pid, drain_timeout)[1].t - t_last
         alerts.finish(2.0)
     finally:
         halt.set()
         alerts.halt.set()
         sampler_thread.join()
-        scrape = stop_scraper(scraper)
+        scrape = stop_scrapers(scrapers)
         unread.close()
         off.close()
         lab.close()
@@ -542,7 +563,7 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
             row.peak_rss_mib = max(s.rss for s in win)
             row.unread_end, row.unread_most = win[-1].unread, max(s.unread for s in win)
             row.kept_up = 0 <= row.unread_most <= row.target * unread.allowance_s
-    source = "its lag metric" if scraper is not None else "the group's committed offsets"
+    source = "its lag metric" if scrapers else "the group's committed offsets"
     return Rates(rows[1:], drained, scrape, source, unread.allowance_s)
 
 
@@ -572,6 +593,7 @@ class Run:
     single: Drain | None = None
     backlog: Drain | None = None
     rates: Rates | None = None
+    scale: list[Drain] = field(default_factory=list)  # 1 worker, then 2
 
 
 def one_rule(b: Bench, o: Options, run: Run) -> None:
@@ -610,6 +632,10 @@ def one_run(b: Bench, o: Options) -> Run:
         steps = ", ".join(tag for tag, _, _ in o.plan[1:])
         log(f"worker, default pack, {steps} for {o.plan[-1][2]:.0f} s each")
         run.rates = phase_rates(b, o.plan, 300.0)
+    if "scale" in o.phases:
+        for n in (1, 2):
+            log(f"{n} worker(s) in one group, default pack, backlog of {o.backlog:,}")
+            run.scale.append(phase_backlog(b, o.backlog, o.seed, workers=n))
     return run
 
 

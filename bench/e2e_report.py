@@ -162,7 +162,7 @@ def drain_row(label: str, drains: list[Drain]) -> str:
         f"| {spread([d.eps_last_alert for d in drains])} | {spread([d.alerts for d in drains])} "
         f"| {spread([d.worker_cores for d in drains], two)} "
         f"| {spread([d.cpu_us_per_event for d in drains], one)} "
-        f"| {spread([d.peak_rss_mib for d in drains])} "
+        f"| {spread([max(d.peak_rss_mib) for d in drains])} "
         f"| {spread([d.startup_s for d in drains], one)} "
         f"| {spread([d.usage[1] for d in drains], two)} "
         f"| {spread([d.usage[2] for d in drains], two)} of {cpus} |"
@@ -189,6 +189,48 @@ def backlog_section(runs: list[Run]) -> list[str]:
         "",
         "committed events/s: first input commit -> every input and fusion.routed partition "
         "committed to its end. To last alert: first input commit -> the newest alert's record.",
+    ]
+
+
+# -- 1 vs 2 workers ------------------------------------------------------------------------
+
+
+def each_worker(drains: list[Drain], attr: str, show: Show) -> str:
+    """Worker by worker (in the order they were started): each one's spread over the runs."""
+    count = min(len(getattr(d, attr)) for d in drains)
+    return "; ".join(spread([getattr(d, attr)[i] for d in drains], show) for i in range(count))
+
+
+def scale_row(drains: list[Drain]) -> str:
+    return (
+        f"| {len(drains[0].cores)} | {spread([d.eps for d in drains])} "
+        f"| {spread([d.eps_last_alert for d in drains])} "
+        f"| {each_worker(drains, 'cores', two)} | {each_worker(drains, 'peak_rss_mib', num)} "
+        f"| {spread([d.cpu_us_per_event for d in drains], one)} "
+        f"| {spread([d.startup_s for d in drains], one)} "
+        f"| {spread([d.usage[2] for d in drains], two)} of {os.cpu_count()} |"
+    )
+
+
+def scale_section(runs: list[Run]) -> list[str]:
+    done = [r.scale for r in runs if len(r.scale) == 2]
+    if not done:
+        return []
+    return [
+        "",
+        f"### 1 vs 2 workers in one group: the full-pack backlog of {done[0][0].events:,} events"
+        + runs_note(len(done), len(runs)),
+        "",
+        "| workers | committed events/s | to last alert, events/s | CPU cores, each worker "
+        "| peak RSS MiB, each worker | CPU µs/event, all workers | start-up s | machine busy |",
+        "|---:|---:|---:|---|---|---:|---:|---:|",
+        scale_row([s[0] for s in done]),
+        scale_row([s[1] for s in done]),
+        "",
+        f"2 workers / 1: {spread([s[1].eps / s[0].eps for s in done if s[0].eps], ratio)} "
+        "the committed events/s, within each run. The same input for both (same seed), each on "
+        "fresh topics; the 2 workers start together, so the span counts the group's rebalance "
+        "when the second joins.",
     ]
 
 
@@ -265,6 +307,9 @@ def scraped(runs: list[Run]) -> dict[str, list[ScrapeStats]]:
                 out.setdefault(phase, []).append(result.scrape)
         if run.rates is not None and run.rates.scrape is not None:
             out.setdefault("rates", []).append(run.rates.scrape)
+        for d in run.scale:
+            if d.scrape is not None:
+                out.setdefault(f"scale, {len(d.cores)} worker(s)", []).append(d.scrape)
     return out
 
 
@@ -319,5 +364,6 @@ def report(o: Options, runs: list[Run], absent_rules: Sequence[str], total_s: fl
     out += one_rule_section(runs)
     out += backlog_section(runs)
     out += rates_section(runs, absent_rules)
+    out += scale_section(runs)
     out += scrape_section(runs, o.scrape_every)
     return "\n".join(out)

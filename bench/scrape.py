@@ -103,7 +103,8 @@ class Scraper(threading.Thread):
         self.stats.scrapes.append(Scrape(t, ms, len(body), count_series(self.latest)))
 
     def stop(self) -> ScrapeStats:
-        self.halt.set()
-        self.join()
-        self.stats.wall_s = time.time() - self.started_at
+        if not self.halt.is_set():
+            self.halt.set()
+            self.join()
+            self.stats.wall_s = time.time() - self.started_at
         return self.stats
