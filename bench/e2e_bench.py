@@ -294,8 +294,14 @@ class Alerts(threading.Thread):
                         self.seen[a["alert_id"]] = Seen(r.timestamp / 1000, a["rule_id"], ev)
         c.close()
 
-    def finish(self, settle: float) -> None:
-        time.sleep(settle)
+    def finish(self, quiet: float = 3.0, most: float = 30.0) -> None:
+        """Stop once no new alert has come for `quiet` seconds (or after `most`): alerts held
+        for the watermark may follow the last commit."""
+        deadline, count, since = time.monotonic() + most, len(self.seen), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if len(self.seen) != count:
+                count, since = len(self.seen), time.monotonic()
         self.halt.set()
         self.join()
 
@@ -341,7 +347,7 @@ def run_backlog(b: Bench, lab: Lab, name: str, workers: int = 1) -> Drain:
         d.seconds = max(z.t - a.t, 0.2)
         d.eps, d.usage, d.startup_s = d.events / d.seconds, a.usage(z), a.t - t_spawn
         d.cores, d.peak_rss_mib = a.cores(z), [status_mib(w.proc.pid, "VmHWM") for w in ws]
-        alerts.finish(1.0)
+        alerts.finish()
         d.alerts = len(alerts.seen)
         last = max((s.record_ts for s in alerts.seen.values()), default=0.0)
         d.eps_last_alert = d.events / (last - a.t) if last > a.t else 0.0
@@ -537,7 +543,7 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
         drained: float | None = None
         with contextlib.suppress(TimeoutError):
             drained = off.drain([w], b.broker_pid, drain_timeout)[1].t - t_last
-        alerts.finish(2.0)
+        alerts.finish()
     finally:
         halt.set()
         alerts.halt.set()
