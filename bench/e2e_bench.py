@@ -100,6 +100,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASES = ("peers", "single", "backlog", "rates", "scale")
 POINTERS = ("FUSION_BOOTSTRAP_SERVERS", "FUSION_APP_ID", "FUSION_PSEUDONYM_KEYS_FILE")
 TOPIC_KEYS = ("FUSION_TOPIC_", "FUSION_ALERT_TOPIC_PREFIX", "FUSION_TRIAGE_TOPIC_PREFIX")
+# Kept up: never more than this many seconds of input uncommitted (input + fusion.routed
+# messages): each stage commits every 1 s, the correlate stage only after a snapshot (2 s
+# apart by default).
+KEPT_UP_S = 5.0
 Plan = list[tuple[str, float, float]]  # (step, events/s, seconds)
 
 
@@ -132,14 +136,17 @@ class Snap(NamedTuple):
     broker_cpu: float
     ticks: tuple[int, int]
     rss: float = 0.0  # of all the workers
-    unread: float = 0.0
+    unread: float = 0.0  # Offsets.unread
+    lag_metric: float = -1.0  # the workers' fusion_consumer_lag (-1: not scraped)
 
     @staticmethod
-    def take(workers: Sequence[Worker], broker_pid: int, unread: float = 0.0) -> Snap:
+    def take(
+        workers: Sequence[Worker], broker_pid: int, unread: float = 0.0, lag_metric: float = -1.0
+    ) -> Snap:
         pids = [w.proc.pid for w in workers]
         rss = sum(status_mib(pid, "VmRSS") for pid in pids)
         cpu = tuple(cpu_s(pid) for pid in pids)
-        return Snap(time.time(), cpu, cpu_s(broker_pid), machine_ticks(), rss, unread)
+        return Snap(time.time(), cpu, cpu_s(broker_pid), machine_ticks(), rss, unread, lag_metric)
 
     def cores(self, later: Snap) -> list[float]:
         """Each worker's cores from this snap to `later`."""
@@ -215,6 +222,11 @@ class Offsets:
 
     def ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict(self.consumer.end_offsets(tps))
+
+    def unread(self) -> float:
+        """Messages of the input and routed topics the group has not committed yet."""
+        c, ends = self.committed(), self.ends(self.inputs + self.routed)
+        return float(sum(max(0, e - c.get(tp, 0)) for tp, e in ends.items()))
 
     def drain(
         self, workers: Sequence[Worker], broker_pid: int, timeout: float
@@ -469,8 +481,9 @@ class RateRow:
     usage: tuple[float, float, float] = (0.0, 0.0, 0.0)  # worker, broker, machine
     producer_cores: float = 0.0
     peak_rss_mib: float = 0.0
-    unread_end: float = 0.0  # the worker's unread input + fusion.routed at the step's end
+    unread_end: float = 0.0  # input + fusion.routed not committed, at the step's end
     unread_most: float = 0.0  # ... the most sampled in the step
+    lag_metric_most: float = -1.0  # the most fusion_consumer_lag scraped in the step
     kept_up: bool = False
 
     @property
@@ -478,53 +491,31 @@ class RateRow:
         return self.usage[0] / self.achieved * 1e6 if self.achieved else 0.0
 
 
-class Unread:
-    """The worker's unread input + fusion.routed as the rates phase samples it: the lag metric
-    in the scraper's last body, or with scrapes off the group's committed offsets, which trail
-    the reads by up to the 1 s commit interval (so 1 s more of input still counts as kept up)."""
-
-    def __init__(self, lab: Lab, scraper: Scraper | None) -> None:
-        self.scraper = scraper
-        self.offsets = None if scraper is not None else Offsets(lab)
-        self.allowance_s = 1.0 if scraper is not None else 2.0
-
-    def __call__(self) -> float:
-        if self.offsets is not None:
-            c = self.offsets.committed()
-            ends = self.offsets.ends(self.offsets.inputs + self.offsets.routed)
-            return float(sum(max(0, e - c.get(tp, 0)) for tp, e in ends.items()))
-        latest = self.scraper.latest if self.scraper is not None else ""
-        return metric_sum(latest, "fusion_consumer_lag") if latest else -1.0
-
-    def close(self) -> None:
-        if self.offsets is not None:
-            self.offsets.close()
-
-
 @dataclass
 class Rates:
     rows: list[RateRow]  # the warm-up left out
     drained_s: float | None  # last send -> everything committed (None: not within the limit)
     scrape: ScrapeStats | None
-    kept_up_from: str  # what `Unread` read
-    allowance_s: float  # ... and how many seconds of input unread still counted as kept up
+    kept_up_s: float = KEPT_UP_S
 
 
 def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
     """One worker, default pack; a producer process runs `plan` (its first step a warm-up)."""
     lab = b.lab("rates")
-    off, alerts, w = Offsets(lab), Alerts(lab), lab.worker()
+    off, probe, alerts, w = Offsets(lab), Offsets(lab), Alerts(lab), lab.worker()
     scrapers = b.scrapers([w])
-    unread = Unread(lab, scrapers[0] if scrapers else None)
     samples: list[Snap] = []
     halt = threading.Event()
 
     def sampler() -> None:
+        """Every 0.5 s: CPU, memory, the group's uncommitted messages (`probe`: its own
+        clients) and the worker's own lag metric as last scraped."""
         while not halt.wait(0.5):
-            lag = unread()
-            samples.append(Snap.take([w], b.broker_pid, lag))
+            last = scrapers[0].latest if scrapers else ""
+            metric = metric_sum(last, "fusion_consumer_lag") if last else -1.0
+            samples.append(Snap.take([w], b.broker_pid, probe.unread(), metric))
             if len(samples) % 10 == 0:
-                log(f"  worker unread {lag:,.0f}, alerts {len(alerts.seen):,}")
+                log(f"  uncommitted {samples[-1].unread:,.0f}, alerts {len(alerts.seen):,}")
 
     sampler_thread = threading.Thread(target=sampler, daemon=True)
     out = lab.tmp / "producer.json"
@@ -549,7 +540,7 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
         alerts.halt.set()
         sampler_thread.join()
         scrape = stop_scrapers(scrapers)
-        unread.close()
+        probe.close()
         off.close()
         lab.close()
     data = orjson.loads(out.read_bytes())
@@ -568,9 +559,9 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
             row.usage = win[0].usage(win[-1])
             row.peak_rss_mib = max(s.rss for s in win)
             row.unread_end, row.unread_most = win[-1].unread, max(s.unread for s in win)
-            row.kept_up = 0 <= row.unread_most <= row.target * unread.allowance_s
-    source = "its lag metric" if scrapers else "the group's committed offsets"
-    return Rates(rows[1:], drained, scrape, source, unread.allowance_s)
+            row.lag_metric_most = max(s.lag_metric for s in win)
+            row.kept_up = row.unread_most <= row.target * KEPT_UP_S
+    return Rates(rows[1:], drained, scrape)
 
 
 # -- runs ---------------------------------------------------------------------------------

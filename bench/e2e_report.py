@@ -258,7 +258,8 @@ def rate_row(rows: list[RateRow]) -> str:
         f"| {spread([r.usage[0] for r in rows], two)} "
         f"| {spread([r.cpu_us_per_event for r in rows], one)} "
         f"| {spread([r.peak_rss_mib for r in rows])} "
-        f"| {spread([r.unread_most for r in rows])} | {kept(rows)} "
+        f"| {spread([r.unread_most for r in rows])} "
+        f"| {spread([r.lag_metric_most for r in rows if r.lag_metric_most >= 0])} | {kept(rows)} "
         f"| {spread([r.usage[1] for r in rows], two)} "
         f"| {spread([r.usage[2] for r in rows], two)} of {cpus} |"
     )
@@ -269,7 +270,6 @@ def rates_section(runs: list[Run], absent_rules: Sequence[str]) -> list[str]:
     if not done:
         return []
     drained = [d.drained_s for d in done if d.drained_s is not None]
-    allowance = done[0].allowance_s
     out = [
         "",
         "### Fixed rates, default pack, one worker: event-to-alert latency"
@@ -277,8 +277,8 @@ def rates_section(runs: list[Run], absent_rules: Sequence[str]) -> list[str]:
         "",
         "| rate | achieved events/s | alerts | p50 s | p95 s | p99 s | waiting on an absence: "
         "alerts | their p50 s | their p99 s | worker CPU cores | CPU µs/event | peak RSS MiB "
-        "| most unread | kept up | broker CPU cores | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| most uncommitted | lag metric, most | kept up | broker CPU cores | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     out += [rate_row([d.rows[i] for d in done]) for i in range(len(done[0].rows))]
     return [
@@ -290,8 +290,11 @@ def rates_section(runs: list[Run], absent_rules: Sequence[str]) -> list[str]:
         "absent step decides once the watermark has passed its `within`), given apart. "
         f"The worker committed everything {spread(drained, one)} s after the last send"
         + ("" if len(drained) == len(done) else f"; within 300 s in {len(drained)} of {len(done)}")
-        + f". Kept up = never more than {allowance:g} s of input unread (input and "
-        f"fusion.routed, from {done[0].kept_up_from}, sampled every 0.5 s).",
+        + f". Kept up = never more than {done[0].kept_up_s:g} s of input uncommitted (input and "
+        "fusion.routed messages, from the group's committed offsets, sampled every 0.5 s; each "
+        "stage commits every 1 s, the correlate stage only after a snapshot). Lag metric: the "
+        "worker's own fusion_consumer_lag in its last scrape (what is on the broker past its "
+        "last fetch: it does not see a backlog its fetches have not reached).",
     ]
 
 
