@@ -317,7 +317,7 @@ def scraped(runs: list[Run]) -> dict[str, list[ScrapeStats]]:
 
 
 def scrape_row(phase: str, stats: list[ScrapeStats]) -> str:
-    last = [s.last for s in stats if s.last is not None]
+    last = [s.largest for s in stats if s.largest is not None]
     return (
         f"| {phase} | {spread([len(s.scrapes) for s in stats])} "
         f"| {spread([s.failed for s in stats])} | {spread([s.median_ms for s in stats], one)} "
@@ -342,10 +342,10 @@ def scrape_section(runs: list[Run], every: float) -> list[str]:
     return [
         *out,
         "",
-        "Per worker: bytes and series of the last scrape (series: lines that are not "
-        "comments); share = the scrapes' summed wall time / the phase's, an upper bound (a "
-        "scrape also waits for the worker's interpreter lock). Throughput without scrapes: run "
-        "again with --scrape-every 0.",
+        "Per worker: bytes and series of its last scrape, the larger of two workers' (series: "
+        "lines that are not comments); share = the scrapes' summed wall time / the phase's, "
+        "an upper bound (a scrape also waits for the worker's interpreter lock). Throughput "
+        "without scrapes: run again with --scrape-every 0.",
     ]
 
 

@@ -44,6 +44,7 @@ class ScrapeStats:
     scrapes: list[Scrape] = field(default_factory=list)
     failed: int = 0  # refused or timed out once the worker had answered a first one
     wall_s: float = 0.0  # the span scraped, summed over workers
+    lasts: list[Scrape] = field(default_factory=list)  # each worker's last scrape
 
     @property
     def share(self) -> float:
@@ -58,8 +59,9 @@ class ScrapeStats:
         return max((s.ms for s in self.scrapes), default=0.0)
 
     @property
-    def last(self) -> Scrape | None:
-        return max(self.scrapes, default=None)
+    def largest(self) -> Scrape | None:
+        """Of the workers' last scrapes, the largest."""
+        return max(self.lasts, key=lambda s: s.size, default=None)
 
     @staticmethod
     def merge(parts: list[ScrapeStats]) -> ScrapeStats:
@@ -67,6 +69,7 @@ class ScrapeStats:
             sorted(s for p in parts for s in p.scrapes),
             sum(p.failed for p in parts),
             sum(p.wall_s for p in parts),
+            [s for p in parts for s in p.lasts],
         )
 
 
@@ -107,4 +110,5 @@ class Scraper(threading.Thread):
             self.halt.set()
             self.join()
             self.stats.wall_s = time.time() - self.started_at
+            self.stats.lasts = self.stats.scrapes[-1:]
         return self.stats
