@@ -17,8 +17,9 @@ the report gives each figure as the median of the runs and their spread (min-max
            then 1,000/s and 10,000/s for 60 s each; one worker, the default pack; then up to
            300 s for the worker to commit everything (alerts still count meanwhile).
   scale    the backlog phase's input (same seed) consumed by 1 worker, then on fresh topics by
-           2 worker processes in one group started together: committed events/s overall, and
-           each worker's CPU cores and peak RSS.
+           2 worker processes in one group, each time published once the group has settled
+           (every worker ready, the partitions shared): committed events/s overall, and each
+           worker's CPU cores and peak RSS.
 
 Workers are started as a user starts one, `python -m streams.cli worker` (what `fusion worker`
 runs), through the integration tests' harness (tests/integration/conftest.py: a Lab per phase
@@ -64,9 +65,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -344,16 +346,21 @@ class Drain:
         return self.worker_cores * self.seconds / self.events * 1e6 if self.events else 0.0
 
 
-def run_backlog(b: Bench, lab: Lab, name: str, workers: int = 1) -> Drain:
-    """Workers (one group) on input already published: until every stage has committed all
-    of it."""
+def run_backlog(
+    b: Bench, lab: Lab, name: str, workers: int = 1, publish: Callable[[], None] | None = None
+) -> Drain:
+    """Workers (one group) on input already published, or published by `publish` once each
+    holds its share of the partitions: until every stage has committed all of it."""
     off, alerts = Offsets(lab), Alerts(lab)
     alerts.start()
-    d = Drain(name, sum(off.ends(off.inputs).values()))
     t_spawn = time.time()
     ws = [lab.worker() for _ in range(workers)]
     scrapers = b.scrapers(ws)
     try:
+        if publish is not None:
+            wait_shared(ws)
+            publish()
+        d = Drain(name, sum(off.ends(off.inputs).values()))
         a, z = off.drain(ws, b.broker_pid, b.timeout)
         d.scrape = stop_scrapers(scrapers)
         d.seconds = max(z.t - a.t, 0.2)
@@ -373,6 +380,20 @@ def run_backlog(b: Bench, lab: Lab, name: str, workers: int = 1) -> Drain:
         lab.close()
 
 
+def wait_shared(ws: list[Worker], timeout: float = 60.0) -> None:
+    """Until every worker is ready and holds some of the routed partitions, all of them
+    between them (fusion_state_partitions): the group has settled."""
+    for w in ws:
+        w.wait_ready()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = [w.metric("fusion_state_partitions") for w in ws]
+        if sum(held) == PARTS and min(held) > 0:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the workers did not share the {PARTS} partitions in {timeout:.0f} s")
+
+
 def phase_single(b: Bench, topic: str) -> Drain:
     rules = b.tmp / "rules-single"
     rules.mkdir(parents=True, exist_ok=True)
@@ -383,27 +404,54 @@ def phase_single(b: Bench, topic: str) -> Drain:
     return run_backlog(b, lab, "single rule")
 
 
-def phase_backlog(b: Bench, n: int, seed: int, workers: int = 1) -> Drain:
-    """n simulator events over the past 2 h (the same for a seed); each input partition in
-    event-time order."""
-    lab = b.lab("backlog")
+Backlog = list[tuple[float, str, bytes]]  # (event time, topic, event), in event-time order
+
+
+def simulate(lab: Lab, n: int, seed: int) -> Backlog:
+    """n simulator events over the past 2 h (the same for a seed), for the topics of `lab`."""
     end, span, made = time.time() - 60.0, 7200.0, [0]
-    by_topic: dict[str, list[tuple[float, bytes]]] = {}
+    out: Backlog = []
     kinds: Counter[str] = Counter()
     for etype, ev in Simulator(seed=seed).stream(lambda: end - span + span * made[0] / n):
         ts = datetime.fromisoformat(ev["occurred_at"]).timestamp()
-        by_topic.setdefault(lab.topic_for(etype, ev), []).append((ts, orjson.dumps(ev)))
+        out.append((ts, lab.topic_for(etype, ev), orjson.dumps(ev)))
         kinds[etype] += 1
         made[0] += 1
         if made[0] >= n:
             break
-    for topic, items in by_topic.items():
-        items.sort(key=lambda x: x[0])
-        for j, (_, raw) in enumerate(items):
-            lab.producer.send(topic, raw, partition=j % PARTS)
+    log(f"  {n:,} simulator events: {dict(kinds)}")
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def publish(lab: Lab, backlog: Backlog) -> None:
+    """In event-time order across topics (a worker reading while it is published sees event
+    time advance on every topic alike), each topic's events round robin over its partitions."""
+    sent: Counter[str] = Counter()
+    for _, topic, raw in backlog:
+        lab.producer.send(topic, raw, partition=sent[topic] % PARTS)
+        sent[topic] += 1
     lab.flush()
-    log(f"  preloaded {n:,} simulator events: {dict(kinds)}")
-    return run_backlog(b, lab, f"backlog of {n:,}, default pack", workers)
+
+
+def phase_backlog(b: Bench, n: int, seed: int) -> Drain:
+    """The backlog published, then one worker started on it."""
+    lab = b.lab("backlog")
+    publish(lab, simulate(lab, n, seed))
+    return run_backlog(b, lab, f"backlog of {n:,}, default pack")
+
+
+def phase_scale(b: Bench, n: int, seed: int) -> list[Drain]:
+    """The same backlog for 1 worker, then on fresh topics for 2 in one group, each time
+    published once the group has settled: the span measures the group at work, not a
+    rebalance that moves partitions (and their state) mid-way."""
+    out = []
+    for workers in (1, 2):
+        lab = b.lab(f"scale{workers}")
+        name = f"backlog of {n:,}, {workers} worker(s)"
+        backlog = partial(publish, lab, simulate(lab, n, seed))
+        out.append(run_backlog(b, lab, name, workers, backlog))
+    return out
 
 
 # -- fixed rates: latency ------------------------------------------------------------------
@@ -630,9 +678,8 @@ def one_run(b: Bench, o: Options) -> Run:
         log(f"worker, default pack, {steps} for {o.plan[-1][2]:.0f} s each")
         run.rates = phase_rates(b, o.plan, 300.0)
     if "scale" in o.phases:
-        for n in (1, 2):
-            log(f"{n} worker(s) in one group, default pack, backlog of {o.backlog:,}")
-            run.scale.append(phase_backlog(b, o.backlog, o.seed, workers=n))
+        log(f"1 worker, then 2 in one group, default pack, backlog of {o.backlog:,}")
+        run.scale = phase_scale(b, o.backlog, o.seed)
     return run
 
 
