@@ -523,7 +523,6 @@ class RateRow:
     target: float
     achieved: float = 0.0
     events: int = 0
-    alerts: int = 0
     lat: list[float] = field(default_factory=list)  # every rule but those waiting on absence
     lat_absent: list[float] = field(default_factory=list)  # those (absence_rules)
     usage: tuple[float, float, float] = (0.0, 0.0, 0.0)  # worker, broker, machine
@@ -597,7 +596,6 @@ def phase_rates(b: Bench, plan: Plan, drain_timeout: float) -> Rates:
         known = [data["sent"][e] for e in a.evidence if e in data["sent"]]
         if known:
             t, k = max(known)
-            rows[k].alerts += 1
             lat = rows[k].lat_absent if a.rule_id in absent else rows[k].lat
             lat.append(a.record_ts - t)
     for row, (_, t0, t1, n, cpu) in zip(rows, data["spans"], strict=True):

@@ -272,8 +272,9 @@ def rate_row(rows: list[RateRow]) -> str:
         f"| {spread([r.usage[0] for r in rows], two)} "
         f"| {spread([r.cpu_us_per_event for r in rows], one)} "
         f"| {spread([r.peak_rss_mib for r in rows])} "
-        f"| {spread([r.unread_most for r in rows])} "
+        f"| {spread([r.unread_end for r in rows])} / {spread([r.unread_most for r in rows])} "
         f"| {spread([r.lag_metric_most for r in rows if r.lag_metric_most >= 0])} | {kept(rows)} "
+        f"| {spread([r.producer_cores for r in rows], two)} "
         f"| {spread([r.usage[1] for r in rows], two)} "
         f"| {spread([r.usage[2] for r in rows], two)} of {cpus} |"
     )
@@ -291,8 +292,9 @@ def rates_section(runs: list[Run], absent_rules: Sequence[str]) -> list[str]:
         "",
         "| rate | achieved events/s | alerts | p50 s | p95 s | p99 s | waiting on an absence: "
         "alerts | their p50 s | their p99 s | worker CPU cores | CPU µs/event | peak RSS MiB "
-        "| most uncommitted | lag metric, most | kept up | broker CPU cores | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| uncommitted at end / most | lag metric, most | kept up | producer CPU cores "
+        "| broker CPU cores | machine busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     out += [rate_row([d.rows[i] for d in done]) for i in range(len(done[0].rows))]
     return [
