@@ -375,7 +375,7 @@ def report(o: Options, runs: list[Run], absent_rules: Sequence[str], total_s: fl
         "",
         f"- machine: {machine_description()}",
         f"- code: {tree_state()}",
-        f"- {len(runs)} runs of the phases {', '.join(o.phases)}, each on fresh topics and "
+        f"- {len(runs)} run(s) of the phases {', '.join(o.phases)}, each on fresh topics and "
         f"groups: the median (min-max) of the runs; whole benchmark {total_s:.0f} s",
         f"- scrapes of each worker's /metrics: {scrapes}; the broker, the worker or peer, the "
         "producer and this script share the machine's CPUs",
