@@ -238,13 +238,18 @@ def scale_section(runs: list[Run]) -> list[str]:
 
 
 def alerts_differ(done: list[list[Drain]]) -> list[str]:
-    odd = [k + 1 for k, (one_, two_) in enumerate(done) if one_.alerts != two_.alerts]
+    odd = [
+        f"run {k + 1}: {one_.alerts:,} with 1 worker, {two_.alerts:,} with 2"
+        for k, (one_, two_) in enumerate(done)
+        if one_.alerts != two_.alerts
+    ]
     if not odd:
         return []
     return [
         "",
-        f"**The 2 workers raised other alerts than the 1 on the same input in run(s) "
-        f"{', '.join(map(str, odd))}.**",
+        f"**Other alerts from the same input: {'; '.join(odd)}.** The workers read the backlog "
+        "while it is published, so events reach them out of event-time order across "
+        "partitions, and rules may then decide otherwise than on a preloaded backlog.",
     ]
 
 
@@ -368,7 +373,9 @@ def scrape_section(runs: list[Run], every: float) -> list[str]:
 # -- the whole -----------------------------------------------------------------------------
 
 
-def report(o: Options, runs: list[Run], absent_rules: Sequence[str], total_s: float) -> str:
+def report(
+    o: Options, runs: list[Run], absent_rules: Sequence[str], total_s: float, own_cpu_s: float
+) -> str:
     scrapes = f"every {o.scrape_every:g} s" if o.scrape_every > 0 else "none"
     out = [
         "## End to end (bench/e2e_bench.py" + (" --quick)" if o.quick else ")"),
@@ -376,7 +383,9 @@ def report(o: Options, runs: list[Run], absent_rules: Sequence[str], total_s: fl
         f"- machine: {machine_description()}",
         f"- code: {tree_state()}",
         f"- {len(runs)} run(s) of the phases {', '.join(o.phases)}, each on fresh topics and "
-        f"groups: the median (min-max) of the runs; whole benchmark {total_s:.0f} s",
+        f"groups: the median (min-max) of the runs; whole benchmark {total_s:.0f} s; this "
+        f"script's process (its readers, the scrapes, the aiokafka peer) used "
+        f"{own_cpu_s / total_s:.2f} cores on average",
         f"- scrapes of each worker's /metrics: {scrapes}; the broker, the worker or peer, the "
         "producer and this script share the machine's CPUs",
     ]
