@@ -10,15 +10,21 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 if TYPE_CHECKING:
     from engine.correlate import CorrelateStage
 
-# From a millisecond to an hour: event-to-alert latency includes events reported late.
+# From 5 ms to an hour: event-to-alert latency includes events reported late. Each bound is
+# 16 series (two histograms, eight rules) in every scrape.
 LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
     0.005,
     0.01,
     0.025,
@@ -28,12 +34,10 @@ LATENCY_BUCKETS = (
     0.5,
     1.0,
     2.5,
-    5.0,
     10.0,
     30.0,
     60.0,
     300.0,
-    900.0,
     3600.0,
 )
 
@@ -409,6 +413,14 @@ class StateExport:
                 if total > seen.get(rule_id, 0):
                     counter.labels(rule_id).inc(total - seen.get(rule_id, 0))
                 seen[rule_id] = total
+
+
+def serve(metrics: Metrics, port: int) -> None:
+    """Serve `/metrics` on `port` from a thread, which renders holding the GIL. Without the
+    `_created` series (when each series was first made, read by no dashboard or alert): a
+    fifth of the series of a scrape."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    start_http_server(port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
 
 
 def export_lag(metrics: Metrics, lags: Mapping[tuple[str, int], int]) -> None:
