@@ -29,7 +29,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from streams.clients import create_topics
     from streams.worker.app import create_app
-    from streams.worker.metrics import Metrics
+    from streams.worker.metrics import Metrics, serve
 
     settings = _settings()
     logging.basicConfig(
@@ -48,9 +48,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return 2
     metrics = Metrics()
     if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
+        serve(metrics, settings.metrics_port)
     app, _ = create_app(settings, metrics)
     _tune_gc()
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -122,16 +122,20 @@ class Worker:
     # -- the fetch loop's handler ----------------------------------------------------------
 
     async def on_fetch(self, batch: Batch) -> None:
-        """One fetch: input records through ingest, then routed records through correlate."""
+        """One fetch: input records through ingest, then routed records through correlate;
+        then the metrics the stages held."""
         routed = self.settings.topic_routed
         inputs = [r for tp, recs in batch.items() if tp.topic != routed for r in recs]
-        if inputs:
-            await self.guarded("ingest", inputs[0], self._ingest(batch, inputs))
-        for tp, recs in batch.items():
-            if tp.topic != routed:
-                continue
-            for rec in recs:
-                await self.guarded("correlate", rec, self.correlate.on_message(rec))
+        try:
+            if inputs:
+                await self.guarded("ingest", inputs[0], self._ingest(batch, inputs))
+            for tp, recs in batch.items():
+                if tp.topic != routed:
+                    continue
+                for rec in recs:
+                    await self.guarded("correlate", rec, self.correlate.on_message(rec))
+        finally:
+            self.metrics.flush()
 
     async def _ingest(self, batch: Batch, records: list[Record]) -> None:
         await self.ingest.on_messages(records, self.caught_up())
@@ -204,6 +208,7 @@ class Worker:
                     self._remake_stages = False
                 await self.checkpoints.snapshot_due()
         self.state_export.export(self.checkpoints.stages(), self.rules.ruleset.by_id)
+        self.metrics.flush()
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         export_lag(self.metrics, self.app.batch_consumer().lags())
 

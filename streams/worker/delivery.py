@@ -1,5 +1,6 @@
 """What the stages send out besides their own topics: alerts released per destination with
-their audit records (`Delivery`), and dead letters (`DeadLetters`); with their metrics."""
+their audit records (`Delivery`), and dead letters (`DeadLetters`); with their metrics, held
+until the batch's `Metrics.flush`."""
 
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ class Delivery:
         policy = self.policy()
         areas = self.areas()
         who = recipients(alert, self.partners, policy)
-        metrics = self.metrics
+        held = self.metrics.batch
         if alert.change == "raised":
-            metrics.alerts_raised.labels(alert.rule_id, alert.severity).inc()
+            held.alerts_raised.add((alert.rule_id, alert.severity))
         else:
-            metrics.alert_versions.labels(alert.rule_id, alert.change).inc()
+            held.alert_versions.add((alert.rule_id, alert.change))
         key = alert.alert_id.encode()
         rule_file = None
         if self.rule_files is not None:
@@ -92,8 +93,8 @@ class Delivery:
                 audit = log.append(audit, secrets.token_bytes(SALT_BYTES))
             await self.producer.send(self.settings.topic_audit, key, orjson.dumps(audit), None)
             await self.producer.send(topic, key, released, None)
-            metrics.audit_records.labels(dest).inc()
-            metrics.alerts_delivered.labels(dest, alert.rule_id).inc()
+            held.audit_records.add((dest,))
+            held.alerts_delivered.add((dest, alert.rule_id))
             if self.stix is not None and (bundle := self.stix.message(dest, body)) is not None:
                 await self.producer.send(bundle[0], key, bundle[1], None)
             if self.tak is not None:
@@ -101,9 +102,10 @@ class Delivery:
         if alert.change != "raised":
             return  # latency is the first version's: an update waits on its span by design
         done = time.time()
-        metrics.event_to_alert.labels(alert.rule_id).observe(max(0.0, done - alert.last_seen))
+        rule = (alert.rule_id,)
+        held.event_to_alert.observe(rule, max(0.0, done - alert.last_seen))
         if ingested_at is not None:
-            metrics.ingest_to_alert.labels(alert.rule_id).observe(max(0.0, done - ingested_at))
+            held.ingest_to_alert.observe(rule, max(0.0, done - ingested_at))
 
 
 class DeadLetters:
@@ -118,7 +120,7 @@ class DeadLetters:
     async def send(self, origin: Origin, raw: bytes | None, why: Rejection, now: float) -> None:
         """The dead letter of the input read at `origin`, holding its payload `raw`."""
         topic, partition, offset = origin
-        self.metrics.rejected.labels(topic, why.kind).inc()
+        self.metrics.batch.rejected.add((topic, why.kind))
         await self.producer.send(
             self.topic,
             f"{topic}:{partition}:{offset}".encode(),

@@ -40,6 +40,7 @@ def deliver(
     policy = configured_policy(settings)
     delivery = Delivery(settings, broker, metrics, lambda: policy, tak=tak)
     asyncio.run(delivery.deliver(raw, ingested_at=None))
+    metrics.flush()  # as the worker does at the end of each fetch
     return broker, metrics
 
 
@@ -93,13 +94,15 @@ def test_a_dead_letter_is_keyed_by_where_its_input_was_read_and_counted() -> Non
     dead_letters = DeadLetters(config, broker, metrics)
     why = Rejection("late", "too late for every rule")
     asyncio.run(dead_letters.send(Origin("events.weapons", 3, 17), b'{"a": 1}', why, 0.0))
+    labels = {"topic": "events.weapons", "reason": "late"}
+    assert metrics.registry.get_sample_value("fusion_events_rejected_total", labels) is None
+    metrics.flush()
     ((key, value, partition),) = broker.sent[config.topic_deadletter]
     assert (key, partition) == (b"events.weapons:3:17", None)
     letter = orjson.loads(value)
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("events.weapons", 3, 17)
     assert letter["error"] == {"kind": "late", "message": "too late for every rule"}
     assert letter["payload"] == '{"a": 1}'
-    labels = {"topic": "events.weapons", "reason": "late"}
     assert metrics.registry.get_sample_value("fusion_events_rejected_total", labels) == 1
 
 

@@ -54,18 +54,18 @@ class CorrelateShell:
         await self.send_output(out, checkpoint.log)
         changed = bool(batch.items) or was != (stage.released_before, len(stage.buffer))
         self.checkpoints.applied(checkpoint, record, changed, len(batch.items))
-        self.metrics.reordered.labels(str(record.partition)).set(len(stage.buffer))
+        held = self.metrics.batch
+        partition = str(record.partition)
+        held.reordered.set((partition,), len(stage.buffer))
         before = stage.released_before
         if before > float("-inf"):
-            self.metrics.watermark_seconds.labels(
-                "correlate", self.settings.topic_routed, str(record.partition)
-            ).set(before)
+            held.watermark_seconds.set(("correlate", self.settings.topic_routed, partition), before)
         await self.checkpoints.maybe_snapshot(record.partition)
 
     async def send_output(
         self, out: CorrelateOutput, audit_log: PartitionLog | None = None
     ) -> None:
-        m = self.metrics
+        held = self.metrics.batch
         for alert, ingested_at in out.alerts:
             await self.delivery.deliver(alert, ingested_at, audit_log)
         for alert_id, rule_id, records in out.refuted_late:
@@ -76,15 +76,15 @@ class CorrelateShell:
                 ", ".join(records),
             )
         for it in out.duplicates:
-            m.duplicates.labels(it.doc.get("event_type", "")).inc()
+            held.duplicates.add((it.doc.get("event_type", ""),))
         for it in out.behind:
             if it.primary:
-                m.out_of_order.labels(it.origin.topic).inc()
+                held.out_of_order.add((it.origin.topic,))
         if out.late:
             now = time.time()
             for it, reason in out.late:
                 agency = str((it.doc.get("source") or {}).get("agency", ""))
-                m.late.labels(it.origin.topic, str(it.doc.get("event_type", "")), agency).inc()
+                held.late.add((it.origin.topic, str(it.doc.get("event_type", "")), agency))
                 await self.dead_letters.send(
                     it.origin, orjson.dumps(it.doc), Rejection("late", reason), now
                 )
