@@ -18,6 +18,14 @@ whole stream `--repeat` times (time.perf_counter; median and best reported):
                   decode, Fact.from_doc + dedup + late check + routing, batch to JSON, decode,
                   Fact.from_doc per route + Engine.process(route) on 4 partition engines, and
                   release + JSON of every alert for every recipient (with its audit record)
+  release         (--release) every alert version raised over a stream, released with
+                  `release_json` to both countries under the shipped sharing policy
+                  (rules/policy.yaml, throwaway keys), in the order they were raised, with
+                  the worker's `ReleaseMemo`: CPU µs per alert version (each run a fresh
+                  policy and memo; the border and areas loaded beforehand). Two streams: the
+                  generated one under `--rules`, and the single-rule backlog of
+                  `make bench-e2e` (bench/peers.py's detections, `--release-backlog` of
+                  them, and five reads of one plate within ten minutes)
 
 Memory: the peak RSS of each phase (VmHWM, reset before the phase through
 /proc/self/clear_refs), the RSS the phase leaves behind, and for validate+engine a separate,
@@ -56,16 +64,26 @@ sys.path.insert(0, str(REPO / "bench"))
 from provenance import cpus_and_memory, tree_state  # noqa: E402
 from streamgen import Item, generate  # noqa: E402
 
+from engine.areas import default_areas  # noqa: E402
+from engine.border import default_border  # noqa: E402
 from engine.correlate import CorrelateStage  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.facts import Fact  # noqa: E402
+from engine.hits import RawAlert  # noqa: E402
 from engine.ingest import Rejection, validate  # noqa: E402
+from engine.policy import Keyring, load_policy  # noqa: E402
 from engine.release import InterimPolicy, recipients, release_json  # noqa: E402
+
+try:  # a checkout from before the release memo times without it
+    from engine.release import ReleaseMemo
+except ImportError:
+    ReleaseMemo = None  # type: ignore[assignment,misc]
 from engine.routing import Origin, RoutedItem, Router, route_items  # noqa: E402
 from engine.rulefiles import load_rules  # noqa: E402
 from engine.rules import RuleSet  # noqa: E402
 from engine.watermarks import InputPartition, SourceWatermarks  # noqa: E402
 from schemas.alerts import alert_topic  # noqa: E402
+from streams.keys import generate as generate_keys  # noqa: E402
 from streams.worker.envelopes import decode_routed, encode_routed  # noqa: E402
 
 PARTNERS = frozenset({"US", "MX"})
@@ -264,6 +282,63 @@ def phase_worker_path(items: list[Item], ctx: dict[str, Any]) -> dict[str, Any]:
         "engines": {p: st.engine for p, st in stages.items()},
         "extra": {"routed_items": routed_items, "alert_bytes": out_bytes},
     }
+
+
+def raised_versions(
+    items: list[Item], ctx: dict[str, Any], ruleset: RuleSet | None = None
+) -> list[RawAlert]:
+    """Every alert version validate+engine raises over the stream, in order (untimed)."""
+    now = ctx["now"]
+    every = ctx["advance_every"]
+    engine = Engine(ruleset or ctx["ruleset"])
+    out: list[RawAlert] = []
+    newest = -math.inf
+    for i, it in enumerate(items, 1):
+        r = validate(it.raw, it.etype, now=now, partners=PARTNERS)
+        if isinstance(r, Rejection):
+            continue
+        newest = max(newest, r.ts)
+        out.extend(engine.process(r))
+        if i % every == 0:
+            out.extend(engine.advance(_advance_clock(newest)))
+    out.extend(engine.advance(_advance_clock(newest)))
+    return out
+
+
+def single_rule_backlog(n: int, seed: int) -> tuple[list[Item], RuleSet]:
+    """`make bench-e2e`'s single-rule backlog: `n` of bench/peers.py's detections of 10,000
+    plates in event-time order, and its rule."""
+    from peers import make_detections
+
+    from engine.rulefiles import parse_rules_text
+    from tests.integration.test_event_time import PLATE_RULE
+
+    parts, _, _ = make_detections(n, seed=seed)
+    records = sorted((r for part in parts for r in part), key=lambda r: r[2])
+    items = [Item("detection", value, "", ts_ms / 1000) for _, value, ts_ms in records]
+    return items, parse_rules_text(PLATE_RULE)
+
+
+def release_runs(alerts: list[RawAlert], now: float, repeat: int) -> list[float]:
+    """CPU seconds to release every alert to both countries, one fresh policy per run."""
+    dests = sorted(PARTNERS)
+    topics = {d: alert_topic(d) for d in dests}
+    default_border()
+    default_areas()
+
+    def once() -> dict[str, Any]:
+        policy = load_policy(
+            REPO / "rules" / "policy.yaml", Keyring.parse(generate_keys(), source="bench")
+        )
+        memo = {} if ReleaseMemo is None else {"memo": ReleaseMemo()}
+        gc.collect()
+        c = time.process_time()
+        for a in alerts:
+            for dest in dests:
+                release_json(a, dest, dests, policy, now=now, topic=topics[dest], **memo)
+        return {"cpu": time.process_time() - c}
+
+    return [_in_child(once)["cpu"] for _ in range(repeat)]
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -467,13 +542,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tracemalloc", action="store_true", help="one more validate+engine pass, traced"
     )
+    ap.add_argument(
+        "--release",
+        action="store_true",
+        help="also time releasing every alert version to both countries under the policy",
+    )
+    ap.add_argument(
+        "--release-backlog",
+        type=int,
+        default=200_000,
+        help="detections in the single-rule backlog that --release also times",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile validate+engine once")
     ap.add_argument("--profile-top", type=int, default=30)
     ap.add_argument("--profile-out", type=Path, help="write the cProfile stats here")
     ap.add_argument("--all", action="store_true", help="every optional phase and the profile")
     args = ap.parse_args(argv)
     if args.all:
-        args.engine_only = args.worker_path = args.tracemalloc = args.profile = True
+        args.engine_only = args.worker_path = args.tracemalloc = args.release = args.profile = True
 
     code = tree_state()  # what was imported: the tree may change while this runs
     ruleset = load_rules([args.rules])
@@ -524,6 +610,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_path:
         phases.append(run_phase("worker CPU path, no Kafka", phase_worker_path, items, ctx, 1))
     traced = traced_pass(items, ctx) if args.tracemalloc else None
+    released: dict[str, tuple[list[RawAlert], list[float]]] = {}
+    if args.release:
+        versions = raised_versions(items, ctx)
+        released[f"generated stream, {len(ruleset)} rules"] = versions, release_runs(
+            versions, now, r
+        )
+        single, plate_rule = single_rule_backlog(args.release_backlog, args.seed)
+        versions = raised_versions(single, ctx, plate_rule)
+        released["single-rule backlog"] = versions, release_runs(versions, now, r)
 
     # -- report --------------------------------------------------------------------------------
     print()
@@ -600,6 +695,25 @@ def main(argv: list[str] | None = None) -> int:
             f"event), {wp.extra.get('alert_bytes', 0) / 2**20:.1f} MiB of released alerts and "
             "audit records."
         )
+    if released:
+        print()
+        print(
+            "Release of every alert version to both countries under rules/policy.yaml "
+            f"({'with' if ReleaseMemo is not None else 'without'} the release memo):"
+        )
+        print()
+        print("| stream | alert versions | evidence per version | CPU µs per version (median) "
+              "| runs |")  # fmt: skip
+        print("|---|---:|---:|---:|---|")
+        for name, (versions, cpu) in released.items():
+            n = max(1, len(versions))
+            evidence = sum(len(a.evidence) for a in versions) / n
+            runs = ", ".join(f"{c / n * 1e6:.1f}" for c in cpu)
+            print(
+                f"| {name} | {len(versions):,} | {evidence:.1f} | "
+                f"{statistics.median(cpu) / n * 1e6:.1f} | {runs} |"
+            )
+        print()
     per_rule: dict[str, list[int]] | None = ve.extra.get("per_rule")
     if per_rule:
         print()
@@ -611,8 +725,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {rid} | " + " | ".join(f"{v:,}" for v in row) + " |")
     print()
     import geo_bench  # bench/: the geography's cost per call (docs/performance.md)
-
-    from engine.border import default_border
 
     print(geo_bench.render(geo_bench.measure(), 20_000, len(default_border().line)))
     sys.stdout.flush()
