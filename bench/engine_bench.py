@@ -22,8 +22,9 @@ whole stream `--repeat` times (time.perf_counter; median and best reported):
                   `release_json` to both countries under the shipped sharing policy
                   (rules/policy.yaml, throwaway keys), in the order they were raised, with
                   the worker's `ReleaseMemo`: CPU µs per alert version (each run a fresh
-                  policy and memo; the border and areas loaded beforehand). Two streams: the
-                  generated one under `--rules`, and the single-rule backlog of
+                  policy and memo, the border and areas loaded beforehand, and the garbage
+                  collector tuned as the worker tunes it, `streams.cli._tune_gc`). Two
+                  streams: the generated one under `--rules`, and the single-rule backlog of
                   `make bench-e2e` (bench/peers.py's detections, `--release-backlog` of
                   them, and five reads of one plate within ten minutes)
 
@@ -83,6 +84,7 @@ from engine.rulefiles import load_rules  # noqa: E402
 from engine.rules import RuleSet  # noqa: E402
 from engine.watermarks import InputPartition, SourceWatermarks  # noqa: E402
 from schemas.alerts import alert_topic  # noqa: E402
+from streams.cli import _tune_gc  # noqa: E402
 from streams.keys import generate as generate_keys  # noqa: E402
 from streams.worker.envelopes import decode_routed, encode_routed  # noqa: E402
 
@@ -332,6 +334,7 @@ def release_runs(alerts: list[RawAlert], now: float, repeat: int) -> list[float]
         )
         memo = {} if ReleaseMemo is None else {"memo": ReleaseMemo()}
         gc.collect()
+        _tune_gc()
         c = time.process_time()
         for a in alerts:
             for dest in dests:
@@ -613,8 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     released: dict[str, tuple[list[RawAlert], list[float]]] = {}
     if args.release:
         versions = raised_versions(items, ctx)
-        released[f"generated stream, {len(ruleset)} rules"] = versions, release_runs(
-            versions, now, r
+        released[f"generated stream, {len(ruleset)} rules"] = (
+            versions,
+            release_runs(versions, now, r),
         )
         single, plate_rule = single_rule_backlog(args.release_backlog, args.seed)
         versions = raised_versions(single, ctx, plate_rule)
