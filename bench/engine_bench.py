@@ -20,8 +20,9 @@ whole stream `--repeat` times (time.perf_counter; median and best reported):
                   release + JSON of every alert for every recipient (with its audit record)
   release         (--release) every alert version raised over a stream, released with
                   `release_json` to both countries under the shipped sharing policy
-                  (rules/policy.yaml, throwaway keys), in the order they were raised, with
-                  the worker's `ReleaseMemo`: CPU µs per alert version (each run a fresh
+                  (rules/policy.yaml, throwaway keys), in the order they were raised (with a
+                  `ReleaseMemo` where the checkout has one: it was measured on a branch and
+                  not kept, docs/performance.md): CPU µs per alert version (each run a fresh
                   policy and memo, the border and areas loaded beforehand, and the garbage
                   collector tuned as the worker tunes it, `streams.cli._tune_gc`). Two
                   streams: the generated one under `--rules`, and the single-rule backlog of
