@@ -689,8 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     if snap is not None:
         print(
             f"Engine.snapshot() of the final state: {snap[0]:.2f} s, {snap[1] / 2**20:.1f} MiB "
-            "compressed: the cost of one whole-state snapshot at this state size (the worker "
-            "writes one per partition periodically, at least FUSION_SNAPSHOT_INTERVAL_S apart)."
+            "compressed: the cost of one whole-state snapshot at this state size (what the "
+            "releases before the per-key changelog wrote; bench/changelog_bench.py compares)."
         )
     wp = next((p for p in phases if p.name.startswith("worker")), None)
     if wp is not None:
