@@ -28,6 +28,8 @@ from engine.facts import Fact
 
 HEAD = "h"
 FACT = "f/"
+UNUSED = "u"
+"""A part no component gives: what an unusable changelog held, to be deleted."""
 
 Change = tuple[str, bytes | None]
 """An entry's name and its new value (None: deleted)."""
@@ -94,6 +96,15 @@ class StateLog:
             else:
                 del refs[eid]
                 gone.append(eid)
+
+    def disown(self, entries: Mapping[str, bytes]) -> None:
+        """Count what a changelog holds as written, without reading it (it could not be
+        used): the next full pass deletes every entry, and every event, that the state does
+        not stand for."""
+        self.parts = {name: () for name in entries if name != HEAD and not name.startswith(FACT)}
+        held = tuple(name[len(FACT) :] for name in entries if name.startswith(FACT))
+        self.parts[UNUSED] = held
+        self.refs = dict.fromkeys(held, 1)
 
     def load(
         self, entries: Mapping[str, bytes]

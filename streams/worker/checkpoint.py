@@ -143,6 +143,7 @@ class Checkpoints:
                     e,
                 )
                 checkpoint = self._fresh(full=True)
+                checkpoint.changelog.disown(entries)
             except (
                 zlib.error,
                 orjson.JSONDecodeError,
@@ -157,6 +158,7 @@ class Checkpoints:
                     partition,
                 )
                 checkpoint = self._fresh(full=True)
+                checkpoint.changelog.disown(entries)
                 log_doc = None
             if self.logs is not None:
                 # with no usable snapshot the log is rebuilt from every leaf published

@@ -202,3 +202,15 @@ def test_a_full_pass_deletes_what_no_part_stands_for() -> None:
     parts.now.clear()  # the state no longer holds it (a rule changed, say)
     apply(topic, loaded.changes(parts, full=True))
     assert sorted(topic) == [HEAD]
+
+
+def test_a_changelog_that_could_not_be_used_is_deleted_by_the_next_full_pass() -> None:
+    a, b = fact("e1", 1.0), fact("e2", 2.0)
+    parts, topic = Parts(), {}
+    parts.set("c/r/k1", [a])
+    apply(topic, StateLog().changes(parts))
+    fresh, log = Parts(), StateLog()
+    log.disown(topic)  # written by another release, say: started empty
+    fresh.set("c/r/k2", [b])
+    apply(topic, log.changes(fresh, full=True))
+    assert sorted(topic) == ["c/r/k2", FACT + "e2", HEAD]
