@@ -620,6 +620,7 @@ class Engine:
             for rid, c in self.correlators.items()
             if _same_rule(rules.get(rid), self._rule_docs[rid])
         }
+        state = {rid: s for rid, s in state.items() if s is not None}
         return {
             **head,
             "facts": facts,
@@ -654,6 +655,8 @@ class Engine:
             if _same_rule(doc["rules"].get(r.id), self._rule_docs[r.id])
         }
         for rid in same:
+            if rid not in doc["state"]:
+                continue  # nothing of it in a changelog: it starts empty
             self.correlators[rid].restore(doc["state"][rid], facts)
             for k, a in doc["suppress"].get(rid, []):
                 self._suppress[rid][tuple(tuple(x) if isinstance(x, list) else x for x in k)] = a

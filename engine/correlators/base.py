@@ -103,8 +103,14 @@ class Correlator(ABC, Generic[R]):
         return None
 
     def rest(self) -> tuple[Any, list[Fact]] | None:
-        """The state not kept per key, and the facts it refers to; None if none."""
+        """The state not kept per key, and the facts it refers to; None if none. A type
+        that keeps no changelog of its own (no `assemble`) gives its whole `snapshot`."""
+        if self._whole():
+            return self.snapshot(), list(self.facts())
         return None
+
+    def _whole(self) -> bool:
+        return type(self).assemble is Correlator.assemble
 
     def take_changes(self, full: bool = False) -> Iterator[Part]:
         """The parts changed since the last call (`full`: every part there is)."""
@@ -134,7 +140,7 @@ class Correlator(ABC, Generic[R]):
                 value["x"] = extra[0]
                 facts.extend(extra[1])
             yield name, value, facts
-        if full or self.rest_changed:
+        if full or self.rest_changed or self._whole():
             self.rest_changed = False
             rest = self.rest()
             if rest is not None:
@@ -143,8 +149,10 @@ class Correlator(ABC, Generic[R]):
                 yield "*", None, []
 
     def assemble(self, keyed: list[dict[str, Any]], rest: Any | None) -> Any:
-        """What `snapshot` returns, from the values of the parts `take_changes` gave."""
-        raise NotImplementedError(f"{type(self).__name__} has no per-key changelog")
+        """What `snapshot` returns, from the values of the parts `take_changes` gave (None:
+        nothing to restore). Without one of its own, a type's state is written whole, as
+        one part, at every snapshot: correct, at a cost that follows its state."""
+        return rest
 
 
 class KeyedEventsCorrelator(Correlator[R]):

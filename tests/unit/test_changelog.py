@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from engine.changelog import FACT, HEAD, StateLog, apply
 from engine.correlate import CorrelateStage
+from engine.correlators.base import Correlator
 from engine.facts import Fact
 from engine.watermarks import InputPartition
 from tests.unit.test_correlate import (
@@ -214,3 +215,46 @@ def test_a_changelog_that_could_not_be_used_is_deleted_by_the_next_full_pass() -
     fresh.set("c/r/k2", [b])
     apply(topic, log.changes(fresh, full=True))
     assert sorted(topic) == ["c/r/k2", FACT + "e2", HEAD]
+
+
+class Whole(Correlator[Any]):
+    """A rule type with state of its own and no changelog of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(RULES.rules[0])
+        self.held: dict[str, Fact] = {}
+
+    def on_fact(self, fact: Fact, key: str | None, owner: bool, watermark: float) -> Any:
+        self.held[fact.event_id] = fact
+        return []
+
+    def expire(self, watermark: float) -> None:
+        pass
+
+    def size(self) -> tuple[int, int]:
+        return (len(self.held), len(self.held))
+
+    def evictions(self) -> int:
+        return 0
+
+    def facts(self) -> Any:
+        return iter(self.held.values())
+
+    def snapshot(self) -> Any:
+        return {"held": sorted(self.held)}
+
+    def restore(self, data: Any, facts: dict[str, Fact]) -> None:
+        self.held = {i: facts[i] for i in data["held"]}
+
+
+def test_a_rule_type_without_a_changelog_of_its_own_is_written_whole_every_time() -> None:
+    c = Whole()
+    c.track()
+    c.on_fact(fact("e1", 1.0), "k", True, 0.0)
+    first = list(c.take_changes())
+    assert [(n, v) for n, v, _ in first] == [("*", {"held": ["e1"]})]
+    again = list(c.take_changes())  # nothing is known to have changed: written whole anyway
+    assert [n for n, _, _ in again] == ["*"] and [f.event_id for f in again[0][2]] == ["e1"]
+    other = Whole()
+    other.restore(other.assemble([], again[0][1]), {"e1": fact("e1", 1.0)})
+    assert list(other.held) == ["e1"]
