@@ -72,15 +72,7 @@ class ChangelogTopic:
     async def read(self, partition: int) -> dict[str, bytes]:
         """Every entry the partition holds (committed batches only), newest value each."""
         async with self._lock:
-            consumer = AIOKafkaConsumer(
-                enable_auto_commit=False,
-                group_id=None,
-                isolation_level="read_committed",
-                max_partition_fetch_bytes=16 * 1024 * 1024,
-                fetch_max_bytes=32 * 1024 * 1024,
-                **aiokafka_config(self.settings),
-            )
-            await consumer.start()
+            consumer = await self._reader("read_committed")
             try:
                 return await _read_all(consumer, TopicPartition(self.topic, partition))
             finally:
@@ -91,20 +83,26 @@ class ChangelogTopic:
         before the changelog; None if that topic or partition holds none."""
         topic = self.settings.topic_state_legacy
         async with self._lock:
-            consumer = AIOKafkaConsumer(
-                enable_auto_commit=False,
-                group_id=None,
-                max_partition_fetch_bytes=16 * 1024 * 1024,
-                fetch_max_bytes=32 * 1024 * 1024,
-                **aiokafka_config(self.settings),
-            )
-            await consumer.start()
+            consumer = await self._reader("read_uncommitted")
             try:
                 if topic not in await consumer.topics():
                     return None
                 return await _last(consumer, TopicPartition(topic, partition))
             finally:
                 await consumer.stop()
+
+    async def _reader(self, isolation_level: str) -> AIOKafkaConsumer:
+        """A consumer of its own (no group, no commits), started."""
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level=isolation_level,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            **aiokafka_config(self.settings),
+        )
+        await consumer.start()
+        return consumer
 
     async def close(self, partition: int) -> None:
         writer = self._writers.pop(partition, None)
